@@ -1,0 +1,116 @@
+"""Toy losses, batched over trajectories, with analytic loss and gradient.
+
+Every problem acts on theta of shape [trajectories, dim] and returns the
+per-trajectory loss [trajectories] and gradient [trajectories, dim]. A
+problem says whether exact theory exists for it (THEORY.md §3-4): the
+quadratic has the exact second-moment recursion; separable potentials
+(the double well) have a stationary law by quadrature; Rosenbrock has
+neither.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from . import rng
+
+PROBLEMS = ("quadratic", "double-well", "rosenbrock")
+
+
+@dataclass(frozen=True)
+class Problem:
+    name: str
+    dim: int
+    exact_theory: bool  # exact E[I] at every step (quadratics)
+    stationary_theory: bool  # stationary E[L] by quadrature (separable potentials)
+
+    def loss(self, theta: torch.Tensor, lam: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def grad(self, theta: torch.Tensor, lam: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Quadratic(Problem):
+    """L = 1/2 sum_i lambda_i theta_i^2; lambda per trajectory when drawn from a distribution."""
+
+    def loss(self, theta, lam=None):
+        return 0.5 * (lam * theta * theta).sum(dim=-1)
+
+    def grad(self, theta, lam=None):
+        return lam * theta
+
+
+@dataclass(frozen=True)
+class DoubleWell(Problem):
+    """L = sum_i (theta_i^2 - 1)^2 / 4, minima at +-1, barrier 1/4 per coordinate."""
+
+    def loss(self, theta, lam=None):
+        w = theta * theta - 1.0
+        return 0.25 * (w * w).sum(dim=-1)
+
+    def grad(self, theta, lam=None):
+        return theta * (theta * theta - 1.0)
+
+
+@dataclass(frozen=True)
+class Rosenbrock(Problem):
+    """Chained Rosenbrock sum_{i<d-1} 100 (theta_{i+1} - theta_i^2)^2 + (1 - theta_i)^2; d = 2 is the classic."""
+
+    def loss(self, theta, lam=None):
+        x, y = theta[:, :-1], theta[:, 1:]
+        return (100.0 * (y - x * x) ** 2 + (1.0 - x) ** 2).sum(dim=-1)
+
+    def grad(self, theta, lam=None):
+        x, y = theta[:, :-1], theta[:, 1:]
+        r = y - x * x
+        g = torch.zeros_like(theta)
+        g[:, :-1] += -400.0 * x * r - 2.0 * (1.0 - x)
+        g[:, 1:] += 200.0 * r
+        return g
+
+
+def make_problem(name: str, dim: int) -> Problem:
+    if name == "quadratic":
+        return Quadratic(name, dim, exact_theory=True, stationary_theory=True)
+    if name == "double-well":
+        return DoubleWell(name, dim, exact_theory=False, stationary_theory=True)
+    if name == "rosenbrock":
+        if dim < 2:
+            raise ValueError("rosenbrock needs dim >= 2")
+        return Rosenbrock(name, dim, exact_theory=False, stationary_theory=False)
+    raise ValueError(f"unknown problem {name!r}; allowed: {', '.join(PROBLEMS)}")
+
+
+# --- spectra of the quadratic -------------------------------------------------
+
+SPECTRUM_DISTRIBUTIONS = ("uniform", "loguniform", "lognormal")
+
+
+def log_spaced_spectrum(dim: int, condition: float) -> list[float]:
+    """Eigenvalues log-spaced from 1/condition up to 1 (so lr < 2 is stable for any condition)."""
+    if dim == 1:
+        return [1.0]
+    return [condition ** (-(dim - 1 - i) / (dim - 1)) for i in range(dim)]
+
+
+def drawn_spectrum(distribution: str, params: tuple[float, float], trajectories: torch.Tensor, dim: int,
+                   seed: int, dtype: torch.dtype) -> torch.Tensor:
+    """Per-trajectory eigenvalues [len(trajectories), dim] from the spectrum stream of Philox.
+
+    uniform:a,b      lambda ~ U[a, b)
+    loguniform:a,b   log lambda ~ U[log a, log b)
+    lognormal:m,s    log lambda ~ N(m, s^2)
+    """
+    u, z = rng.spectrum_draws(trajectories, dim, seed, dtype)
+    a, b = params
+    if distribution == "uniform":
+        return a + (b - a) * u
+    if distribution == "loguniform":
+        return torch.exp(math.log(a) + (math.log(b) - math.log(a)) * u)
+    if distribution == "lognormal":
+        return torch.exp(a + b * z)
+    raise ValueError(f"unknown spectrum distribution {distribution!r}; allowed: {', '.join(SPECTRUM_DISTRIBUTIONS)}")
