@@ -8,15 +8,13 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):  # keep `import inertia_gpu` light: torch-heavy parts load on first use
+    import importlib
     if name == "simulate":
-        from .engine import simulate
-        return simulate
+        return importlib.import_module(".engine", __name__).simulate
     if name == "InertiaSGD":
-        from .optim import InertiaSGD
-        return InertiaSGD
+        return importlib.import_module(".optim", __name__).InertiaSGD
     if name == "theory":
-        from . import theory
-        return theory
+        return importlib.import_module(".theory", __name__)
     raise AttributeError(name)
 
 

@@ -131,6 +131,9 @@ class SimulationConfig:
 
     def _resolve_problem(self) -> None:
         if self.problem == "quadratic":
+            if self.condition is not None and self.spectrum is not None and self.dim is not None \
+                    and self.spectrum == log_spaced_spectrum(self.dim, self.condition):
+                self.spectrum = None  # resolved by an earlier validate(): resolve again from the condition
             given = sum(x is not None for x in (self.spectrum, self.condition, self.spectrum_distribution))
             if given > 1:
                 raise ConfigError("--spectrum, --condition and --spectrum-dist: give at most one")

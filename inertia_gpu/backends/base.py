@@ -1,0 +1,74 @@
+"""The one door between the ensemble engine and a backend.
+
+A backend advances a contiguous chunk of trajectories over a window of
+steps and returns per-group partial sums of the recorded quantities
+(docs/CONVENTIONS.md). Adding a backend means one new file implementing
+`EnsembleBackend.run` and a line in `backends/__init__.py`.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from ..config import SimulationConfig
+
+GROUP = 64  # trajectories per partial sum; fixed for every backend so sums never depend on launch shape
+QUANTITIES = ("count", "inertia", "kinetic", "loss", "shadow_inertia", "inertia_sq")
+N_QUANTITIES = len(QUANTITIES)
+FRACTIONS = (0.5, 0.36787944117144233, 0.1)  # first passage of I below f I_0
+
+
+class BackendUnavailable(RuntimeError):
+    """The chosen backend cannot run here (no GPU, package missing): one clear line."""
+
+
+@dataclass
+class ChunkState:
+    """Per-trajectory state of a chunk between launches (on the backend's device)."""
+
+    theta: torch.Tensor  # [n, dim]
+    momentum: torch.Tensor  # [n, dim]: b for heavy ball, v for continuous integrators
+    inertia0: torch.Tensor  # [n]
+    first_passage: torch.Tensor  # [n, len(FRACTIONS)] int32, -1 = not yet
+
+    def to(self, device) -> "ChunkState":
+        return ChunkState(*(t.to(device) for t in (self.theta, self.momentum, self.inertia0, self.first_passage)))
+
+
+def recorded_in_window(config: SimulationConfig, step_begin: int, step_end: int) -> list[int]:
+    """Recorded step indices a window [step_begin, step_end] reports.
+
+    step_begin == 0 means the window starts from the initial state and
+    records it; otherwise the state at step_begin was recorded by the
+    previous window.
+    """
+    k = config.record_every
+    first = 0 if step_begin == 0 else step_begin + 1
+    return [n for n in range(first, step_end + 1) if n % k == 0]
+
+
+def n_groups(count: int) -> int:
+    return (count + GROUP - 1) // GROUP
+
+
+class EnsembleBackend(ABC):
+    name: str = "?"
+
+    @classmethod
+    def unavailable_reason(cls, config: SimulationConfig) -> str | None:
+        """None when this backend can run `config` here; else one line saying why not."""
+        return None
+
+    @abstractmethod
+    def run(self, config: SimulationConfig, start: int, count: int, step_begin: int, step_end: int,
+            state: ChunkState | None) -> tuple[ChunkState, torch.Tensor]:
+        """Advance trajectories [start, start + count) from step_begin to step_end.
+
+        `state` is None exactly when step_begin == 0 (the backend draws the
+        initial state from the Philox stream). Returns the new state and the
+        partial sums, float64 [len(recorded_in_window(...)), n_groups(count),
+        N_QUANTITIES], groups being consecutive runs of GROUP trajectories
+        from `start` (which the engine keeps a multiple of GROUP).
+        """

@@ -1,0 +1,68 @@
+"""The reference backend: the dynamics of `inertia_gpu.reference`, one step at a time in PyTorch.
+
+Any device, float32 or float64. One Philox evaluation serves four steps
+(the four lanes of the counter n // 4), as the fast kernels do.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import rng
+from ..config import SimulationConfig
+from ..reference import Model
+from .base import FRACTIONS, GROUP, N_QUANTITIES, ChunkState, EnsembleBackend, n_groups, recorded_in_window
+
+
+def group_sums(inertia, kinetic, loss, shadow) -> torch.Tensor:
+    """Per-group float64 sums [n_groups, N_QUANTITIES] over trajectories with finite inertia."""
+    count = inertia.shape[0]
+    finite = torch.isfinite(inertia)
+    cols = [finite.to(torch.float64)]
+    for q in (inertia, kinetic, loss, shadow):
+        cols.append(torch.where(finite, q.to(torch.float64), torch.zeros((), dtype=torch.float64, device=q.device)))
+    cols.append(cols[1] * cols[1])
+    table = torch.stack(cols, dim=-1)
+    pad = n_groups(count) * GROUP - count
+    if pad:
+        table = torch.cat([table, table.new_zeros(pad, N_QUANTITIES)])
+    return table.reshape(-1, GROUP, N_QUANTITIES).sum(dim=1)
+
+
+def update_first_passage(first_passage, inertia, inertia0, n: int) -> None:
+    for j, f in enumerate(FRACTIONS):
+        hit = (first_passage[:, j] < 0) & (inertia <= f * inertia0)
+        first_passage[:, j] = torch.where(hit, torch.full_like(first_passage[:, j], n), first_passage[:, j])
+
+
+class TorchEnsemble(EnsembleBackend):
+    name = "torch"
+
+    def run(self, config: SimulationConfig, start: int, count: int, step_begin: int, step_end: int,
+            state: ChunkState | None):
+        model = Model(config)
+        device = model.device
+        traj = torch.arange(start, start + count, device=device, dtype=torch.int64)
+        lam = model.eigenvalues(traj)
+        recorded = set(recorded_in_window(config, step_begin, step_end))
+        partials = []
+        if state is None:
+            theta, mom = model.initial_state(traj)
+            inertia0 = model.observe(theta, mom, lam)[0]
+            first_passage = torch.full((count, len(FRACTIONS)), -1, dtype=torch.int32, device=device)
+            if 0 in recorded:
+                partials.append(group_sums(*model.observe(theta, mom, lam)))
+        else:
+            theta, mom, inertia0, first_passage = state.theta, state.momentum, state.inertia0, state.first_passage
+        coords = torch.arange(config.dim, device=device, dtype=torch.int64)
+        z4 = None
+        for n in range(step_begin, step_end):
+            if z4 is None or n % 4 == 0:
+                (c0, c1, c2, c3), _ = rng.ensemble_counter(traj[:, None], torch.tensor(n, device=device), coords[None, :])
+                z4 = rng.normals4(c0, c1, c2, c3, config.seed, model.dtype)
+            theta, mom = model.step(theta, mom, lam, n, z4[..., n % 4])
+            if n + 1 in recorded:
+                obs = model.observe(theta, mom, lam)
+                update_first_passage(first_passage, obs[0], inertia0, n + 1)
+                partials.append(group_sums(*obs))
+        out = torch.stack(partials) if partials else torch.zeros(0, n_groups(count), N_QUANTITIES, dtype=torch.float64)
+        return ChunkState(theta, mom, inertia0, first_passage), out

@@ -1,0 +1,255 @@
+"""The ensemble engine: plans launches, runs a backend, turns partial sums into statistics.
+
+A run of N trajectories is cut into replicates (consecutive blocks of whole
+GROUPs, the batch-means units) and launches of whole replicates, so each
+replicate's sums are formed inside one launch by a fixed-shape reduction:
+the statistics are then identical whatever the chunking. Steps are cut
+into windows when the partial-sum buffer of a launch would exceed its
+budget; the per-trajectory state is carried between windows.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import backends
+from .backends.base import FRACTIONS, GROUP, N_QUANTITIES, ChunkState, recorded_in_window
+from .config import ConfigError, SimulationConfig
+from .stats import combine, first_passage_summary, fit_decay
+
+PARTIALS_BUDGET = 256 * 2 ** 20  # bytes of float64 partial sums per launch
+STATE_BUDGET = {"cpu": 512 * 2 ** 20, "cuda": 8 * 2 ** 30}  # bytes of per-trajectory state per launch
+
+
+@dataclass
+class Plan:
+    replicate_size: int  # trajectories per replicate (a multiple of GROUP)
+    replicates: int
+    chunk: int  # trajectories per launch (a multiple of replicate_size)
+    window: int  # steps per launch
+
+    @property
+    def groups_per_replicate(self) -> int:
+        return self.replicate_size // GROUP
+
+
+def plan(config: SimulationConfig, chunk: int | None = None, window: int | None = None) -> Plan:
+    """Sizes of replicates, launches and step windows for `config`.
+
+    chunk/window override the budgets (tests use them to show the result does not depend on them).
+    """
+    n = config.trajectories
+    per_rep = math.ceil(n / config.replicates)
+    replicate_size = max(GROUP, math.ceil(per_rep / GROUP) * GROUP)
+    replicates = math.ceil(n / replicate_size)
+    bytes_per_traj = (2 * config.dim + 8) * 8 + 3 * 4 + 64 * config.dim  # state + working set of a step
+    if chunk is None:
+        by_state = STATE_BUDGET[config.device] // bytes_per_traj
+        chunk = max(1, by_state // replicate_size) * replicate_size
+    else:
+        chunk = max(1, math.ceil(chunk / replicate_size)) * replicate_size
+    chunk = min(chunk, replicates * replicate_size)
+    if window is None:
+        per_record = math.ceil(chunk / GROUP) * N_QUANTITIES * 8
+        records = max(1, PARTIALS_BUDGET // per_record)
+        window = max(1, records * config.record_every)
+    return Plan(replicate_size, replicates, chunk, min(window, config.steps))
+
+
+@dataclass
+class SimulationResult:
+    config: SimulationConfig
+    steps: np.ndarray
+    stats: dict[str, np.ndarray]
+    replicate_sums: np.ndarray  # [n_records, R, Q] float64
+    first_passage_hist: np.ndarray  # [len(FRACTIONS), steps + 2]
+    backend: str
+    device_name: str
+    elapsed_s: float
+    theory: dict[str, np.ndarray] = field(default_factory=dict)
+    stationary: dict[str, float] = field(default_factory=dict)
+
+    def __getattr__(self, name):
+        stats = self.__dict__.get("stats", {})
+        if name in stats:
+            return stats[name]
+        raise AttributeError(name)
+
+    @property
+    def diverged(self) -> np.ndarray:
+        return (self.config.trajectories - self.stats["finite"]).astype(np.int64)
+
+    @property
+    def trajectory_steps_per_s(self) -> float:
+        return self.config.trajectories * self.config.steps / max(self.elapsed_s, 1e-12)
+
+    def decay_fit(self) -> dict:
+        """Rate (exponential, constant schedules) or exponent (power law, nesterov) of E[I] - E[I_inf]."""
+        cfg = self.config
+        model = "power" if cfg.nesterov_r is not None else "exponential"
+        floor = self.stationary.get("inertia")
+        if floor is None:
+            floor = 0.0 if not cfg.noisy else float(np.mean(self.stats["inertia_mean"][-max(2, len(self.steps) // 5):]))
+        unit = cfg.dt if cfg.continuous else 1.0
+        return fit_decay(self.steps, self.stats["inertia_mean"], self.stats["inertia_sem"], floor, model, unit)
+
+    def to_dict(self) -> dict:
+        s = self.stats
+        out = {
+            "config": self.config.to_dict(),
+            "backend": self.backend,
+            "device": self.device_name,
+            "elapsed_s": self.elapsed_s,
+            "trajectory_steps_per_s": self.trajectory_steps_per_s,
+            "steps": self.steps.tolist(),
+            "diverged": self.diverged.tolist(),
+        }
+        for q in ("inertia", "kinetic", "loss", "shadow_inertia"):
+            out[f"{q}_mean"] = _finite_list(s[f"{q}_mean"])
+            out[f"{q}_sem"] = _finite_list(s[f"{q}_sem"])
+        out["first_passage"] = first_passage_summary(self.first_passage_hist)
+        out["decay_fit"] = self.decay_fit()
+        if self.theory:
+            out["theory"] = {f"{k}_mean": _finite_list(v) for k, v in self.theory.items()}
+            z = (s["inertia_mean"] - self.theory["inertia"]) / s["inertia_sem"]
+            out["theory"]["inertia_max_abs_z"] = float(np.nanmax(np.abs(z)))
+        if self.stationary:
+            out["stationary"] = self.stationary
+        return out
+
+    def write_json(self, path: str) -> None:
+        """Write atomically: a crash mid-write never leaves a truncated file."""
+        import os
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as fh:
+            json.dump(self.to_dict(), fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+
+def _finite_list(a: np.ndarray) -> list:
+    return [float(x) if np.isfinite(x) else None for x in np.asarray(a, dtype=float)]
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    import platform
+    return f"{platform.processor() or platform.machine()} CPU ({torch.get_num_threads()} threads)"
+
+
+def check_device(config: SimulationConfig) -> None:
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device: cuda asked for but no CUDA device is visible here; use --device cpu")
+
+
+def simulate(config: SimulationConfig, progress: bool = False, chunk: int | None = None,
+             window: int | None = None, with_theory: bool = True) -> SimulationResult:
+    """Run the ensemble described by `config`; see SimulationResult for what comes back."""
+    config.validate()
+    check_device(config)
+    backend = backends.resolve(config)
+    p = plan(config, chunk, window)
+    steps = np.asarray(config.recorded_steps)
+    row_of = {n: i for i, n in enumerate(steps)}
+    table = np.zeros((len(steps), p.replicates, N_QUANTITIES))
+    hist = np.zeros((len(FRACTIONS), config.steps + 2), dtype=np.int64)
+    bar = _progress(progress, config.trajectories * config.steps)
+    t0 = time.perf_counter()
+    with bar:
+        for start in range(0, config.trajectories, p.chunk):
+            count = min(p.chunk, config.trajectories - start)
+            state: ChunkState | None = None
+            for begin in range(0, config.steps, p.window):
+                end = min(begin + p.window, config.steps)
+                state, partials = backend.run(config, start, count, begin, end, state)
+                rows = [row_of[n] for n in recorded_in_window(config, begin, end)]
+                table[rows, start // p.replicate_size:start // p.replicate_size + _reps(count, p)] = \
+                    _replicate_sums(partials, p)
+                bar.advance(count * (end - begin))
+            fp = state.first_passage.to("cpu").numpy()
+            for j in range(len(FRACTIONS)):
+                hist[j] += np.bincount(fp[:, j] + 1, minlength=config.steps + 2)[: config.steps + 2]
+    elapsed = time.perf_counter() - t0
+    result = SimulationResult(config, steps, combine(table), table, hist, backend.name,
+                              device_name(config.device), elapsed)
+    if with_theory:
+        _attach_theory(result)
+    return result
+
+
+def _reps(count: int, p: Plan) -> int:
+    return math.ceil(count / p.replicate_size)
+
+
+def _replicate_sums(partials: torch.Tensor, p: Plan) -> np.ndarray:
+    """Group sums [rec, groups, Q] -> replicate sums [rec, reps, Q] by one fixed-shape reduction."""
+    partials = partials.to("cpu", torch.float64)
+    rec, groups, q = partials.shape
+    reps = math.ceil(groups / p.groups_per_replicate)
+    pad = reps * p.groups_per_replicate - groups
+    if pad:
+        partials = torch.cat([partials, partials.new_zeros(rec, pad, q)], dim=1)
+    return partials.reshape(rec, reps, p.groups_per_replicate, q).sum(dim=2).numpy()
+
+
+def _attach_theory(result: SimulationResult) -> None:
+    cfg = result.config
+    if cfg.problem != "quadratic":
+        return
+    from . import theory
+    spectra = None
+    if cfg.distribution is not None:
+        from .reference import Model
+        sample = min(cfg.trajectories, 100_000)
+        import dataclasses
+        model = Model(dataclasses.replace(cfg, dtype="float64", device="cpu"))
+        spectra = model.eigenvalues(torch.arange(sample)).numpy()
+    try:
+        result.theory = theory.expected(cfg, spectra=spectra)
+    except (NotImplementedError, ValueError):
+        return
+    if cfg.noisy and cfg.nesterov_r is None:
+        try:
+            result.stationary = {k: float(v) for k, v in theory.stationary(cfg).items()}
+        except (NotImplementedError, ValueError):
+            pass
+
+
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def advance(self, n):
+        pass
+
+
+class _RichBar(_NoBar):
+    def __init__(self, total: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        self.progress = Progress(TextColumn("trajectory-steps"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), transient=True)
+        self.task = self.progress.add_task("run", total=total)
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def advance(self, n):
+        self.progress.advance(self.task, n)
+
+
+def _progress(enabled: bool, total: int):
+    return _RichBar(total) if enabled else _NoBar()

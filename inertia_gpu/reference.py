@@ -1,0 +1,136 @@
+"""The reference dynamics: what every backend must compute, in plain PyTorch.
+
+Readable first, fast second. Each function is one line of
+docs/CONVENTIONS.md: the per-step maps of every integrator, the noise
+scale of every noise model, the initial state and the recorded
+quantities. Runs on any device in float32 or float64; the fast paths are
+tested against it.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import rng
+from .config import SimulationConfig
+from .problems import Problem, drawn_spectrum, make_problem
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class Model:
+    """A config turned into tensors: the problem, its eigenvalues, the per-step scalars."""
+
+    def __init__(self, config: SimulationConfig):
+        self.config = config
+        self.problem: Problem = make_problem(config.problem, config.dim)
+        self.dtype = DTYPES[config.dtype]
+        self.device = torch.device(config.device)
+
+    # --- the quadratic's eigenvalues -------------------------------------------
+    def eigenvalues(self, trajectories: torch.Tensor) -> torch.Tensor | None:
+        """[n, dim] per trajectory (drawn) or [1, dim] shared; None for non-quadratics."""
+        cfg = self.config
+        if cfg.problem != "quadratic":
+            return None
+        if cfg.distribution is not None:
+            name, params = cfg.distribution
+            return drawn_spectrum(name, params, trajectories, cfg.dim, cfg.seed, self.dtype)
+        return torch.tensor(cfg.spectrum, dtype=self.dtype, device=self.device)[None, :]
+
+    # --- schedules and noise ---------------------------------------------------
+    def momentum(self, n: int) -> float | torch.Tensor:
+        """mu_n of heavy ball, computed in the working dtype (n / (n + r) for nesterov:r)."""
+        r = self.config.nesterov_r
+        if r is None:
+            return self.config.momentum
+        n_t = torch.tensor(float(n), dtype=self.dtype)
+        return n_t / (n_t + torch.tensor(r, dtype=self.dtype))
+
+    def damping(self, n: int) -> float | torch.Tensor:
+        """gamma_n of the continuous integrators: constant, or (1 - mu_n) / h for nesterov:r."""
+        cfg = self.config
+        if cfg.nesterov_r is None:
+            return cfg.damping
+        return (1.0 - self.momentum(n)) / cfg.dt
+
+    def noise_std(self, loss: torch.Tensor, friction: float | torch.Tensor) -> torch.Tensor | float:
+        """Gradient-noise std s (heavy ball) or sigma (continuous) for this step.
+
+        friction: 1 - mu_n / lr (heavy ball, so that s^2 = 2(1-mu)T/lr) or gamma (continuous,
+        sigma^2 = 2 gamma T).
+        """
+        cfg = self.config
+        if cfg.noise_model == "additive":
+            return cfg.noise
+        if cfg.noise_model == "temperature":
+            return torch.sqrt(torch.as_tensor(2.0 * friction * cfg.temperature, dtype=self.dtype))
+        return cfg.noise * torch.sqrt(torch.clamp(loss, min=0.0))[:, None]  # loss-scaled
+
+    # --- initial state -----------------------------------------------------------
+    def initial_state(self, trajectories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """theta_0 ~ N(0, init_theta_std^2), v_0 ~ N(0, init_velocity_std^2); heavy ball stores b_0 = -v_0/lr."""
+        cfg = self.config
+        z_theta, z_v = rng.init_normals(trajectories, cfg.dim, cfg.seed, self.dtype)
+        theta = cfg.init_theta_std * z_theta
+        v = cfg.init_velocity_std * z_v
+        if cfg.continuous:
+            return theta, v
+        return theta, -v / cfg.lr
+
+    # --- one step ----------------------------------------------------------------
+    def step(self, theta, mom, lam, n: int, xi):
+        """Advance state n -> n + 1 with standard normals xi [n_traj, dim]."""
+        cfg = self.config
+        grad, loss = self.problem.grad, self.problem.loss
+        if cfg.integrator == "heavy-ball":
+            mu = self.momentum(n)
+            s = self.noise_std(loss(theta, lam), (1.0 - mu) / cfg.lr)
+            g = grad(theta, lam) + s * xi
+            mom = mu * mom + g
+            return theta - cfg.lr * mom, mom
+        h = cfg.dt
+        gamma = self.damping(n)
+        if cfg.integrator == "euler":
+            sigma = self.noise_std(loss(theta, lam), gamma)
+            g = grad(theta, lam)
+            return theta + h * mom, mom - h * g - (h * gamma) * mom + (sigma * math.sqrt(h)) * xi
+        if cfg.integrator == "leapfrog":  # B A B O
+            mom = mom - (0.5 * h) * grad(theta, lam)
+            theta = theta + h * mom
+            mom = mom - (0.5 * h) * grad(theta, lam)
+            return theta, self.ou_step(mom, theta, lam, gamma, xi)
+        # baoab: B A O A B
+        mom = mom - (0.5 * h) * grad(theta, lam)
+        theta = theta + (0.5 * h) * mom
+        mom = self.ou_step(mom, theta, lam, gamma, xi)
+        theta = theta + (0.5 * h) * mom
+        return theta, mom - (0.5 * h) * grad(theta, lam)
+
+    def ou_step(self, v, theta, lam, gamma, xi):
+        """Exact Ornstein-Uhlenbeck step v <- c1 v + c2 xi over time h."""
+        h = self.config.dt
+        gamma = torch.as_tensor(gamma, dtype=self.dtype)
+        c1 = torch.exp(-gamma * h)
+        # (1 - e^{-2 gamma h}) / (2 gamma), tending to h as gamma -> 0
+        var_factor = torch.where(gamma > 0, -torch.expm1(-2.0 * gamma * h) / (2.0 * torch.clamp(gamma, min=1e-300)),
+                                 torch.as_tensor(h, dtype=self.dtype))
+        sigma = self.noise_std(self.problem.loss(theta, lam), gamma)
+        return c1 * v + (sigma * torch.sqrt(var_factor)) * xi
+
+    # --- what is recorded --------------------------------------------------------
+    def observe(self, theta, mom, lam):
+        """(inertia, kinetic, loss, shadow_inertia), each [n_traj]."""
+        cfg = self.config
+        loss = self.problem.loss(theta, lam)
+        g = self.problem.grad(theta, lam)
+        if cfg.integrator == "heavy-ball":
+            kinetic = 0.5 * cfg.lr * (mom * mom).sum(dim=-1)
+            inertia = kinetic + loss
+            shadow = inertia + 0.5 * cfg.lr * (mom * g).sum(dim=-1)
+        else:
+            kinetic = 0.5 * (mom * mom).sum(dim=-1)
+            inertia = kinetic + loss
+            shadow = inertia - (cfg.dt ** 2 / 8.0) * (g * g).sum(dim=-1)
+        return inertia, kinetic, loss, shadow

@@ -1,0 +1,69 @@
+"""What a person reads or looks at after a run: a terminal summary and a figure."""
+from __future__ import annotations
+
+import numpy as np
+
+from .stats import first_passage_summary
+
+
+def print_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cfg = result.config
+    s = result.stats
+    console = Console(stderr=False)
+    t = Table(title=f"{cfg.problem} / {cfg.integrator}: {cfg.trajectories:,} trajectories x {cfg.steps:,} steps "
+                    f"on {result.backend} ({result.device_name}), {result.trajectory_steps_per_s:.3g} traj-steps/s")
+    for col in ("step", "E[I]", "sem", "theory", "z", "E[K]", "E[L]", "E[shadow]", "diverged"):
+        t.add_column(col, justify="right")
+    idx = np.unique(np.linspace(0, len(result.steps) - 1, min(8, len(result.steps))).astype(int))
+    for i in idx:
+        th = result.theory.get("inertia") if result.theory else None
+        z = (s["inertia_mean"][i] - th[i]) / s["inertia_sem"][i] if th is not None else None
+        t.add_row(str(result.steps[i]), f"{s['inertia_mean'][i]:.6g}", f"{s['inertia_sem'][i]:.2g}",
+                  f"{th[i]:.6g}" if th is not None else "-", f"{z:+.2f}" if z is not None else "-",
+                  f"{s['kinetic_mean'][i]:.6g}", f"{s['loss_mean'][i]:.6g}", f"{s['shadow_inertia_mean'][i]:.6g}",
+                  str(int(result.diverged[i])))
+    console.print(t)
+    fit = result.decay_fit()
+    unit = "per unit time" if cfg.continuous else "per step"
+    what = "exponent" if fit["model"] == "power" else f"rate ({unit})"
+    console.print(f"decay {what}: {fit['rate']:.4g}  95% CI [{fit['ci95'][0]:.4g}, {fit['ci95'][1]:.4g}]")
+    for entry in first_passage_summary(result.first_passage_hist):
+        q = entry["quantiles"]
+        if q:
+            console.print(f"first step with I <= {entry['fraction']:.3f} I0: median {q['0.5']}, "
+                          f"10-90% [{q['0.1']}, {q['0.9']}], reached by {entry['reached']:,}/{entry['total']:,}")
+    if result.stationary:
+        console.print(f"stationary E[I] (theory): {result.stationary['inertia']:.6g}")
+    if int(result.diverged.max()) > 0:
+        console.print(f"[yellow]{int(result.diverged.max()):,} trajectories diverged (excluded from means, "
+                      f"counted per step in 'diverged')[/yellow]")
+
+
+def plot_result(result, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = result.stats
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    steps = result.steps
+    ax.fill_between(steps, s["inertia_mean"] - 2 * s["inertia_sem"], s["inertia_mean"] + 2 * s["inertia_sem"],
+                    alpha=0.3, label="E[I] +- 2 sem")
+    ax.plot(steps, s["inertia_mean"], label="E[I] simulated")
+    ax.plot(steps, s["shadow_inertia_mean"], lw=0.8, label="E[shadow inertia]")
+    if result.theory:
+        ax.plot(steps, result.theory["inertia"], "k--", lw=1, label="exact theory")
+    if result.stationary:
+        ax.axhline(result.stationary["inertia"], color="gray", ls=":", label="stationary (theory)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("inertia")
+    if np.all(s["inertia_mean"] > 0):
+        ax.set_yscale("log")
+    ax.set_title(f"{result.config.problem}, {result.config.integrator}, {result.config.trajectories:,} trajectories")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

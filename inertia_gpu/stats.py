@@ -1,0 +1,110 @@
+"""Statistics of an ensemble run: batch means, first passage, decay fits.
+
+Every reported mean carries a standard error computed from the run itself:
+trajectories are split into replicates (consecutive blocks), and the
+standard error of the mean is that of the replicate means (batch means),
+weighted by replicate size. All sums are float64.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backends.base import FRACTIONS, QUANTITIES
+
+
+def combine(table: np.ndarray) -> dict[str, np.ndarray]:
+    """Means and batch-means standard errors from replicate sums [n_records, R, Q].
+
+    Returns {name + "_mean", name + "_sem"} for inertia, kinetic, loss and
+    shadow_inertia, plus "finite" (trajectories counted per step).
+    """
+    counts = table[..., 0]  # [n_records, R]
+    total = counts.sum(axis=1)
+    out: dict[str, np.ndarray] = {"finite": total}
+    n_rep = (counts > 0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for j, name in enumerate(QUANTITIES[1:5], start=1):
+            sums = table[..., j]
+            mean = sums.sum(axis=1) / total
+            rep_mean = np.where(counts > 0, sums / np.where(counts > 0, counts, 1), 0.0)
+            # weighted batch means: var(mean) = sum w_r^2 (m_r - m)^2 * R/(R-1), w_r = n_r / N
+            w = counts / total[:, None]
+            dev2 = np.where(counts > 0, (rep_mean - mean[:, None]) ** 2, 0.0)
+            var = (w * w * dev2).sum(axis=1) * n_rep / np.maximum(n_rep - 1, 1)
+            out[f"{name}_mean"] = mean
+            out[f"{name}_sem"] = np.where(n_rep > 1, np.sqrt(var), np.nan)
+        # plain per-trajectory spread (for reference beside the batch-means error)
+        mean_i = table[..., 1].sum(axis=1) / total
+        second = table[..., 5].sum(axis=1) / total
+        out["inertia_std"] = np.sqrt(np.maximum(second - mean_i ** 2, 0.0))
+    return out
+
+
+def first_passage_summary(hist: np.ndarray) -> list[dict]:
+    """Per fraction f: share of trajectories that reached f I_0, and quantiles of the first-passage step.
+
+    hist[j, 0] counts trajectories that never reached it; hist[j, 1 + n] those that first did at step n.
+    """
+    out = []
+    for j, f in enumerate(FRACTIONS):
+        h = hist[j]
+        total = int(h.sum())
+        reached = int(h[1:].sum())
+        entry = {"fraction": f, "reached": reached, "total": total, "quantiles": {}}
+        if reached:
+            cdf = np.cumsum(h[1:]) / reached
+            for q in (0.1, 0.25, 0.5, 0.75, 0.9):
+                entry["quantiles"][str(q)] = int(np.searchsorted(cdf, q))
+            steps = np.arange(h.size - 1)
+            entry["mean_step"] = float((steps * h[1:]).sum() / reached)
+        out.append(entry)
+    return out
+
+
+def fit_decay(steps: np.ndarray, mean: np.ndarray, sem: np.ndarray, floor: float, model: str = "exponential",
+              time_per_step: float = 1.0, z_min: float = 5.0) -> dict:
+    """Fit E[I] - floor ~ A exp(-r t) (model "exponential") or A t^(-p) (model "power").
+
+    Weighted least squares on log(E[I] - floor), weights from the standard
+    error (delta method: se(log y) = sem / y), over the recorded steps where
+    the excess stands z_min standard errors above zero. Returns the rate (per
+    unit of time: steps * time_per_step) or exponent with a 95 % interval.
+    """
+    steps = np.asarray(steps, dtype=float)
+    excess = np.asarray(mean, dtype=float) - floor
+    sem = np.asarray(sem, dtype=float)
+    sem = np.where(np.isfinite(sem) & (sem > 0), sem, np.nan)
+    ok = (steps > 0) & np.isfinite(excess) & (excess > z_min * np.nan_to_num(sem, nan=0.0))
+    if model == "power":
+        ok &= steps > 0
+    # oscillating curves (underdamped) are fitted on their upper envelope through the weights alone;
+    # the first stretch before decay starts (transient) is dropped by starting at 5% of the window
+    idx = np.flatnonzero(ok)
+    if idx.size < 4:
+        return {"model": model, "rate": math.nan, "ci95": [math.nan, math.nan], "points": int(idx.size)}
+    idx = idx[idx.size // 20:]
+    t = steps[idx] * time_per_step
+    x = np.log(t) if model == "power" else t
+    y = np.log(excess[idx])
+    se = sem[idx] / excess[idx]
+    se = np.where(np.isfinite(se), se, np.nanmax(se) if np.isfinite(se).any() else 1.0)
+    se = np.maximum(se, 1e-12)
+    w = 1.0 / se ** 2
+    X = np.stack([np.ones_like(x), x], axis=1)
+    cov = np.linalg.inv(X.T @ (X * w[:, None]))
+    beta = cov @ (X.T @ (w * y))
+    resid = y - X @ beta
+    dof = max(idx.size - 2, 1)
+    chi2 = float((w * resid ** 2).sum() / dof)
+    # inflate by the reduced chi^2 where the model misfits (oscillation, correlated errors)
+    slope_se = math.sqrt(cov[1, 1] * max(chi2, 1.0))
+    rate = -float(beta[1])
+    return {"model": model, "rate": rate, "ci95": [rate - 1.96 * slope_se, rate + 1.96 * slope_se],
+            "points": int(idx.size), "reduced_chi2": chi2}
+
+
+def z_scores(mean: np.ndarray, sem: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (np.asarray(mean) - np.asarray(expected)) / np.asarray(sem)
