@@ -55,8 +55,10 @@ class TorchEnsemble(EnsembleBackend):
             theta, mom, inertia0, first_passage = state.theta, state.momentum, state.inertia0, state.first_passage
         coords = torch.arange(config.dim, device=device, dtype=torch.int64)
         z4 = None
+        if not config.noisy:  # the noise term vanishes: skip the draws, not the arithmetic
+            z4 = torch.zeros(count, config.dim, 4, dtype=model.dtype, device=device)
         for n in range(step_begin, step_end):
-            if z4 is None or n % 4 == 0:
+            if config.noisy and (z4 is None or n % 4 == 0):
                 (c0, c1, c2, c3), _ = rng.ensemble_counter(traj[:, None], torch.tensor(n, device=device), coords[None, :])
                 z4 = rng.normals4(c0, c1, c2, c3, config.seed, model.dtype)
             theta, mom = model.step(theta, mom, lam, n, z4[..., n % 4])
