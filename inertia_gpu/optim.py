@@ -1,0 +1,371 @@
+"""InertiaSGD: torch.optim.SGD that also reports the computational inertia of its own dynamics.
+
+A drop-in for torch.optim.SGD (same options, same numerics with noise=0,
+interchangeable state_dict with `momentum_buffer`), plus optional gradient
+noise from the project's Philox stream and, at every step, device tensors
+
+    kinetic        = sum over groups of lr/2 |b_k|^2
+    inertia        = kinetic + L(theta_k)
+    shadow_inertia = inertia + sum over groups of lr/2 <b_k, d_k>
+
+Convention (THEORY.md §2): all three describe the state k at which the
+closure evaluated the loss, i.e. b_k is the momentum buffer *before* this
+update and d_k the noise-free update direction of this step
+(±grad L(theta_k) + weight_decay theta_k, the gradient unscaled by AMP).
+For momentum = 1, no noise and a quadratic loss, shadow_inertia is exactly
+conserved. Before the first step b_0 = 0, so kinetic is 0; with momentum = 0
+there is no buffer and kinetic is 0 throughout. No value is read back to
+the host: `opt.inertia.item()` is the user's choice (and sync).
+
+Backends: "triton" (kernels/sgd.py: all parameters of a group in one launch
+per dtype, AMP grad_scale/found_inf read on the device, CUDA-graph
+capturable with a tensor lr), "foreach" (torch._foreach_* ops, any device;
+reads found_inf on the host), "auto" (triton on CUDA, foreach elsewhere).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.optim import Optimizer
+
+from . import rng
+
+BACKENDS = ("auto", "foreach", "triton")
+
+
+class InertiaHistory:
+    """Per-step device scalars (loss, kinetic, inertia, shadow_inertia); no host sync until read."""
+
+    FIELDS = ("loss", "kinetic", "inertia", "shadow_inertia")
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[torch.Tensor, ...]] = []
+
+    def append(self, *values: torch.Tensor) -> None:
+        self._rows.append(values)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+    def as_numpy(self) -> dict[str, np.ndarray]:
+        """{field: float64 array over recorded steps}: one device-to-host copy."""
+        if not self._rows:
+            return {f: np.zeros(0) for f in self.FIELDS}
+        table = torch.stack([torch.stack([v.to(self._rows[0][0].device) for v in row]) for row in self._rows])
+        table = table.cpu().numpy()
+        return {f: table[:, i] for i, f in enumerate(self.FIELDS)}
+
+
+def _is_tensor(x) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def _check_group(group: dict) -> None:
+    lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
+    if _is_tensor(lr):
+        if lr.numel() != 1:
+            raise ValueError("lr as a tensor must have one element")
+    elif not lr >= 0.0:
+        raise ValueError(f"Invalid lr: {lr} (must be >= 0)")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"Invalid momentum: {momentum} (must be in [0, 1])")
+    if not 0.0 <= dampening <= 1.0:
+        raise ValueError(f"Invalid dampening: {dampening} (must be in [0, 1])")
+    if not group["weight_decay"] >= 0.0:
+        raise ValueError(f"Invalid weight_decay: {group['weight_decay']} (must be >= 0)")
+    if group["nesterov"] and (momentum <= 0 or dampening != 0):
+        raise ValueError("Invalid nesterov: needs momentum > 0 and dampening = 0")
+    if not group["noise"] >= 0.0:
+        raise ValueError(f"Invalid noise: {group['noise']} (must be >= 0)")
+    temperature = group["temperature"]
+    if temperature is not None:
+        if not temperature >= 0.0:
+            raise ValueError(f"Invalid temperature: {temperature} (must be >= 0)")
+        if group["noise"] != 0:
+            raise ValueError("Invalid noise/temperature: give one of them, not both")
+    if not (isinstance(group["seed"], int) and 0 <= group["seed"] < 1 << 64):
+        raise ValueError(f"Invalid seed: {group['seed']} (must be an int in [0, 2**64))")
+    if group["backend"] not in BACKENDS:
+        raise ValueError(f"Invalid backend: {group['backend']!r} (allowed: {', '.join(BACKENDS)})")
+
+
+def _noise_std(group: dict, lr) -> float | torch.Tensor:
+    """Gradient-noise std s: `noise`, or sqrt(2 (1 - momentum) T / lr) for a temperature T."""
+    if group["temperature"] is None:
+        return group["noise"]
+    scale = 2.0 * (1.0 - group["momentum"]) * group["temperature"]
+    if _is_tensor(lr):
+        return torch.sqrt(scale / lr)
+    return math.sqrt(scale / lr) if lr > 0 else 0.0
+
+
+def optimizer_noise(numel: int, step: torch.Tensor, parameter: int, seed: int, dtype: torch.dtype) -> torch.Tensor:
+    """rng.optimizer_normals with the step as a device tensor (no host sync), flattened."""
+    groups = torch.arange((numel + 3) // 4, device=step.device, dtype=torch.int64)
+    c0 = groups & rng.MASK32
+    c3 = rng.TAG_OPTIMIZER + (groups >> 32) * 16
+    k0, k1 = rng.seed_key(seed)
+    x0, x1, x2, x3 = rng.philox4x32(c0, step.to(torch.int64), parameter, c3, k0, k1)
+    z0, z1 = rng.box_muller(x0, x1, dtype)
+    z2, z3 = rng.box_muller(x2, x3, dtype)
+    return torch.stack((z0, z1, z2, z3), dim=-1).reshape(-1)[:numel]
+
+
+def _dot64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.dot(a.reshape(-1).to(torch.float64), b.reshape(-1).to(torch.float64))
+
+
+def foreach_step(params: list[torch.Tensor], grads: list[torch.Tensor], buffers: list[torch.Tensor | None],
+                 parameter_index: list[int], group: dict, step: torch.Tensor,
+                 grad_scale: torch.Tensor | None, found_inf: torch.Tensor | None) -> torch.Tensor:
+    """torch.optim.SGD's multi-tensor step plus noise; fills `buffers` (None -> new); float64 [2] sums."""
+    lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
+    device = params[0].device
+    if grad_scale is not None:
+        grads = torch._foreach_div(grads, grad_scale.to(device))
+    if group["maximize"]:
+        grads = torch._foreach_neg(grads)
+    if group["weight_decay"] != 0:
+        grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
+    if momentum != 0:
+        for b, d in zip(buffers, grads):
+            if b is not None:
+                sums += torch.stack((_dot64(b, b), _dot64(b, d)))
+    if found_inf is not None and bool(found_inf.item()):  # host read: this path is for the CPU
+        return sums
+    std = _noise_std(group, lr)
+    if _is_tensor(std) or std != 0:
+        compute = torch.float64 if params[0].dtype == torch.float64 else torch.float32
+        xis = [optimizer_noise(p.numel(), step, i, group["seed"], compute).reshape(p.shape).to(p.dtype)
+               for p, i in zip(params, parameter_index)]
+        grads = torch._foreach_add(grads, torch._foreach_mul(xis, std) if _is_tensor(std) else xis,
+                                   alpha=1.0 if _is_tensor(std) else std)
+    if momentum != 0:
+        for k, (b, g) in enumerate(zip(buffers, grads)):
+            if b is None:
+                buffers[k] = g.detach().clone()
+            else:
+                b.mul_(momentum).add_(g, alpha=1 - dampening)
+        if group["nesterov"]:
+            grads = torch._foreach_add(grads, buffers, alpha=momentum)
+        else:
+            grads = buffers
+    if _is_tensor(lr):
+        torch._foreach_add_(params, torch._foreach_mul(grads, lr.to(device)), alpha=-1)
+    else:
+        torch._foreach_add_(params, grads, alpha=-lr)
+    return sums
+
+
+class InertiaSGD(Optimizer):
+    """SGD with momentum, optional gradient noise, and the inertia of its dynamics at every step.
+
+    Args (as torch.optim.SGD): params, lr, momentum, dampening, weight_decay,
+    nesterov, maximize. Extra:
+      noise:       gradient-noise std s added to every coordinate (0 = none)
+      temperature: alternatively T, s = sqrt(2 (1 - momentum) T / lr)
+      seed:        Philox key; the noise is a pure function of (seed, step,
+                   parameter index over all groups, element)
+      backend:     "auto" | "foreach" | "triton"
+      block:       elements per Triton program (None: the launcher's default)
+      record_history: append (loss, kinetic, inertia, shadow) to `history` each step
+
+    After each step: `kinetic`, `inertia`, `shadow_inertia`, `loss` (0-dim
+    float64 device tensors; inertia and shadow are NaN when no loss was
+    given), `group_kinetic` and `group_shadow_correction` ([n_groups]).
+    The loss comes from the closure or from `step(loss=...)`.
+    """
+
+    _step_supports_amp_scaling = True  # GradScaler hands grad_scale / found_inf over instead of syncing
+
+    def __init__(self, params, lr: float | torch.Tensor = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
+                 noise: float = 0.0, temperature: float | None = None, seed: int = 0,
+                 backend: str = "auto", block: int | None = None, record_history: bool = True):
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        nesterov=nesterov, maximize=maximize, noise=noise, temperature=temperature,
+                        seed=seed, backend=backend)
+        self.block = block
+        self.record_history = record_history
+        self.history = InertiaHistory()
+        self._plans: dict = {}
+        self._ready: dict[int, torch.Tensor] = {}
+        super().__init__(params, defaults)
+        self.kinetic = self.inertia = self.shadow_inertia = self.loss = None
+        self.group_kinetic = self.group_shadow_correction = None
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        _check_group(group)
+        if "step" not in group:
+            group["step"] = torch.zeros((), dtype=torch.int64, device=group["params"][0].device)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # a state_dict from torch.optim.SGD lacks these
+            for key in ("noise", "temperature", "seed", "backend"):
+                group.setdefault(key, self.defaults[key])
+            group.setdefault("nesterov", False)
+            group.setdefault("maximize", False)
+            group.setdefault("step", torch.zeros((), dtype=torch.int64))
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._plans.clear()
+        self._ready.clear()
+
+    def _backend(self, group: dict, device: torch.device) -> str:
+        name = group["backend"]
+        if name == "auto":
+            if device.type != "cuda":
+                return "foreach"
+            from .backends.sgd_triton import triton_unavailable_reason
+            return "foreach" if triton_unavailable_reason(device) else "triton"
+        if name == "triton":
+            from .backends.sgd_triton import triton_unavailable_reason
+            reason = triton_unavailable_reason(device)
+            if reason:
+                raise RuntimeError(reason)
+        return name
+
+    def _ready_flags(self, gi: int, group: dict, device: torch.device) -> torch.Tensor:
+        """int32 per parameter of the group: 0 while its buffer still awaits torch's first step b = g."""
+        flags = self._ready.get(gi)
+        if flags is None or flags.device != device or flags.numel() != len(group["params"]):
+            flags = torch.tensor([int("momentum_buffer" in self.state[p]) for p in group["params"]],
+                                 dtype=torch.int32).to(device)
+            self._ready[gi] = flags
+        return flags
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None, loss=None):
+        if closure is not None:
+            if loss is not None:
+                raise ValueError("step: give a closure or loss=, not both")
+            with torch.enable_grad():
+                loss = closure()
+        grad_scale = getattr(self, "grad_scale", None)
+        found_inf = getattr(self, "found_inf", None)
+        group_sums, lrs = [], []
+        offset = 0
+        device = None
+        for gi, group in enumerate(self.param_groups):
+            _check_group(group)
+            sums = self._step_group(gi, group, offset, grad_scale, found_inf)
+            offset += len(group["params"])
+            if sums is not None:
+                device = device or sums.device
+                group_sums.append(sums.to(device))
+                lrs.append(group["lr"])
+            else:
+                group_sums.append(None)
+                lrs.append(0.0)
+        if device is not None:
+            self._report(group_sums, lrs, loss, device)
+        return loss
+
+    def _step_group(self, gi, group, offset, grad_scale, found_inf) -> torch.Tensor | None:
+        params, grads, parameter_index, local_index = [], [], [], []
+        for j, p in enumerate(group["params"]):
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise ValueError(f"InertiaSGD: sparse gradient for parameter {offset + j} (not supported)")
+            if p.grad.is_complex() or p.is_complex():
+                raise ValueError(f"InertiaSGD: complex gradient for parameter {offset + j} (not supported)")
+            params.append(p)
+            grads.append(p.grad)
+            parameter_index.append(offset + j)
+            local_index.append(j)
+        if not params:
+            return None
+        device = params[0].device
+        if group["step"].device != device:
+            group["step"] = group["step"].to(device)
+        step = group["step"]
+        momentum = group["momentum"]
+        applied = None if found_inf is None else (found_inf.to(device) == 0)
+        if self._backend(group, device) == "foreach":
+            buffers = [self.state[p].get("momentum_buffer") for p in params] if momentum != 0 else []
+            sums = foreach_step(params, grads, buffers, parameter_index, group, step, grad_scale, found_inf)
+            if momentum != 0:
+                for p, b in zip(params, buffers):
+                    if b is not None:
+                        self.state[p]["momentum_buffer"] = b
+        else:
+            sums = self._triton_group(gi, group, params, grads, parameter_index, local_index,
+                                      step, grad_scale, found_inf, applied)
+        step.add_(1 if applied is None else applied.to(step.dtype))
+        return sums
+
+    def _triton_group(self, gi, group, params, grads, parameter_index, local_index, step,
+                      grad_scale, found_inf, applied) -> torch.Tensor:
+        from .backends.sgd_triton import sgd_step
+        device = params[0].device
+        buffers = ready = None
+        if group["momentum"] != 0:
+            ready = self._ready_flags(gi, group, device)
+            fresh = []
+            for p, j in zip(params, local_index):
+                if "momentum_buffer" not in self.state[p]:
+                    # zeros, not empty: a skipped first step leaves b_0 = 0 and ready = 0
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                    fresh.append(j)
+            if fresh:
+                ready.index_fill_(0, torch.tensor(fresh, device=device), 0)
+            buffers = [self.state[p]["momentum_buffer"] for p in params]
+        grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
+        lr = group["lr"]
+        if _is_tensor(lr) and lr.device != device:
+            lr = lr.to(device)
+        sums = sgd_step(params, grads, buffers, parameter_index, local_index, ready,
+                        lr=lr, momentum=group["momentum"], dampening=group["dampening"],
+                        nesterov=group["nesterov"], weight_decay=group["weight_decay"],
+                        maximize=group["maximize"], noise=group["noise"], temperature=group["temperature"],
+                        seed=group["seed"], step=step,
+                        grad_scale=None if grad_scale is None else grad_scale.to(device),
+                        found_inf=None if found_inf is None else found_inf.to(device),
+                        block=self.block, cache=self._plans, cache_tag=gi)
+        if ready is not None:
+            idx = self._local_index_tensor(gi, local_index, device)
+            if applied is None:
+                ready.index_fill_(0, idx, 1)
+            else:
+                ready.index_copy_(0, idx, torch.maximum(ready.index_select(0, idx), applied.to(ready.dtype)))
+        return sums
+
+    def _local_index_tensor(self, gi, local_index, device) -> torch.Tensor:
+        key = ("local", gi)
+        cached = self._plans.get(key)
+        if cached is None or cached[0] != local_index or cached[1].device != device:
+            cached = (list(local_index), torch.tensor(local_index, dtype=torch.int64).to(device))
+            self._plans[key] = cached
+        return cached[1]
+
+    def _report(self, group_sums, lrs, loss, device) -> None:
+        zero = torch.zeros(2, dtype=torch.float64, device=device)
+        sums = torch.stack([s if s is not None else zero for s in group_sums])
+        lr = torch.stack([torch.as_tensor(x, dtype=torch.float64).to(device) for x in lrs]) \
+            if any(_is_tensor(x) for x in lrs) else torch.tensor(lrs, dtype=torch.float64).to(device)
+        half_lr_sums = 0.5 * lr[:, None] * sums
+        self.group_kinetic = half_lr_sums[:, 0]
+        self.group_shadow_correction = half_lr_sums[:, 1]
+        self.kinetic = self.group_kinetic.sum()
+        if loss is None:
+            self.loss = torch.full((), float("nan"), dtype=torch.float64, device=device)
+        elif _is_tensor(loss):
+            self.loss = loss.detach().to(device=device, dtype=torch.float64).reshape(())
+        else:
+            self.loss = torch.tensor(float(loss), dtype=torch.float64).to(device)
+        self.inertia = self.kinetic + self.loss
+        self.shadow_inertia = self.inertia + self.group_shadow_correction.sum()
+        if self.record_history:
+            self.history.append(self.loss, self.kinetic, self.inertia, self.shadow_inertia)
