@@ -1,0 +1,153 @@
+"""The fast CPU path: a time-blocked, multi-core numba kernel (kernels/cpu_ensemble.py).
+
+Each thread owns whole GROUPs of 64 trajectories and advances one trajectory
+at a time through the full step window with its state in registers, drawing
+one Philox call per coordinate per four steps (all four lanes used). The
+per-step scalars (mu_n, gamma_n, OU coefficients, noise scales) are computed
+here with the reference's own torch expressions in the working dtype, so the
+kernel only does per-trajectory arithmetic in the reference's operation order:
+states agree with `TorchEnsemble` to float32 rounding (log/sin/cos may differ
+by an ulp) and the group sums are formed in a fixed order, independent of the
+thread count.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .. import rng
+from ..config import SimulationConfig
+from ..reference import Model
+from .base import FRACTIONS, N_QUANTITIES, ChunkState, EnsembleBackend, n_groups, recorded_in_window
+
+INTEGRATOR_CODE = {"heavy-ball": 0, "euler": 1, "leapfrog": 2, "baoab": 3}
+PROBLEM_CODE = {"quadratic": 0, "double-well": 1, "rosenbrock": 2}
+NOISE_CODE = {"additive": 0, "temperature": 1, "loss-scaled": 2}
+NP_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def _kernels():
+    from ..kernels import cpu_ensemble
+    return cpu_ensemble
+
+
+def _scalar(x, dtype: torch.dtype) -> float:
+    """A reference scalar (Python float or 0-dim tensor) as the working dtype rounds it."""
+    return float(torch.as_tensor(x, dtype=dtype))
+
+
+def step_coefficients(model: Model, step_begin: int, step_end: int) -> np.ndarray:
+    """[step_end - step_begin, 3] per-step scalars in the working dtype (see kernels/cpu_ensemble.py).
+
+    Each entry is computed by the same torch expression as in `inertia_gpu.reference`,
+    so it is bit-identical to the scalar the reference multiplies by.
+    """
+    cfg = model.config
+    dt = model.dtype
+    loss_scaled = cfg.noise_model == "loss-scaled"
+
+    def row(n: int) -> tuple[float, float, float]:
+        if cfg.integrator == "heavy-ball":
+            mu = model.momentum(n)
+            s = cfg.noise if loss_scaled else model.noise_std(None, (1.0 - mu) / cfg.lr)
+            return _scalar(mu, dt), _scalar(s, dt), 0.0
+        h = cfg.dt
+        gamma = model.damping(n)
+        if cfg.integrator == "euler":
+            hg = h * gamma
+            if loss_scaled:
+                return _scalar(hg, dt), _scalar(cfg.noise, dt), _scalar(math.sqrt(h), dt)
+            sigma = model.noise_std(None, gamma)
+            return _scalar(hg, dt), _scalar(sigma * math.sqrt(h), dt), 0.0
+        # O-step of leapfrog / baoab, as Model.ou_step
+        gamma = torch.as_tensor(gamma, dtype=dt)
+        c1 = torch.exp(-gamma * h)
+        var_factor = torch.where(gamma > 0, -torch.expm1(-2.0 * gamma * h) / (2.0 * torch.clamp(gamma, min=1e-300)),
+                                 torch.as_tensor(h, dtype=dt))
+        sq = torch.sqrt(var_factor)
+        if loss_scaled:
+            return _scalar(c1, dt), _scalar(sq, dt), _scalar(cfg.noise, dt)
+        sigma = model.noise_std(None, gamma)
+        return _scalar(c1, dt), _scalar(sq, dt), _scalar(sigma * sq, dt)
+
+    count = step_end - step_begin
+    npdt = NP_DTYPES[cfg.dtype]
+    if cfg.nesterov_r is None:
+        return np.tile(np.asarray(row(step_begin), dtype=npdt), (count, 1))
+    return np.asarray([row(n) for n in range(step_begin, step_end)], dtype=npdt).reshape(count, 3)
+
+
+def kernel_constants(config: SimulationConfig) -> np.ndarray:
+    k = _kernels()
+    c = np.zeros(k.N_CONSTS, dtype=np.float64)
+    c[k.K_LR] = config.lr
+    c[k.K_HALF_LR] = 0.5 * config.lr
+    c[k.K_H] = config.dt
+    c[k.K_HALF_H] = 0.5 * config.dt
+    c[k.K_H2_8] = config.dt ** 2 / 8.0
+    c[k.K_INIT_THETA] = config.init_theta_std
+    c[k.K_INIT_V] = config.init_velocity_std
+    c[k.K_FRAC:k.K_FRAC + 3] = FRACTIONS
+    c[k.K_ONE] = 1.0
+    return c.astype(NP_DTYPES[config.dtype])  # round to nearest, as torch casts a Python scalar
+
+
+def _as_numpy(t: torch.Tensor, dtype) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().to("cpu").numpy(), dtype=dtype)
+
+
+class NumbaEnsemble(EnsembleBackend):
+    name = "numba"
+
+    @classmethod
+    def unavailable_reason(cls, config: SimulationConfig) -> str | None:
+        if config.device != "cpu":
+            return f"--backend numba: runs on the CPU only, not --device {config.device}"
+        try:
+            import numba  # noqa: F401
+        except ImportError:
+            return "--backend numba: numba is not installed (pip install 'inertia-gpu[cpu]')"
+        return None
+
+    def run(self, config: SimulationConfig, start: int, count: int, step_begin: int, step_end: int,
+            state: ChunkState | None):
+        k = _kernels()
+        model = Model(config)
+        npdt = NP_DTYPES[config.dtype]
+        dim = config.dim
+        if config.problem == "quadratic":
+            if config.distribution is not None:
+                lam_t = model.eigenvalues(torch.arange(start, start + count, dtype=torch.int64))
+            else:
+                lam_t = model.eigenvalues(None)
+            lam = _as_numpy(lam_t, npdt).reshape(-1, dim)
+        else:
+            lam = np.zeros((1, dim), dtype=npdt)
+        if state is None:
+            if step_begin != 0:
+                raise ValueError("state is None only for a window starting at step 0")
+            theta = np.empty((count, dim), dtype=npdt)
+            mom = np.empty((count, dim), dtype=npdt)
+            inertia0 = np.empty(count, dtype=npdt)
+            first_passage = np.full((count, len(FRACTIONS)), -1, dtype=np.int32)
+        else:
+            theta = _as_numpy(state.theta, npdt)
+            mom = _as_numpy(state.momentum, npdt)
+            inertia0 = _as_numpy(state.inertia0, npdt)
+            first_passage = _as_numpy(state.first_passage, np.int32)
+        n_rec = len(recorded_in_window(config, step_begin, step_end))
+        out = np.zeros((n_groups(count), n_rec, N_QUANTITIES), dtype=np.float64)
+        coef = step_coefficients(model, step_begin, step_end)
+        key0, key1 = rng.seed_key(config.seed)
+        if start + count > rng.MAX_TRAJECTORIES or step_end > rng.MAX_STEPS:
+            raise ValueError("trajectory or step index outside the Philox counter's range")
+        k.ensemble_window(theta, mom, inertia0, first_passage, lam, coef, kernel_constants(config), out,
+                          start, step_begin, step_end, config.record_every, 1 if state is None else 0,
+                          key0, key1, INTEGRATOR_CODE[config.integrator], PROBLEM_CODE[config.problem],
+                          NOISE_CODE[config.noise_model])
+        partials = torch.from_numpy(out).permute(1, 0, 2).contiguous()
+        new_state = ChunkState(torch.from_numpy(theta), torch.from_numpy(mom), torch.from_numpy(inertia0),
+                               torch.from_numpy(first_passage))
+        return new_state, partials

@@ -1,0 +1,462 @@
+"""Time-blocked ensemble kernel for the CPU (numba): one trajectory at a time, many steps in registers.
+
+Kernel source only: plain numpy arrays and scalars in, nothing of the library
+imported. The launcher is `inertia_gpu.backends.numba_cpu`; the contract is
+docs/CONVENTIONS.md.
+
+Work split: `prange` over GROUPs of 64 trajectories. A thread walks the
+trajectories of its group in index order and advances each one through the
+whole step window while its state stays in registers (d = 1) or in a small
+L1-resident scratch row (d > 1); each recorded step adds the trajectory's
+quantities to its group's float64 row. A group's sums are therefore formed by
+one thread in trajectory order: the result is bitwise the same whatever the
+thread count or schedule.
+
+Noise: Philox4x32-10 in uint64 arithmetic (the 32x32 -> 64 products are exact),
+one call per (trajectory, coordinate, four steps), all four outputs used
+(lanes n % 4 of counter (trajectory, n // 4, coordinate, 0)).
+
+Per-step scalars (mu_n, gamma_n, the OU coefficients, noise scales) are
+computed by the launcher in the working dtype exactly as the reference
+computes them, and passed as a table `coef[n - step_begin, :]`; the kernel
+does only the per-trajectory arithmetic, in the operation order of
+`inertia_gpu.reference`. One compiled specialisation per dtype: the
+integrator, problem and noise model are runtime integer switches.
+
+Integer switches:
+    integrator  0 heavy-ball, 1 euler, 2 leapfrog, 3 baoab
+    problem     0 quadratic, 1 double-well, 2 rosenbrock
+    noise_model 0 additive, 1 temperature, 2 loss-scaled
+
+coef columns per step:
+    heavy-ball  [mu_n, s_n (loss-scaled: noise), 0]
+    euler       [h*gamma_n, sigma_n*sqrt(h) (loss-scaled: noise), sqrt(h)]
+    leapfrog/baoab (O-step)  [c1_n, sqrt(var_n), sigma_n*sqrt(var_n) (loss-scaled: noise)]
+
+consts (working dtype): see the K_* indices below.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+GROUP = 64
+N_QUANTITIES = 6
+
+M0 = np.uint64(0xD2511F53)
+M1 = np.uint64(0xCD9E8D57)
+W0 = np.uint64(0x9E3779B9)
+W1 = np.uint64(0xBB67AE85)
+MASK = np.uint64(0xFFFFFFFF)
+SH32 = np.uint64(32)
+SH8 = np.uint64(8)
+U1 = np.uint64(1)
+
+# indices into `consts`
+K_LR = 0          # heavy-ball lr
+K_HALF_LR = 1     # 0.5 * lr (as the reference rounds it)
+K_H = 2           # dt
+K_HALF_H = 3      # 0.5 * dt
+K_H2_8 = 4        # dt**2 / 8
+K_INIT_THETA = 5  # init_theta_std
+K_INIT_V = 6      # init_velocity_std
+K_FRAC = 7        # 7, 8, 9: first-passage fractions
+K_ONE = 10        # 1.0 (carries the working dtype)
+N_CONSTS = 11
+
+
+def cast_like(x, like):  # pragma: no cover - replaced by the overload inside numba
+    return x
+
+
+@overload(cast_like)
+def _cast_like(x, like):
+    if like == types.float32:
+        return lambda x, like: np.float32(x)
+    return lambda x, like: np.float64(x)
+
+
+@njit
+def philox4x32(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 on uint64 words holding uint32 values (Random123 constants)."""
+    for _ in range(10):
+        p0 = M0 * c0
+        p1 = M1 * c2
+        n0 = (p1 >> SH32) ^ c1 ^ k0
+        n2 = (p0 >> SH32) ^ c3 ^ k1
+        c1 = p1 & MASK
+        c3 = p0 & MASK
+        c0 = n0
+        c2 = n2
+        k0 = (k0 + W0) & MASK
+        k1 = (k1 + W1) & MASK
+    return c0, c1, c2, c3
+
+
+@njit(cache=True)
+def philox_batch(c0, c1, c2, c3, k0, k1):
+    """Philox on arrays of counters (int64 holding uint32); returns [n, 4] uint32 (for tests)."""
+    n = c0.shape[0]
+    out = np.empty((n, 4), dtype=np.uint32)
+    kk0 = np.uint64(k0)
+    kk1 = np.uint64(k1)
+    for i in range(n):
+        x0, x1, x2, x3 = philox4x32(np.uint64(c0[i]), np.uint64(c1[i]), np.uint64(c2[i]), np.uint64(c3[i]), kk0, kk1)
+        out[i, 0] = np.uint32(x0)
+        out[i, 1] = np.uint32(x1)
+        out[i, 2] = np.uint32(x2)
+        out[i, 3] = np.uint32(x3)
+    return out
+
+
+@njit
+def box_muller(xa, xb, one):
+    """Two normals from two uint32 words, in the dtype of `one` (CONVENTIONS transform)."""
+    scale = cast_like(5.9604644775390625e-08, one)  # 2**-24
+    u1 = cast_like((xa >> SH8) + U1, one) * scale
+    u2 = cast_like(xb >> SH8, one) * scale
+    r = math.sqrt(cast_like(-2.0, one) * math.log(u1))
+    angle = cast_like(6.283185307179586, one) * u2
+    return r * math.cos(angle), r * math.sin(angle)
+
+
+@njit
+def _normals4(traj, block, coord, tag, k0, k1, one):
+    x0, x1, x2, x3 = philox4x32(np.uint64(traj), np.uint64(block), np.uint64(coord), np.uint64(tag), k0, k1)
+    z0, z1 = box_muller(x0, x1, one)
+    z2, z3 = box_muller(x2, x3, one)
+    return z0, z1, z2, z3
+
+
+# --- problems on a row (d > 1) -------------------------------------------------
+
+@njit
+def _grad_loss_row(problem, theta, lam, g, one):
+    """Fill g with grad L(theta); return L(theta) (reference operation order, sequential sums)."""
+    d = theta.shape[0]
+    zero = cast_like(0.0, one)
+    if problem == 0:
+        acc = zero
+        for j in range(d):
+            lt = lam[j] * theta[j]
+            acc += lt * theta[j]
+            g[j] = lt
+        return cast_like(0.5, one) * acc
+    if problem == 1:
+        acc = zero
+        for j in range(d):
+            w = theta[j] * theta[j] - one
+            acc += w * w
+            g[j] = theta[j] * w
+        return cast_like(0.25, one) * acc
+    # rosenbrock
+    acc = zero
+    for j in range(d):
+        g[j] = zero
+    for j in range(d - 1):
+        x = theta[j]
+        r = theta[j + 1] - x * x
+        omx = one - x
+        acc += cast_like(100.0, one) * (r * r) + omx * omx
+        g[j] = g[j] + (cast_like(-400.0, one) * x * r - cast_like(2.0, one) * omx)
+    for j in range(1, d):
+        x = theta[j - 1]
+        r = theta[j] - x * x
+        g[j] = g[j] + cast_like(200.0, one) * r
+    return acc
+
+
+@njit
+def _grad_loss_1(problem, th, lam, one):
+    """(grad, loss) for d = 1 (quadratic or double well)."""
+    if problem == 0:
+        lt = lam * th
+        return lt, cast_like(0.5, one) * (lt * th)
+    w = th * th - one
+    return th * w, cast_like(0.25, one) * (w * w)
+
+
+@njit
+def _clamp0(x, one):
+    # torch.clamp(min=0) keeps NaN
+    return cast_like(0.0, one) if x < 0 else x
+
+
+@njit(cache=True, parallel=True, fastmath=False)
+def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
+                    start, step_begin, step_end, record_every, init,
+                    key0, key1, integrator, problem, noise_model):
+    """Advance trajectories [start, start + count) from step_begin to step_end, in place.
+
+    theta, mom [count, dim]; inertia0 [count]; first_passage [count, 3] int32;
+    lam [1 or count, dim]; coef [step_end - step_begin, 3]; consts [N_CONSTS];
+    out [n_groups, n_records, 6] float64, zeroed (records as in recorded_in_window).
+    init != 0: draw the initial state (step_begin must be 0) instead of reading theta/mom.
+    """
+    count = theta.shape[0]
+    dim = theta.shape[1]
+    n_groups = (count + GROUP - 1) // GROUP
+    lam_shared = lam.shape[0] == 1
+    k0 = np.uint64(key0)
+    k1 = np.uint64(key1)
+    one = consts[K_ONE]
+    lr = consts[K_LR]
+    half_lr = consts[K_HALF_LR]
+    h = consts[K_H]
+    half_h = consts[K_HALF_H]
+    h2_8 = consts[K_H2_8]
+    heavy = integrator == 0
+    loss_scaled = noise_model == 2
+    for grp in prange(n_groups):
+        acc = out[grp]
+        lo = grp * GROUP
+        hi = min(lo + GROUP, count)
+        zrow = np.empty((dim, 4), dtype=theta.dtype)
+        th = np.empty(dim, dtype=theta.dtype)
+        v = np.empty(dim, dtype=theta.dtype)
+        g = np.empty(dim, dtype=theta.dtype)
+        for i in range(lo, hi):
+            traj = start + i
+            lrow = lam[0] if lam_shared else lam[i]
+            fp0 = first_passage[i, 0]
+            fp1 = first_passage[i, 1]
+            fp2 = first_passage[i, 2]
+            rec = 0
+            if dim == 1:
+                # ---- scalar path: state in registers -------------------------------
+                lm = lrow[0]
+                if init != 0:
+                    za, zb, _, _ = _normals4(traj, 0, 0, 1, k0, k1, one)
+                    x = consts[K_INIT_THETA] * za
+                    y = consts[K_INIT_V] * zb
+                    if heavy:
+                        y = -y / lr
+                else:
+                    x = theta[i, 0]
+                    y = mom[i, 0]
+                gr, L = _grad_loss_1(problem, x, lm, one)
+                if init != 0:
+                    if heavy:
+                        kin = half_lr * (y * y)
+                        ine = kin + L
+                        sh = ine + half_lr * (y * gr)
+                    else:
+                        kin = cast_like(0.5, one) * (y * y)
+                        ine = kin + L
+                        sh = ine - h2_8 * (gr * gr)
+                    i0 = ine
+                    fp0 = -1
+                    fp1 = -1
+                    fp2 = -1
+                    if record_every > 0:
+                        if math.isfinite(ine):
+                            ie = np.float64(ine)
+                            acc[0, 0] += 1.0
+                            acc[0, 1] += ie
+                            acc[0, 2] += np.float64(kin)
+                            acc[0, 3] += np.float64(L)
+                            acc[0, 4] += np.float64(sh)
+                            acc[0, 5] += ie * ie
+                        rec = 1
+                else:
+                    i0 = inertia0[i]
+                z0 = z1 = z2 = z3 = one
+                for n in range(step_begin, step_end):
+                    lane = n & 3
+                    if lane == 0 or n == step_begin:
+                        z0, z1, z2, z3 = _normals4(traj, n >> 2, 0, 0, k0, k1, one)
+                    xi = z0 if lane == 0 else (z1 if lane == 1 else (z2 if lane == 2 else z3))
+                    c = coef[n - step_begin]
+                    if heavy:
+                        s = c[1]
+                        if loss_scaled:
+                            s = s * math.sqrt(_clamp0(L, one))
+                        gg = gr + s * xi
+                        y = c[0] * y + gg
+                        x = x - lr * y
+                    elif integrator == 1:
+                        sg = c[1]
+                        if loss_scaled:
+                            sg = (sg * math.sqrt(_clamp0(L, one))) * c[2]
+                        xn = x + h * y
+                        y = ((y - h * gr) - c[0] * y) + sg * xi
+                        x = xn
+                    elif integrator == 2:
+                        y = y - half_h * gr
+                        x = x + h * y
+                        gr, L = _grad_loss_1(problem, x, lm, one)
+                        y = y - half_h * gr
+                        sg = c[2]
+                        if loss_scaled:
+                            sg = (sg * math.sqrt(_clamp0(L, one))) * c[1]
+                        y = c[0] * y + sg * xi
+                    else:
+                        y = y - half_h * gr
+                        x = x + half_h * y
+                        sg = c[2]
+                        if loss_scaled:
+                            _, L = _grad_loss_1(problem, x, lm, one)
+                            sg = (sg * math.sqrt(_clamp0(L, one))) * c[1]
+                        y = c[0] * y + sg * xi
+                        x = x + half_h * y
+                        gr, L = _grad_loss_1(problem, x, lm, one)
+                        y = y - half_h * gr
+                    gr, L = _grad_loss_1(problem, x, lm, one)
+                    m = n + 1
+                    if m % record_every == 0:
+                        if heavy:
+                            kin = half_lr * (y * y)
+                            ine = kin + L
+                            sh = ine + half_lr * (y * gr)
+                        else:
+                            kin = cast_like(0.5, one) * (y * y)
+                            ine = kin + L
+                            sh = ine - h2_8 * (gr * gr)
+                        if fp0 < 0 and ine <= consts[K_FRAC] * i0:
+                            fp0 = m
+                        if fp1 < 0 and ine <= consts[K_FRAC + 1] * i0:
+                            fp1 = m
+                        if fp2 < 0 and ine <= consts[K_FRAC + 2] * i0:
+                            fp2 = m
+                        if math.isfinite(ine):
+                            ie = np.float64(ine)
+                            acc[rec, 0] += 1.0
+                            acc[rec, 1] += ie
+                            acc[rec, 2] += np.float64(kin)
+                            acc[rec, 3] += np.float64(L)
+                            acc[rec, 4] += np.float64(sh)
+                            acc[rec, 5] += ie * ie
+                        rec += 1
+                theta[i, 0] = x
+                mom[i, 0] = y
+            else:
+                # ---- row path: state in an L1-resident scratch row ------------------
+                if init != 0:
+                    for j in range(dim):
+                        za, zb, _, _ = _normals4(traj, 0, j, 1, k0, k1, one)
+                        th[j] = consts[K_INIT_THETA] * za
+                        yy = consts[K_INIT_V] * zb
+                        v[j] = -yy / lr if heavy else yy
+                else:
+                    for j in range(dim):
+                        th[j] = theta[i, j]
+                        v[j] = mom[i, j]
+                L = _grad_loss_row(problem, th, lrow, g, one)
+                if init != 0:
+                    kin, ine, sh = _observe_row(heavy, v, g, L, half_lr, h2_8, one)
+                    i0 = ine
+                    fp0 = -1
+                    fp1 = -1
+                    fp2 = -1
+                    if math.isfinite(ine):
+                        ie = np.float64(ine)
+                        acc[0, 0] += 1.0
+                        acc[0, 1] += ie
+                        acc[0, 2] += np.float64(kin)
+                        acc[0, 3] += np.float64(L)
+                        acc[0, 4] += np.float64(sh)
+                        acc[0, 5] += ie * ie
+                    rec = 1
+                else:
+                    i0 = inertia0[i]
+                for n in range(step_begin, step_end):
+                    lane = n & 3
+                    if lane == 0 or n == step_begin:
+                        for j in range(dim):
+                            a0, a1, a2, a3 = _normals4(traj, n >> 2, j, 0, k0, k1, one)
+                            zrow[j, 0] = a0
+                            zrow[j, 1] = a1
+                            zrow[j, 2] = a2
+                            zrow[j, 3] = a3
+                    c = coef[n - step_begin]
+                    if heavy:
+                        s = c[1]
+                        if loss_scaled:
+                            s = s * math.sqrt(_clamp0(L, one))
+                        mu = c[0]
+                        for j in range(dim):
+                            gg = g[j] + s * zrow[j, lane]
+                            v[j] = mu * v[j] + gg
+                            th[j] = th[j] - lr * v[j]
+                    elif integrator == 1:
+                        sg = c[1]
+                        if loss_scaled:
+                            sg = (sg * math.sqrt(_clamp0(L, one))) * c[2]
+                        hg = c[0]
+                        for j in range(dim):
+                            xn = th[j] + h * v[j]
+                            v[j] = ((v[j] - h * g[j]) - hg * v[j]) + sg * zrow[j, lane]
+                            th[j] = xn
+                    elif integrator == 2:
+                        for j in range(dim):
+                            v[j] = v[j] - half_h * g[j]
+                            th[j] = th[j] + h * v[j]
+                        L = _grad_loss_row(problem, th, lrow, g, one)
+                        sg = c[2]
+                        if loss_scaled:
+                            sg = (sg * math.sqrt(_clamp0(L, one))) * c[1]
+                        c1 = c[0]
+                        for j in range(dim):
+                            vv = v[j] - half_h * g[j]
+                            v[j] = c1 * vv + sg * zrow[j, lane]
+                    else:
+                        for j in range(dim):
+                            v[j] = v[j] - half_h * g[j]
+                            th[j] = th[j] + half_h * v[j]
+                        sg = c[2]
+                        if loss_scaled:
+                            L = _grad_loss_row(problem, th, lrow, g, one)
+                            sg = (sg * math.sqrt(_clamp0(L, one))) * c[1]
+                        c1 = c[0]
+                        for j in range(dim):
+                            v[j] = c1 * v[j] + sg * zrow[j, lane]
+                            th[j] = th[j] + half_h * v[j]
+                        _grad_loss_row(problem, th, lrow, g, one)
+                        for j in range(dim):
+                            v[j] = v[j] - half_h * g[j]
+                    L = _grad_loss_row(problem, th, lrow, g, one)
+                    m = n + 1
+                    if m % record_every == 0:
+                        kin, ine, sh = _observe_row(heavy, v, g, L, half_lr, h2_8, one)
+                        if fp0 < 0 and ine <= consts[K_FRAC] * i0:
+                            fp0 = m
+                        if fp1 < 0 and ine <= consts[K_FRAC + 1] * i0:
+                            fp1 = m
+                        if fp2 < 0 and ine <= consts[K_FRAC + 2] * i0:
+                            fp2 = m
+                        if math.isfinite(ine):
+                            ie = np.float64(ine)
+                            acc[rec, 0] += 1.0
+                            acc[rec, 1] += ie
+                            acc[rec, 2] += np.float64(kin)
+                            acc[rec, 3] += np.float64(L)
+                            acc[rec, 4] += np.float64(sh)
+                            acc[rec, 5] += ie * ie
+                        rec += 1
+                for j in range(dim):
+                    theta[i, j] = th[j]
+                    mom[i, j] = v[j]
+            inertia0[i] = i0
+            first_passage[i, 0] = fp0
+            first_passage[i, 1] = fp1
+            first_passage[i, 2] = fp2
+
+
+@njit
+def _observe_row(heavy, v, g, L, half_lr, h2_8, one):
+    d = v.shape[0]
+    vv = cast_like(0.0, one)
+    vg = vv
+    gg = vv
+    for j in range(d):
+        vv += v[j] * v[j]
+        vg += v[j] * g[j]
+        gg += g[j] * g[j]
+    if heavy:
+        kin = half_lr * vv
+        ine = kin + L
+        return kin, ine, ine + half_lr * vg
+    kin = cast_like(0.5, one) * vv
+    ine = kin + L
+    return kin, ine, ine - h2_8 * gg
