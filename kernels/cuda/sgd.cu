@@ -1,18 +1,18 @@
 // Fused SGD step (torch.optim.SGD semantics) on one flat tensor, with gradient noise from
 // the optimizer stream of docs/CONVENTIONS.md and the inertia partial sums.
 //
-// Per element e (g = p.grad, b = momentum buffer, p = parameter):
+// Per element e (g = p.grad, b = momentum buffer, p = parameter), as InertiaSGD's foreach path:
+//   if maximize: g = -g
+//   if weight_decay: g += wd p            (g is now the noise-free direction d_k)
 //   g_noisy = g + noise * xi_e           xi_e: Philox optimizer stream (step, parameter, element)
-//   if maximize: g, g_noisy = -g, -g_noisy
-//   if weight_decay: g += wd p, g_noisy += wd p
 //   b_old = b (0 on the first step, where torch creates the buffer)
 //   momentum != 0: b = first ? g_noisy : momentum b_old + (1 - dampening) g_noisy
 //                  d = nesterov ? g_noisy + momentum b : b
 //   momentum == 0: d = g_noisy  (no buffer)
 //   p = p - lr d
-// and per block, in float64: partial[2 blk] = 1/2 lr sum b_old^2 (kinetic energy of the state
-// before the step), partial[2 blk + 1] = sum <b_old, g> (g without noise), so the caller forms
-// I = K + L and the shadow inertia I + lr/2 <b, grad L>.
+// and per block, in float64: partial[2 blk] = sum b_old^2, partial[2 blk + 1] = sum <b_old, g>
+// (g without noise), both of the state before the step, so the caller forms K = lr/2 sum b^2,
+// I = K + L and the shadow inertia I + lr/2 <b, d> (same convention as kernels/sgd.py).
 //
 // Each thread owns quads of four consecutive elements (one Philox call, four lanes); the quad
 // -> thread map is a grid-stride loop over a grid the launcher fixes from numel alone, and the
@@ -50,15 +50,9 @@ __device__ __forceinline__ void ig_sgd_step(real *__restrict__ param, const real
             if (e < numel) {
                 real p = param[e];
                 real g = grad[e];
+                if (maximize) g = -g;
+                if (decay) g = g + wd * p;
                 real gn = noisy ? g + noise * z[lane] : g;
-                if (maximize) {
-                    g = -g;
-                    gn = -gn;
-                }
-                if (decay) {
-                    g = g + wd * p;
-                    gn = gn + wd * p;
-                }
                 real d = gn;
                 if (has_buf) {
                     real b_old = first ? (real)0 : buf[e];
@@ -84,7 +78,7 @@ __device__ __forceinline__ void ig_sgd_step(real *__restrict__ param, const real
         __syncthreads();
     }
     if (threadIdx.x == 0) {
-        partial[2 * blockIdx.x] = 0.5 * lr_d * sk[0];
+        partial[2 * blockIdx.x] = sk[0];
         partial[2 * blockIdx.x + 1] = sd[0];
     }
 }

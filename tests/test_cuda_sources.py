@@ -1,0 +1,428 @@
+"""CUDA C sources of the CuPy backend, checked without a GPU where possible.
+
+(a) every .cu compiles to PTX for sm_90 with the switches the launcher passes (needs nvcc);
+(b) philox.cuh compiled for the host equals inertia_gpu.rng: uint32 outputs bit for bit,
+    normals to float rounding, counter helpers word for word (needs g++);
+(c) ensemble.cu's per-trajectory code compiled for the host reproduces the torch reference
+    backend (group sums, final state, first passage) in float64, whole windows and resumed ones;
+(d) on a GPU: CupyEnsemble against TorchEnsemble, cupy_sgd_step against the foreach step.
+Build artifacts go under pytest's tmp_path.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inertia_gpu import rng
+from inertia_gpu.backends import cupy_backend
+from inertia_gpu.backends.base import FRACTIONS, ChunkState, n_groups, recorded_in_window
+from inertia_gpu.config import SimulationConfig
+
+NVCC = shutil.which("nvcc")
+CXX = shutil.which("g++") or shutil.which("c++")
+KERNEL_DIR = Path(cupy_backend.kernel_dir() or "")
+needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found")
+needs_cxx = pytest.mark.skipif(CXX is None, reason="no host C++ compiler")
+
+
+def _run(cmd, **kw):
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+# Representative configurations: every integrator x problem, every noise model, both
+# schedules and dtypes, per-trajectory spectra, and the work-buffer path (dim > REG_MAX).
+def _configs() -> list[SimulationConfig]:
+    out = []
+    noises = [("additive", 0.1, 0.0), ("temperature", 0.0, 0.5), ("loss-scaled", 0.2, 0.0), ("additive", 0.0, 0.0)]
+    k = 0
+    for integrator in ("heavy-ball", "leapfrog", "euler", "baoab"):
+        for problem in ("quadratic", "double-well", "rosenbrock"):
+            model, noise, temp = noises[k % 4]
+            kw = dict(problem=problem, integrator=integrator, noise_model=model, noise=noise, temperature=temp,
+                      damping=0.3, dtype=("float32", "float64")[k % 2],
+                      momentum_schedule=("constant", "nesterov:3")[(k // 2) % 2])
+            if problem == "quadratic":
+                kw["spectrum_distribution" if k % 3 == 0 else "condition"] = "lognormal:0,0.5" if k % 3 == 0 else 10.0
+            kw["dim"] = 3 if problem != "quadratic" or k % 3 != 0 else 2
+            out.append(SimulationConfig(**kw).validate())
+            k += 1
+    out.append(SimulationConfig(problem="quadratic", dim=40, condition=100.0, integrator="baoab", damping=0.1,
+                                noise=0.1, dtype="float32").validate())
+    return out
+
+
+# --- (a) PTX for sm_90 ---------------------------------------------------------------------
+
+@needs_nvcc
+def test_every_cu_compiles_to_ptx(tmp_path):
+    assert KERNEL_DIR.is_dir()
+    jobs = []
+    for i, config in enumerate(_configs()):
+        jobs.append((cupy_backend.ENSEMBLE_SOURCE, cupy_backend.ensemble_defines(config), f"ensemble_{i}.ptx"))
+    jobs.append((cupy_backend.SGD_SOURCE, [f"-DIG_SGD_BLOCK={cupy_backend.SGD_BLOCK}"], "sgd.ptx"))
+    assert {p.name for p in KERNEL_DIR.glob("*.cu")} <= {j[0] for j in jobs}, "a .cu file is not covered"
+
+    def compile_one(job):
+        source, defines, out = job
+        _run([NVCC, "-ptx", "-arch=sm_90", "-std=c++17", f"-I{KERNEL_DIR}", *defines,
+              str(KERNEL_DIR / source), "-o", str(tmp_path / out)])
+        return (tmp_path / out).read_text()
+
+    with ThreadPoolExecutor(8) as pool:
+        ptxs = list(pool.map(compile_one, jobs))
+    for (source, _, _), ptx in zip(jobs, ptxs):
+        names = [cupy_backend.ENSEMBLE_KERNEL] if source == cupy_backend.ENSEMBLE_SOURCE \
+            else list(cupy_backend.SGD_KERNELS.values())
+        for name in names:
+            assert f".entry {name}(" in ptx, f"{name} missing from {source}"
+
+
+# --- (b) Philox on the host ------------------------------------------------------------------
+
+PHILOX_MAIN = r"""
+#include "philox.cuh"
+#include <stdio.h>
+int main() {
+    unsigned c0, c1, c2, c3, k0, k1;
+    while (scanf("%u %u %u %u %u %u", &c0, &c1, &c2, &c3, &k0, &k1) == 6) {
+        ig_u32x4 x = ig_philox4x32_10(c0, c1, c2, c3, k0, k1);
+        float zf[4];
+        double zd[4];
+        ig_normals4<float>(c0, c1, c2, c3, k0, k1, zf);
+        ig_normals4<double>(c0, c1, c2, c3, k0, k1, zd);
+        printf("%u %u %u %u %.9e %.9e %.9e %.9e %.17e %.17e %.17e %.17e\n", x.x0, x.x1, x.x2, x.x3,
+               zf[0], zf[1], zf[2], zf[3], zd[0], zd[1], zd[2], zd[3]);
+    }
+    // counter helpers
+    unsigned long long e, step;
+    unsigned t, p, traj, coord, tag;
+    while (scanf(" o %llu %u %u", &e, &t, &p) == 3) {
+        ig_counter c = ig_optimizer_counter(e, t, p);
+        printf("o %u %u %u %u %d\n", c.c0, c.c1, c.c2, c.c3, ig_optimizer_lane(e));
+    }
+    while (scanf(" s %u %llu %u %u", &traj, &step, &coord, &tag) == 4) {
+        ig_counter c = ig_ensemble_counter(traj, step, coord, tag);
+        printf("s %u %u %u %u %d\n", c.c0, c.c1, c.c2, c.c3, ig_ensemble_lane(step));
+    }
+    return 0;
+}
+"""
+
+
+def _build(tmp_path: Path, name: str, code: str, defines=()) -> Path:
+    src = tmp_path / f"{name}.cpp"
+    src.write_text(code)
+    exe = tmp_path / name
+    _run([CXX, "-std=c++17", "-O1", "-Wno-unknown-pragmas", f"-I{KERNEL_DIR}", *defines, str(src), "-o", str(exe), "-lm"])
+    return exe
+
+
+@needs_cxx
+def test_host_philox_equals_reference(tmp_path):
+    exe = _build(tmp_path, "philox", PHILOX_MAIN)
+    g = np.random.default_rng(1234)
+    n = 4000
+    words = g.integers(0, 2 ** 32, size=(n, 6), dtype=np.uint64)
+    keys = g.integers(0, 2 ** 32, size=(50, 2), dtype=np.uint64)
+    words[:, 4:] = keys[np.arange(n) % 50]
+    words[:4] = 0  # Random123 known answers: counter 0, key 0
+    words[4:8] = 0xFFFFFFFF
+    words[8:12, :4] = [0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344]
+    words[8:12, 4:] = [0xA4093822, 0x299F31D0]
+    words[12:20, 0] = [0, 1, 255, 256, 2 ** 31, 2 ** 32 - 256, 2 ** 32 - 1, 12345]  # edges of the 24-bit uniforms
+    optimizer_queries = [(e, t, p) for e in (0, 1, 5, 2 ** 32 * 4 - 1, 2 ** 34, 2 ** 34 + 7, 2 ** 40 + 3, 2 ** 62)
+                         for t, p in ((0, 0), (7, 3), (2 ** 32 - 1, 2 ** 32 - 1))]
+    step_queries = [(tr, st, c, tag) for tr in (0, 2 ** 32 - 1) for st in (0, 3, 4, 2 ** 34 - 1)
+                    for c in (0, 99) for tag in (0, 1, 2)]
+    stdin = "\n".join(" ".join(str(int(v)) for v in row) for row in words)
+    stdin += "\n" + "\n".join(f"o {e} {t} {p}" for e, t, p in optimizer_queries)
+    stdin += "\n" + "\n".join(f"s {tr} {st} {c} {tag}" for tr, st, c, tag in step_queries) + "\n"
+    lines = _run([str(exe)], input=stdin).splitlines()
+    rows = [ln.split() for ln in lines if not ln.startswith(("o ", "s "))]
+    assert len(rows) == n
+    host_x = np.array([[int(v) for v in r[:4]] for r in rows], dtype=np.int64)
+    host_f = np.array([[float(v) for v in r[4:8]] for r in rows])
+    host_d = np.array([[float(v) for v in r[8:12]] for r in rows])
+
+    w = torch.from_numpy(words.astype(np.int64))
+    ref_x = torch.empty(n, 4, dtype=torch.int64)
+    ref_f = torch.empty(n, 4, dtype=torch.float32)
+    ref_d = torch.empty(n, 4, dtype=torch.float64)
+    for k0, k1 in {(int(a), int(b)) for a, b in w[:, 4:].tolist()}:
+        rows = (w[:, 4] == k0) & (w[:, 5] == k1)
+        c = [w[rows, j] for j in range(4)]
+        ref_x[rows] = torch.stack(rng.philox4x32(*c, k0, k1), dim=-1)
+        seed = k0 | (k1 << 32)
+        ref_f[rows] = rng.normals4(*c, seed, torch.float32)
+        ref_d[rows] = rng.normals4(*c, seed, torch.float64)
+    assert np.array_equal(host_x, ref_x.numpy()), "Philox outputs differ from inertia_gpu.rng"
+    assert [f"{v:08x}" for v in host_x[0]] == ["6627e8d5", "e169c58d", "bc57ac4c", "9b00dbd8"]
+    assert [f"{v:08x}" for v in host_x[4]] == ["408f276d", "41c83b0e", "a20bc7c6", "6d5451fd"]
+    assert [f"{v:08x}" for v in host_x[8]] == ["d16cfe09", "94fdcceb", "5001e420", "24126ea1"]
+    # normals: float64 to ~1e-15, float32 to ~1e-6 of the scale (sin/cos near zero: absolute)
+    np.testing.assert_allclose(host_d, ref_d.numpy(), rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(host_f, ref_f.numpy().astype(np.float64), rtol=2e-6, atol=2e-6)
+
+    opt = [ln.split()[1:] for ln in lines if ln.startswith("o ")]
+    for (e, t, p), got in zip(optimizer_queries, opt, strict=True):
+        (c0, c1, c2, c3), lane = rng.optimizer_counter(torch.tensor(e), t, p)
+        # the words Philox sees (rng.philox4x32 masks each to 32 bits)
+        assert [int(v) for v in got] == [int(c) & rng.MASK32 for c in (c0, c1, c2, c3)] + [int(lane)], (e, t, p)
+    ens = [ln.split()[1:] for ln in lines if ln.startswith("s ")]
+    for (tr, st, c, tag), got in zip(step_queries, ens, strict=True):
+        (c0, c1, c2, c3), lane = rng.ensemble_counter(torch.tensor(tr), torch.tensor(st), torch.tensor(c), tag)
+        assert [int(v) for v in got] == [int(c0), int(c1), int(c2), int(c3), int(lane)], (tr, st, c, tag)
+
+
+# --- (c) the ensemble step math on the host -----------------------------------------------------
+
+ENSEMBLE_MAIN = r"""
+#include "ensemble.cu"
+#include <stdio.h>
+#include <stdlib.h>
+#include <vector>
+
+struct HostRecorder {
+    std::vector<double> *out;  // [R][count][4]
+    long long count, t;
+    void operator()(long long r, ig_real I, ig_real K, ig_real L, ig_real S) {
+        double *row = out->data() + (r * count + t) * 4;
+        row[0] = I; row[1] = K; row[2] = L; row[3] = S;
+    }
+};
+
+static double rd() { double x; if (scanf("%lf", &x) != 1) exit(3); return x; }
+static long long ri() { long long x; if (scanf("%lld", &x) != 1) exit(3); return x; }
+
+int main() {
+    IgParams P;
+    P.lr = rd(); P.momentum = rd(); P.nesterov_r = rd(); P.dt = rd(); P.damping = rd(); P.noise = rd();
+    P.temperature = rd(); P.init_theta_std = rd(); P.init_velocity_std = rd();
+    P.k0 = (ig_u32)ri(); P.k1 = (ig_u32)ri();
+    long long start = ri(), count = ri();
+    P.step_begin = ri(); P.step_end = ri(); P.record_every = ri();
+    P.lam_stride = ri();
+    long long n_lam = ri(), records = ri(), init = ri();
+    std::vector<ig_real> lam(n_lam + 1), th(count * IG_DIM), mo(count * IG_DIM), i0(count);
+    std::vector<int> fp(count * 3);
+    for (long long i = 0; i < n_lam; ++i) lam[i] = (ig_real)rd();
+    P.lam = lam.data();
+    if (!init) {
+        for (auto &x : th) x = (ig_real)rd();
+        for (auto &x : mo) x = (ig_real)rd();
+        for (auto &x : i0) x = (ig_real)rd();
+        for (auto &x : fp) x = (int)ri();
+    }
+    std::vector<ig_real> tho(count * IG_DIM), moo(count * IG_DIM), i0o(count), work(3 * IG_DIM * count);
+    std::vector<int> fpo(count * 3);
+    std::vector<double> out(records * count * 4 + 1, 0.0);
+    for (long long t = 0; t < count; ++t) {
+        HostRecorder rec{&out, count, t};
+        ig_run_trajectory(P, (ig_u32)(start + t), t, true, init ? nullptr : th.data(), mo.data(), i0.data(), fp.data(),
+                          tho.data(), moo.data(), i0o.data(), fpo.data(), work.data(), count, rec);
+    }
+    for (long long i = 0; i < records * count * 4; ++i) printf("%.17e\n", out[i]);
+    for (auto x : tho) printf("%.17e\n", (double)x);
+    for (auto x : moo) printf("%.17e\n", (double)x);
+    for (auto x : i0o) printf("%.17e\n", (double)x);
+    for (auto x : fpo) printf("%d\n", x);
+    return 0;
+}
+"""
+
+
+def _host_window(exe: Path, config: SimulationConfig, start: int, count: int, step_begin: int, step_end: int,
+                 state: ChunkState | None):
+    """Run the host build of ensemble.cu; returns (per-trajectory obs [R, count, 4], ChunkState) in float64."""
+    dim = config.dim
+    records = len(recorded_in_window(config, step_begin, step_end))
+    if config.problem == "quadratic" and config.distribution is not None:
+        from inertia_gpu.problems import drawn_spectrum
+        name, params = config.distribution
+        dtype = torch.float64 if config.dtype == "float64" else torch.float32
+        lam = drawn_spectrum(name, params, torch.arange(start, start + count), dim, config.seed, dtype).reshape(-1)
+        stride = dim
+    elif config.problem == "quadratic":
+        lam, stride = torch.tensor(config.spectrum, dtype=torch.float64), 0
+    else:
+        lam, stride = torch.zeros(0), 0
+    r = config.nesterov_r
+    head = [config.lr, config.momentum, 0.0 if r is None else r, config.dt, config.damping, config.noise,
+            config.temperature, config.init_theta_std, config.init_velocity_std,
+            config.seed & 0xFFFFFFFF, config.seed >> 32, start, count, step_begin, step_end, config.record_every,
+            stride, lam.numel(), records, 1 if state is None else 0]
+    parts = [" ".join(repr(v) if isinstance(v, float) else str(v) for v in head)]
+    parts.append(" ".join(repr(float(x)) for x in lam.double().tolist()))
+    if state is not None:
+        for t in (state.theta, state.momentum, state.inertia0):
+            parts.append(" ".join(repr(float(x)) for x in t.double().reshape(-1).tolist()))
+        parts.append(" ".join(str(int(x)) for x in state.first_passage.reshape(-1).tolist()))
+    vals = _run([str(exe)], input="\n".join(parts) + "\n").split()
+    obs_n = records * count * 4
+    obs = np.array([float(v) for v in vals[:obs_n]]).reshape(records, count, 4)
+    rest = vals[obs_n:]
+    theta = np.array([float(v) for v in rest[:count * dim]]).reshape(count, dim)
+    mom = np.array([float(v) for v in rest[count * dim:2 * count * dim]]).reshape(count, dim)
+    i0 = np.array([float(v) for v in rest[2 * count * dim:2 * count * dim + count]])
+    fp = np.array([int(v) for v in rest[2 * count * dim + count:]], dtype=np.int32).reshape(count, len(FRACTIONS))
+    return obs, ChunkState(*(torch.from_numpy(a) for a in (theta, mom, i0, fp)))
+
+
+HOST_CASES = [
+    dict(problem="quadratic", condition=10.0, dim=3, integrator="heavy-ball", lr=0.3, momentum=0.8, noise=0.3),
+    dict(problem="quadratic", condition=10.0, dim=2, integrator="heavy-ball", lr=0.2, momentum_schedule="nesterov:3",
+         noise_model="temperature", temperature=0.5, init_velocity_std=0.5),
+    dict(problem="quadratic", spectrum_distribution="lognormal:0,0.5", dim=3, integrator="leapfrog", dt=0.3,
+         damping=0.4, noise_model="loss-scaled", noise=0.3),
+    dict(problem="double-well", dim=2, integrator="euler", dt=0.1, damping=0.5, noise_model="temperature",
+         temperature=0.3, init_velocity_std=0.7),
+    dict(problem="rosenbrock", dim=3, integrator="baoab", dt=0.01, momentum_schedule="nesterov:3", noise=0.2,
+         init_theta_std=0.5),
+    dict(problem="double-well", dim=2, integrator="heavy-ball", lr=0.1, momentum=0.9, noise_model="loss-scaled",
+         noise=0.5),
+    dict(problem="quadratic", spectrum_distribution="uniform:0.5,2", dim=2, integrator="baoab", dt=0.2,
+         damping=1.0, noise_model="loss-scaled", noise=0.4),
+    dict(problem="quadratic", condition=5.0, dim=2, integrator="leapfrog", dt=0.5, init_velocity_std=1.0),
+]
+
+
+def _reference(config, start, count, step_begin, step_end, state):
+    from inertia_gpu.backends.torch_ref import TorchEnsemble
+    return TorchEnsemble().run(config, start, count, step_begin, step_end, state)
+
+
+def _group_sums_from_obs(obs: np.ndarray):
+    from inertia_gpu.backends.torch_ref import group_sums
+    t = torch.from_numpy(obs)
+    return torch.stack([group_sums(t[r, :, 0], t[r, :, 1], t[r, :, 2], t[r, :, 3]) for r in range(t.shape[0])])
+
+
+@needs_cxx
+@pytest.mark.parametrize("case", range(len(HOST_CASES)))
+@pytest.mark.parametrize("regs", [True, False], ids=["registers", "work-buffer"])
+def test_host_ensemble_equals_reference(tmp_path, case, regs):
+    config = SimulationConfig(trajectories=200, steps=11, record_every=1, seed=2 ** 40 + 17, dtype="float64",
+                              **HOST_CASES[case]).validate()
+    if not regs and case % 2:
+        pytest.skip("work-buffer path: every other case is enough")
+    defines = cupy_backend.ensemble_defines(config)
+    if not regs:
+        defines = [d for d in defines if not d.startswith("-DIG_REG_MAX")] + ["-DIG_REG_MAX=0"]
+    exe = _build(tmp_path, "ensemble", ENSEMBLE_MAIN, defines)
+    start, count = 128, 70  # two groups, the second short
+    for record_every, windows in ((1, [(0, 11)]), (2, [(0, 5), (5, 9), (9, 11)])):
+        config.record_every = record_every
+        ref_state = host_state = None
+        for step_begin, step_end in windows:
+            ref_state, ref_sums = _reference(config, start, count, step_begin, step_end, ref_state)
+            obs, host_state = _host_window(exe, config, start, count, step_begin, step_end, host_state)
+            sums = _group_sums_from_obs(obs)
+            assert sums.shape == ref_sums.shape == (len(recorded_in_window(config, step_begin, step_end)),
+                                                     n_groups(count), 6)
+            np.testing.assert_allclose(sums.numpy(), ref_sums.numpy(), rtol=1e-10, atol=1e-10)
+            for mine, ref in zip((host_state.theta, host_state.momentum, host_state.inertia0),
+                                 (ref_state.theta, ref_state.momentum, ref_state.inertia0)):
+                np.testing.assert_allclose(mine.numpy(), ref.numpy(), rtol=1e-10, atol=1e-12)
+            assert torch.equal(host_state.first_passage.to(torch.int32), ref_state.first_passage.to(torch.int32))
+            host_state = ChunkState(*(t.clone() for t in (host_state.theta, host_state.momentum,
+                                                          host_state.inertia0, host_state.first_passage)))
+
+
+@needs_cxx
+def test_host_ensemble_float32_close_to_reference(tmp_path):
+    config = SimulationConfig(trajectories=200, steps=9, dtype="float32", **HOST_CASES[2]).validate()
+    exe = _build(tmp_path, "ensemble32", ENSEMBLE_MAIN, cupy_backend.ensemble_defines(config))
+    ref_state, ref_sums = _reference(config, 0, 64, 0, 9, None)
+    obs, state = _host_window(exe, config, 0, 64, 0, 9, None)
+    np.testing.assert_allclose(_group_sums_from_obs(obs).numpy(), ref_sums.numpy(), rtol=2e-5, atol=1e-5)
+    np.testing.assert_allclose(state.theta.numpy(), ref_state.theta.double().numpy(), rtol=1e-4, atol=1e-5)
+
+
+# --- (d) on a GPU ----------------------------------------------------------------------------------
+
+def _gpu_ready():
+    reason = cupy_backend.cupy_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+GPU_CASES = HOST_CASES + [
+    dict(problem="quadratic", dim=40, condition=100.0, integrator="baoab", dt=0.2, damping=0.1, noise=0.1),
+    dict(problem="rosenbrock", dim=2, integrator="heavy-ball", lr=1e-3, momentum=0.9, noise=0.05,
+         init_theta_std=0.3),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", range(len(GPU_CASES)))
+def test_cupy_ensemble_equals_reference(case, dtype):
+    _gpu_ready()
+    from inertia_gpu.backends.torch_ref import TorchEnsemble
+    config = SimulationConfig(trajectories=1000, steps=23, record_every=2, seed=7, dtype=dtype, device="cuda",
+                              **GPU_CASES[case]).validate()
+    cupy_ens, ref = cupy_backend.CupyEnsemble(), TorchEnsemble()
+    start, count = 64, 1000
+    rtol = 1e-5 if dtype == "float32" else 1e-10
+    states = [None, None]
+    for step_begin, step_end in ((0, 10), (10, 23)):
+        s_cu, sums_cu = cupy_ens.run(config, start, count, step_begin, step_end, states[0])
+        s_ref, sums_ref = ref.run(config, start, count, step_begin, step_end, states[1])
+        states = [s_cu, s_ref]
+        assert sums_cu.dtype == torch.float64 and sums_cu.shape == sums_ref.shape
+        a, b = sums_cu.cpu(), sums_ref.cpu()
+        assert torch.equal(a[..., 0], b[..., 0])  # the same trajectories stay finite
+        # statistics: group means of I, K, L, S and I^2 within 1e-5 relative (of the group's scale)
+        scale = b[..., 1:].abs().amax(dim=(0, 1), keepdim=True).clamp_min(1e-300)
+        assert ((a[..., 1:] - b[..., 1:]).abs() / scale).max() <= rtol
+        torch.testing.assert_close(s_cu.theta.cpu(), s_ref.theta.cpu(), rtol=max(rtol, 1e-4) * 10, atol=1e-4)
+        # first passage may flip only where I_n sits at f I_0 within rounding
+        assert (s_cu.first_passage.cpu() != s_ref.first_passage.cpu()).float().mean() < 0.01
+    # determinism: the same launch twice gives the same bits
+    _, again = cupy_ens.run(config, start, count, 0, 10, None)
+    _, first = cupy_ens.run(config, start, count, 0, 10, None)
+    assert torch.equal(again, first)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("opts", [
+    dict(momentum=0.9, noise=0.1),
+    dict(momentum=0.9, dampening=0.1, weight_decay=0.01, maximize=True),
+    dict(momentum=0.8, nesterov=True, noise=0.05, weight_decay=0.02),
+    dict(momentum=0.0, noise=0.2),
+])
+def test_cupy_sgd_step_equals_foreach(dtype, opts):
+    _gpu_ready()
+    from inertia_gpu.optim import foreach_step
+    torch.manual_seed(0)
+    numel, lr, seed, pidx = 100_003, 0.05, 2 ** 33 + 5, 3
+    p0 = torch.randn(numel, dtype=dtype, device="cuda")
+    grads = [torch.randn(numel, dtype=dtype, device="cuda") for _ in range(3)]
+    group = dict(lr=lr, momentum=opts.get("momentum", 0.0), dampening=opts.get("dampening", 0.0),
+                 weight_decay=opts.get("weight_decay", 0.0), nesterov=opts.get("nesterov", False),
+                 maximize=opts.get("maximize", False), noise=opts.get("noise", 0.0), temperature=None, seed=seed)
+    p_ref, bufs = p0.clone(), [None]
+    p_cu, b_cu = p0.clone(), torch.empty_like(p0)
+    for t, g in enumerate(grads):
+        sums_ref = foreach_step([p_ref], [g], bufs, [pidx], group, torch.tensor(t, device="cuda"), None, None)
+        sums_cu = cupy_backend.cupy_sgd_step(p_cu, g, b_cu, lr=lr, momentum=group["momentum"],
+                                             dampening=group["dampening"], weight_decay=group["weight_decay"],
+                                             nesterov=group["nesterov"], maximize=group["maximize"],
+                                             noise=group["noise"], seed=seed, step=t, parameter=pidx, first=t == 0)
+        tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(p_cu, p_ref, **tol)
+        if group["momentum"] != 0:
+            torch.testing.assert_close(b_cu, bufs[0], **tol)
+        torch.testing.assert_close(sums_cu, sums_ref.to(sums_cu.device), rtol=1e-6, atol=1e-6)
+        assert math.isfinite(float(sums_cu.sum()))
