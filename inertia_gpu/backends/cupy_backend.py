@@ -156,8 +156,8 @@ class _OnTorchStream:
         return False
 
     def view(self, tensor: torch.Tensor):
-        """A CuPy array on the same memory (DLPack, zero copy)."""
-        return self.cupy.from_dlpack(tensor)
+        """A CuPy array on the same memory (DLPack, zero copy; detached: DLPack refuses autograd leaves)."""
+        return self.cupy.from_dlpack(tensor.detach())
 
 
 # --- the ensemble backend ----------------------------------------------------------
