@@ -87,6 +87,12 @@ def build_parser() -> Parser:
     sim.add_argument("--json", default=None, help="write the statistics (and theory) to this JSON file")
     sim.add_argument("--plot", default=None, help="write a figure of E[I] against theory to this PNG")
     sim.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    sim.add_argument("--distributed", action="store_true",
+                     help="under torchrun: shard replicates across ranks (NCCL on cuda, gloo on cpu); rank 0 writes")
+    sim.add_argument("--checkpoint", default=None, metavar="PATH",
+                     help="save progress to PATH and resume from it when it exists (same options)")
+    sim.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                     help="steps between checkpoints (default: one per step window)")
     for name, (module, help_) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_)
         try:
@@ -100,7 +106,26 @@ def run_simulate(args) -> int:
     from .engine import simulate
     from .report import print_summary, plot_result
     config = config_from_args(args)
-    result = simulate(config, progress=not args.quiet)
+    if args.checkpoint_every is not None and args.checkpoint is None:
+        raise UsageError("--checkpoint-every: needs --checkpoint PATH")
+    shard = None
+    if args.distributed:
+        from . import distributed
+        shard = distributed.init(config.device)
+    if args.checkpoint:
+        import signal
+
+        def _terminate(signum, frame):  # the last checkpoint stands; a rerun resumes from it
+            raise SystemExit(f"inertia-gpu: terminated; rerun the same command to resume from {args.checkpoint}")
+        signal.signal(signal.SIGTERM, _terminate)
+    try:
+        result = simulate(config, progress=not args.quiet and (shard is None or shard.is_main), shard=shard,
+                          checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every)
+    finally:
+        if shard is not None:
+            distributed.finish()
+    if shard is not None and not shard.is_main:
+        return 0
     if args.json:
         result.write_json(args.json)
     if args.plot:

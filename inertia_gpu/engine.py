@@ -150,38 +150,132 @@ def check_device(config: SimulationConfig) -> None:
 
 
 def simulate(config: SimulationConfig, progress: bool = False, chunk: int | None = None,
-             window: int | None = None, with_theory: bool = True) -> SimulationResult:
-    """Run the ensemble described by `config`; see SimulationResult for what comes back."""
+             window: int | None = None, with_theory: bool = True, *, shard=None,
+             checkpoint: str | None = None, checkpoint_every: int | None = None) -> SimulationResult:
+    """Run the ensemble described by `config`; see SimulationResult for what comes back.
+
+    shard: a `distributed.Shard` (rank, world, merge): this process runs only its block of
+      whole replicates; the tables of all ranks are merged before the statistics are formed,
+      so every rank returns what one process would.
+    checkpoint / checkpoint_every: save the progress (`checkpoint.Checkpoint`) after every
+      window of at most checkpoint_every steps, and resume from the file when it exists and
+      matches this run. Neither changes a single bit of the statistics.
+    """
     config.validate()
     check_device(config)
     backend = backends.resolve(config)
+    ckpt = None
+    if checkpoint is not None:
+        from .checkpoint import Checkpoint
+        if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
+                                             or checkpoint_every <= 0):
+            raise ConfigError(f"--checkpoint-every: must be a positive integer, got {checkpoint_every!r}")
+        ckpt = Checkpoint(checkpoint, config, backend.name, shard)
     p = plan(config, chunk, window)
+    if ckpt is not None and checkpoint_every is not None:
+        p.window = min(p.window, checkpoint_every)
+    check_fits(config, p)
     steps = np.asarray(config.recorded_steps)
     row_of = {n: i for i, n in enumerate(steps)}
     table = np.zeros((len(steps), p.replicates, N_QUANTITIES))
     hist = np.zeros((len(FRACTIONS), config.steps + 2), dtype=np.int64)
-    bar = _progress(progress, config.trajectories * config.steps)
+    rep_begin, rep_end = (0, p.replicates) if shard is None else shard.replicate_range(p.replicates)
+    first, last = rep_begin * p.replicate_size, min(rep_end * p.replicate_size, config.trajectories)
+    resume = ckpt.load() if ckpt is not None else None
+    done_chunks, resume_step, resume_state = 0, 0, None
+    if resume is not None:
+        p.chunk = resume.chunk  # progress is counted in the chunks of the run that wrote it
+        table[...] = resume.table
+        hist[...] = resume.hist
+        done_chunks, resume_step, resume_state = resume.chunk_index, resume.step, resume.state
+    starts = list(range(first, last, p.chunk))
+    total = (last - first) * config.steps
+    bar = _progress(progress, total)
     t0 = time.perf_counter()
     with bar:
-        for start in range(0, config.trajectories, p.chunk):
-            count = min(p.chunk, config.trajectories - start)
+        bar.advance(sum(min(p.chunk, last - s) for s in starts[:done_chunks]) * config.steps)
+        for index in range(done_chunks, len(starts)):
+            start = starts[index]
+            count = min(p.chunk, last - start)
             state: ChunkState | None = None
-            for begin in range(0, config.steps, p.window):
+            step0 = 0
+            if index == done_chunks and resume_state is not None:
+                state, step0 = resume_state, resume_step
+                bar.advance(count * step0)
+            for begin in range(step0, config.steps, p.window):
                 end = min(begin + p.window, config.steps)
                 state, partials = backend.run(config, start, count, begin, end, state)
                 rows = [row_of[n] for n in recorded_in_window(config, begin, end)]
                 table[rows, start // p.replicate_size:start // p.replicate_size + _reps(count, p)] = \
                     _replicate_sums(partials, p)
                 bar.advance(count * (end - begin))
-            fp = state.first_passage.to("cpu").numpy()
-            for j in range(len(FRACTIONS)):
-                hist[j] += np.bincount(fp[:, j] + 1, minlength=config.steps + 2)[: config.steps + 2]
+                if end == config.steps:
+                    fp = state.first_passage.to("cpu").numpy()
+                    for j in range(len(FRACTIONS)):
+                        hist[j] += np.bincount(fp[:, j] + 1, minlength=config.steps + 2)[: config.steps + 2]
+                if ckpt is not None:
+                    if end == config.steps:
+                        ckpt.save(p.chunk, index + 1, 0, table, hist, None)
+                    else:
+                        ckpt.save(p.chunk, index, end, table, hist, state)
+    if shard is not None:
+        table, hist = shard.merge(table, hist, (rep_begin, rep_end))
     elapsed = time.perf_counter() - t0
     result = SimulationResult(config, steps, combine(table), table, hist, backend.name,
                               device_name(config.device), elapsed)
     if with_theory:
         _attach_theory(result)
     return result
+
+
+def memory_estimate(config: SimulationConfig, p: Plan) -> dict:
+    """Bytes a run needs: per launch on the device (state + working set + partial sums), and on the host."""
+    bytes_per_traj = (2 * config.dim + 8) * 8 + 3 * 4 + 64 * config.dim
+    records_per_window = len(recorded_in_window(config, 0, p.window))
+    partials = math.ceil(p.chunk / GROUP) * records_per_window * N_QUANTITIES * 8
+    host = len(config.recorded_steps) * p.replicates * N_QUANTITIES * 8 * 2 + len(FRACTIONS) * (config.steps + 2) * 8
+    return {"per_trajectory": bytes_per_traj, "replicate": bytes_per_traj * p.replicate_size,
+            "launch": bytes_per_traj * p.chunk + partials, "host": host}
+
+
+def device_budget(config: SimulationConfig) -> int:
+    """Bytes one launch may use: free device memory on CUDA (capped by STATE_BUDGET), STATE_BUDGET on the CPU."""
+    if config.device == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return int(min(free * 0.8, STATE_BUDGET["cuda"]))
+    return STATE_BUDGET["cpu"]
+
+
+def host_budget() -> int:
+    import os
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 1 << 62
+
+
+def check_fits(config: SimulationConfig, p: Plan) -> None:
+    """Refuse early, with the estimate, a run that cannot fit at all.
+
+    Runs larger than memory are split into launches of whole replicates by `plan`; what cannot
+    be split is one replicate (the unit of the fixed-order sums) and the host-side tables.
+    """
+    est = memory_estimate(config, p)
+    budget = device_budget(config)
+    if est["replicate"] > budget:
+        raise ConfigError(
+            f"--trajectories/--replicates/--dim: one replicate of {p.replicate_size} trajectories x dim {config.dim} "
+            f"needs ~{_gib(est['replicate'])} per launch, over the {_gib(budget)} budget of the {config.device} device; "
+            f"raise --replicates (now {config.replicates}) or lower --dim/--trajectories")
+    limit = host_budget() // 2
+    if est["host"] > limit:
+        raise ConfigError(
+            f"--steps/--record-every/--replicates: the statistics table needs ~{_gib(est['host'])} of host memory, "
+            f"over {_gib(limit)} (half of this machine's); raise --record-every or lower --steps/--replicates")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2 ** 30:.3g} GiB"
 
 
 def _reps(count: int, p: Plan) -> int:
