@@ -477,3 +477,20 @@ def test_quadrature_double_well_against_trapezoid():
 def test_quadrature_rejects_unknown_potential():
     with pytest.raises(ValueError, match="potential"):
         theory.stationary_loss_quadrature("rosenbrock", 1.0, 2)
+
+
+# --- the two evaluation routes agree ----------------------------------------------------
+
+@pytest.mark.parametrize("integrator", ["heavy-ball", "leapfrog", "euler", "baoab"])
+@pytest.mark.parametrize("record_every", [1, 7])
+def test_fused_time_invariant_route_equals_substeps(integrator, record_every):
+    """Constant schedules run as one composed affine map per record interval; the sub-step route
+    (used for nesterov and loss-scaled) must give the same numbers."""
+    cfg = make(integrator=integrator, lr=0.05, momentum=0.9, dt=0.2, damping=0.4, noise=0.3, steps=700,
+               record_every=record_every)
+    lam = np.array([SPECTRUM])
+    fused = theory._expected_time_invariant(cfg, lam)
+    substeps = theory._expected_substeps(cfg, lam)
+    np.testing.assert_allclose(fused, substeps, rtol=1e-11)
+    np.testing.assert_array_equal(np.stack([theory.expected(cfg)[key] for key in theory.KEYS], -1),
+                                  fused if record_every > 1 else substeps)
