@@ -127,17 +127,22 @@ def foreach_step(params: list[torch.Tensor], grads: list[torch.Tensor], buffers:
     """torch.optim.SGD's multi-tensor step plus noise; fills `buffers` (None -> new); float64 [2] sums."""
     lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
     device = params[0].device
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
+    if momentum != 0:  # in float64 from the raw tensors: d_k = ±g / scale + weight_decay theta
+        sign = -1.0 if group["maximize"] else 1.0
+        for b, g, p in zip(buffers, grads, params):
+            if b is not None:
+                d = sign * g.to(torch.float64)
+                if grad_scale is not None:
+                    d = d / grad_scale.to(device=device, dtype=torch.float64)
+                d = d + group["weight_decay"] * p.detach().to(torch.float64)
+                sums += torch.stack((_dot64(b, b), _dot64(b, d)))
     if grad_scale is not None:
         grads = torch._foreach_div(grads, grad_scale.to(device))
     if group["maximize"]:
         grads = torch._foreach_neg(grads)
     if group["weight_decay"] != 0:
         grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-    sums = torch.zeros(2, dtype=torch.float64, device=device)
-    if momentum != 0:
-        for b, d in zip(buffers, grads):
-            if b is not None:
-                sums += torch.stack((_dot64(b, b), _dot64(b, d)))
     if found_inf is not None and bool(found_inf.item()):  # host read: this path is for the CPU
         return sums
     std = _noise_std(group, lr)

@@ -89,7 +89,7 @@ def sgd_step_kernel(
     write = mask
     if HAS_FOUND_INF:
         # a skipped AMP step writes nothing: params and buffers stay as they were
-        write = mask & (tl.load(found_inf_ptr) == 0)
+        write = offs < tl.where(tl.load(found_inf_ptr) == 0, numel, 0)
 
     g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(ACC)
     if HAS_GRAD_SCALE:

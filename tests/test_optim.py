@@ -1,0 +1,340 @@
+"""InertiaSGD against torch.optim.SGD, the Philox reference stream and float64 bookkeeping.
+
+The Triton kernel runs under the interpreter here (tests/conftest.py), on
+tiny tensors with a large block so each step is a handful of programs.
+"""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from inertia_gpu import rng
+from inertia_gpu.optim import InertiaSGD
+
+BLOCK = 256  # interpreter: few programs per step; sizes below straddle it
+BACKENDS = ["foreach", "triton"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add contention (70x slower on a busy 2-core box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _mlp(seed: int, dtype=torch.float32) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(6, 9), torch.nn.Tanh(), torch.nn.Linear(9, 3)).to(dtype)
+
+
+def _data(seed: int, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(40, 6, generator=g, dtype=dtype)
+    return x, torch.sin(x[:, :3]) + 0.1 * torch.randn(40, 3, generator=g, dtype=dtype)
+
+
+def _objective(model, x, y, maximize: bool) -> torch.Tensor:
+    mse = ((model(x) - y) ** 2).mean()
+    return -mse if maximize else mse  # maximizing -mse trains the same model
+
+
+def _groups(model, two_groups: bool, **second):
+    if not two_groups:
+        return model.parameters()
+    first, last = list(model.children())[0], list(model.children())[-1]
+    return [{"params": first.parameters()}, {"params": last.parameters(), **second}]
+
+
+def _run(opt_cls, seed, steps, option, two_groups, scheduler, **extra):
+    model = _mlp(seed)
+    x, y = _data(seed + 1)
+    second = {"lr": 0.03, "momentum": 0.5} if option["momentum"] else {"lr": 0.03}
+    params = _groups(model, two_groups, **second)
+    opt = opt_cls(params, **option, **extra)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=7, gamma=0.7) if scheduler else None
+    for _ in range(steps):
+        def closure():
+            opt.zero_grad()
+            loss = _objective(model, x, y, option.get("maximize", False))
+            loss.backward()
+            return loss
+        opt.step(closure)
+        if sched:
+            sched.step()
+    return model, opt
+
+
+def _options():
+    out = []
+    for momentum, dampening, nesterov, wd, maximize in itertools.product(
+            (0.0, 0.9), (0.0, 0.1), (False, True), (0.0, 1e-2), (False, True)):
+        if nesterov and (momentum == 0 or dampening != 0):
+            continue
+        out.append(dict(lr=0.05, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                        weight_decay=wd, maximize=maximize))
+    return out
+
+
+OPTIONS = _options()
+
+
+def _assert_rel(actual: torch.Tensor, expected: torch.Tensor, rel: float) -> None:
+    err = (actual.double() - expected.double()).abs().max().item()
+    scale = expected.double().abs().max().item()
+    assert err <= rel * scale, f"max error {err:.3g} > {rel} x {scale:.3g}"
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items() if k != "lr"))
+@pytest.mark.parametrize("two_groups,scheduler", [(False, False), (True, True)])
+def test_foreach_equals_torch_sgd_100_steps(option, two_groups, scheduler):
+    seed = int(torch.randint(0, 2**31, ()).item())
+    ref, _ = _run(torch.optim.SGD, seed, 100, option, two_groups, scheduler)
+    got, _ = _run(InertiaSGD, seed, 100, option, two_groups, scheduler, backend="foreach")
+    for a, b in zip(got.parameters(), ref.parameters()):
+        _assert_rel(a.detach(), b.detach(), 1e-5)
+
+
+@pytest.mark.parametrize("option", OPTIONS[::3] + [OPTIONS[-1]],
+                         ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items() if k != "lr"))
+def test_triton_equals_torch_sgd(option):
+    seed = int(torch.randint(0, 2**31, ()).item())
+    ref, _ = _run(torch.optim.SGD, seed, 25, option, True, True)
+    got, _ = _run(InertiaSGD, seed, 25, option, True, True, backend="triton", block=BLOCK)
+    for a, b in zip(got.parameters(), ref.parameters()):
+        _assert_rel(a.detach(), b.detach(), 1e-5)
+
+
+def _tensors(sizes, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, generator=g, dtype=dtype) for n in sizes]
+
+
+@pytest.mark.parametrize("sizes", [[1], [7, 13], [BLOCK + 1, 1, 2 * BLOCK + 3], [4, 5, 6, 97]])
+@pytest.mark.parametrize("option", [
+    dict(momentum=0.9, dampening=0.1, weight_decay=0.02, noise=0.3),
+    dict(momentum=0.8, nesterov=True, maximize=True, temperature=0.01),
+    dict(momentum=0.0, weight_decay=0.05, noise=0.1),
+])
+def test_triton_kernel_equals_foreach(sizes, option):
+    seed = int(torch.randint(0, 2**31, ()).item())
+    results = {}
+    for backend in BACKENDS:
+        params = [t.clone().requires_grad_() for t in _tensors(sizes, seed)]
+        extra = [torch.randn(3, 5, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+                 .requires_grad_()]  # a second dtype in the same group: a second launch
+        opt = InertiaSGD([{"params": params}, {"params": extra, "lr": 0.02}], lr=0.1, seed=seed % 1000,
+                         backend=backend, block=BLOCK, **option)
+        grads = _tensors(sizes + [15], seed + 7)
+        for step in range(3):
+            for p, g in zip(params + extra, grads):
+                p.grad = (g * (1 + step)).reshape(p.shape).to(p.dtype)
+            opt.step(loss=torch.tensor(1.5))
+        results[backend] = ([p.detach().clone() for p in params + extra],
+                            [opt.state[p].get("momentum_buffer") for p in params + extra],
+                            torch.stack([opt.kinetic, opt.inertia, opt.shadow_inertia]))
+    (pf, bf, sf), (pt, bt, st) = results["foreach"], results["triton"]
+    for a, b in zip(pt, pf):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    for a, b in zip(bt, bf):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(st, sf, rtol=1e-6, atol=1e-9)
+
+
+def test_kernel_noise_equals_reference_stream():
+    """Buffers poisoned with NaN: every element must be written with b = xi (first step, g = 0)."""
+    from inertia_gpu.backends.sgd_triton import sgd_step
+    sizes, indices, step, seed = [1, 5, BLOCK + 3, 2 * BLOCK], [4, 0, 11, 2**20 + 1], 9, 2**40 + 12345
+    params = [torch.zeros(n) for n in sizes]
+    grads = [torch.zeros(n) for n in sizes]
+    buffers = [torch.full((n,), float("nan")) for n in sizes]
+    sgd_step(params, grads, buffers, indices, list(range(len(sizes))), torch.zeros(len(sizes), dtype=torch.int32),
+             lr=1.0, momentum=0.5, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False,
+             noise=1.0, temperature=None, seed=seed, step=torch.tensor(step), block=BLOCK)
+    for n, i, b, p in zip(sizes, indices, buffers, params):
+        ref = rng.optimizer_normals(n, step, i, seed, torch.float32)
+        torch.testing.assert_close(b, ref, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(p, -ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_optimizer_noise_keyed_by_step_and_parameter(backend):
+    """Noise of step t on parameter index i (over all groups) is optimizer_normals(numel, t, i)."""
+    seed = int(torch.randint(0, 2**32, ()).item())
+    sizes = [3, 10, BLOCK + 1]
+    params = [torch.zeros(n, requires_grad=True) for n in sizes]
+    opt = InertiaSGD([{"params": params[:1]}, {"params": params[1:], "noise": 0.5}],
+                     lr=1.0, noise=2.0, seed=seed, backend=backend, block=BLOCK)
+    for step in range(3):
+        before = [p.detach().clone() for p in params]
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        for i, (p, b, std) in enumerate(zip(params, before, (2.0, 0.5, 0.5))):
+            ref = std * rng.optimizer_normals(p.numel(), step, i, seed, torch.float32)
+            torch.testing.assert_close(b - p.detach(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_temperature_sets_noise_std():
+    lr, momentum, temperature = 0.04, 0.7, 0.3
+    runs = []
+    for kw in (dict(temperature=temperature), dict(noise=(2 * (1 - momentum) * temperature / lr) ** 0.5)):
+        p = torch.ones(11, requires_grad=True)
+        opt = InertiaSGD([p], lr=lr, momentum=momentum, seed=5, backend="foreach", **kw)
+        for _ in range(3):
+            p.grad = p.detach().clone()
+            opt.step()
+        runs.append(p.detach())
+    torch.testing.assert_close(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inertia_equals_float64_bookkeeping(backend):
+    """kinetic, inertia, shadow of step k use b_k (buffer before the update) and the noise-free d_k."""
+    model = _mlp(int(torch.randint(0, 2**31, ()).item()))
+    x, y = _data(3)
+    groups = _groups(model, True, lr=0.02, momentum=0.5, weight_decay=0.03)
+    opt = InertiaSGD(groups, lr=0.05, momentum=0.9, maximize=False, noise=0.05, backend=backend, block=BLOCK)
+    for step in range(4):
+        opt.zero_grad()
+        loss = _objective(model, x, y, False)
+        loss.backward()
+        kinetic = correction = 0.0
+        for group in opt.param_groups:
+            for p in group["params"]:
+                b = opt.state[p].get("momentum_buffer")
+                if b is None:
+                    continue
+                b64 = b.double()
+                d64 = p.grad.double() + group["weight_decay"] * p.detach().double()
+                kinetic += 0.5 * group["lr"] * (b64 * b64).sum().item()
+                correction += 0.5 * group["lr"] * (b64 * d64).sum().item()
+        opt.step(loss=loss)
+        # foreach sums in float64; the kernel's per-block partials are float32 (<= BLOCK terms)
+        rel = 1e-12 if backend == "foreach" else 1e-6
+        if step == 0:
+            assert opt.kinetic.item() == 0.0
+        else:
+            assert opt.kinetic.item() == pytest.approx(kinetic, rel=rel)
+        assert opt.inertia.item() == pytest.approx(kinetic + loss.item(), rel=rel)
+        assert opt.shadow_inertia.item() == pytest.approx(kinetic + loss.item() + correction, rel=rel, abs=1e-12)
+        assert opt.kinetic.dtype == torch.float64 and opt.group_kinetic.shape == (2,)
+    hist = opt.history.as_numpy()
+    assert len(hist["inertia"]) == 4 and hist["inertia"][-1] == opt.inertia.item()
+
+
+@pytest.mark.parametrize("backend,dtype,steps,rel", [("foreach", torch.float64, 1000, 1e-10),
+                                                      ("triton", torch.float32, 300, 1e-5)])
+def test_frictionless_heavy_ball_conserves_shadow_inertia(backend, dtype, steps, rel):
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ()).item()))
+    lam = (0.5 + 2.5 * torch.rand(17, generator=g)).to(dtype)
+    theta = torch.randn(17, generator=g, dtype=dtype).requires_grad_()
+    opt = InertiaSGD([theta], lr=0.01, momentum=1.0, backend=backend, block=BLOCK)
+    shadow, inertia = [], []
+    for _ in range(steps):
+        def closure():
+            opt.zero_grad()
+            loss = 0.5 * (lam * theta * theta).sum()
+            loss.backward()
+            return loss
+        opt.step(closure)
+        shadow.append(opt.shadow_inertia)
+        inertia.append(opt.inertia)
+    shadow, inertia = torch.stack(shadow), torch.stack(inertia)
+    assert ((shadow - shadow[0]).abs().max() / shadow[0]).item() < rel
+    assert ((inertia.max() - inertia.min()) / inertia[0]).item() > 1e-3  # plain inertia oscillates
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_state_dict_round_trip_with_torch_sgd(backend):
+    option = dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-3)
+    seed = int(torch.randint(0, 2**31, ()).item())
+    x, y = _data(seed + 1)
+    ref = _mlp(seed)
+    ref_opt = torch.optim.SGD(ref.parameters(), **option)
+    model = _mlp(seed)
+    kinds = [InertiaSGD, torch.optim.SGD, InertiaSGD]
+    opt = None
+    for phase, kind in enumerate(kinds):
+        new = kind(model.parameters(), **option, **({"backend": backend, "block": BLOCK} if kind is InertiaSGD else {}))
+        if opt is not None:
+            new.load_state_dict(opt.state_dict())
+        opt = new
+        for _ in range(6):
+            for m, o in ((ref, ref_opt), (model, opt)):
+                o.zero_grad()
+                _objective(m, x, y, False).backward()
+                o.step()
+    for a, b in zip(model.parameters(), ref.parameters()):
+        _assert_rel(a.detach(), b.detach(), 1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # inf gradients of the skipped step
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_amp_skipped_first_step_leaves_everything_untouched(backend):
+    """found_inf skips the step (buffers too: the next applied step is torch's first, b = g)."""
+    option = dict(lr=0.1, momentum=0.9, dampening=0.3)
+    p = torch.randn(9, requires_grad=True)
+    q = p.detach().clone().requires_grad_()
+    opt = InertiaSGD([p], backend=backend, block=BLOCK, **option)
+    ref = torch.optim.SGD([q], **option)
+    scale = torch.tensor(8.0)
+    p.grad = torch.full((9,), float("inf"))
+    opt.grad_scale, opt.found_inf = scale, torch.tensor(1.0)
+    start = p.detach().clone()
+    opt.step()
+    assert torch.equal(p.detach(), start)
+    buf = opt.state[p].get("momentum_buffer")
+    assert buf is None or torch.equal(buf, torch.zeros(9))
+    for k in range(3):
+        grad = torch.randn(9)
+        p.grad, q.grad = grad * scale, grad
+        opt.found_inf = torch.tensor(0.0)
+        opt.step()
+        ref.step()
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(opt.state[p]["momentum_buffer"], ref.state[q]["momentum_buffer"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lr_tensor_equals_float(backend):
+    out = []
+    for lr in (0.07, torch.tensor(0.07)):
+        p = torch.linspace(-1, 1, 13).requires_grad_()
+        opt = InertiaSGD([p], lr=lr, momentum=0.9, backend=backend, block=BLOCK)
+        for _ in range(3):
+            p.grad = torch.cos(p.detach())
+            opt.step(loss=0.0)
+        out.append((p.detach(), opt.kinetic))
+    torch.testing.assert_close(out[0][0], out[1][0])
+    torch.testing.assert_close(out[0][1], out[1][1])
+
+
+@pytest.mark.parametrize("kwargs,word", [
+    (dict(lr=-0.1), "lr"), (dict(momentum=1.5), "momentum"), (dict(momentum=-0.1), "momentum"),
+    (dict(nesterov=True), "nesterov"), (dict(momentum=0.9, dampening=0.1, nesterov=True), "nesterov"),
+    (dict(weight_decay=-1.0), "weight_decay"), (dict(noise=-1.0), "noise"),
+    (dict(noise=0.1, temperature=1.0), "temperature"), (dict(backend="cuda-magic"), "backend"),
+    (dict(seed=-1), "seed"),
+])
+def test_invalid_options_raise(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        InertiaSGD([torch.zeros(3, requires_grad=True)], **{"lr": 0.1, **kwargs})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sparse_and_complex_gradients_raise(backend):
+    p = torch.zeros(4, requires_grad=True)
+    opt = InertiaSGD([p], lr=0.1, backend=backend)
+    p.grad = torch.zeros(4).to_sparse()
+    with pytest.raises(ValueError, match="sparse"):
+        opt.step()
+    c = torch.zeros(4, dtype=torch.complex64, requires_grad=True)
+    c.grad = torch.zeros(4, dtype=torch.complex64)
+    with pytest.raises(ValueError, match="complex"):
+        InertiaSGD([c], lr=0.1, backend=backend).step()
