@@ -94,8 +94,9 @@ def kernel_constants(config: SimulationConfig) -> np.ndarray:
     return c.astype(NP_DTYPES[config.dtype])  # round to nearest, as torch casts a Python scalar
 
 
-def _as_numpy(t: torch.Tensor, dtype) -> np.ndarray:
-    return np.ascontiguousarray(t.detach().to("cpu").numpy(), dtype=dtype)
+def _as_numpy(t: torch.Tensor, dtype, copy: bool = False) -> np.ndarray:
+    a = t.detach().to("cpu").numpy()
+    return np.array(a, dtype=dtype, order="C", copy=True) if copy else np.ascontiguousarray(a, dtype=dtype)
 
 
 class NumbaEnsemble(EnsembleBackend):
@@ -128,15 +129,17 @@ class NumbaEnsemble(EnsembleBackend):
         if state is None:
             if step_begin != 0:
                 raise ValueError("state is None only for a window starting at step 0")
-            theta = np.empty((count, dim), dtype=npdt)
-            mom = np.empty((count, dim), dtype=npdt)
-            inertia0 = np.empty(count, dtype=npdt)
-            first_passage = np.full((count, len(FRACTIONS)), -1, dtype=np.int32)
+            # poisoned: the kernel must write every entry (a missed one shows as NaN / -7)
+            theta = np.full((count, dim), np.nan, dtype=npdt)
+            mom = np.full((count, dim), np.nan, dtype=npdt)
+            inertia0 = np.full(count, np.nan, dtype=npdt)
+            first_passage = np.full((count, len(FRACTIONS)), -7, dtype=np.int32)
         else:
-            theta = _as_numpy(state.theta, npdt)
-            mom = _as_numpy(state.momentum, npdt)
-            inertia0 = _as_numpy(state.inertia0, npdt)
-            first_passage = _as_numpy(state.first_passage, np.int32)
+            # copies: the kernel works in place and the caller's state stays untouched
+            theta = _as_numpy(state.theta, npdt, copy=True)
+            mom = _as_numpy(state.momentum, npdt, copy=True)
+            inertia0 = _as_numpy(state.inertia0, npdt, copy=True)
+            first_passage = _as_numpy(state.first_passage, np.int32, copy=True)
         n_rec = len(recorded_in_window(config, step_begin, step_end))
         out = np.zeros((n_groups(count), n_rec, N_QUANTITIES), dtype=np.float64)
         coef = step_coefficients(model, step_begin, step_end)

@@ -1,0 +1,168 @@
+"""The numba CPU backend against the torch reference, and its invariances.
+
+Tiny sizes: every integrator x noise model x schedule x problem against
+TorchEnsemble (fresh random seeds, poisoned state buffers), chunk/window
+invariance through the engine (bitwise), thread-count invariance, and
+Philox in numba bit for bit against inertia_gpu.rng.
+"""
+import dataclasses
+import itertools
+import random
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("numba")
+
+from inertia_gpu import engine, rng  # noqa: E402
+from inertia_gpu.backends import resolve  # noqa: E402
+from inertia_gpu.backends.numba_cpu import NumbaEnsemble  # noqa: E402
+from inertia_gpu.backends.torch_ref import TorchEnsemble  # noqa: E402
+from inertia_gpu.config import SimulationConfig  # noqa: E402
+from inertia_gpu.kernels import cpu_ensemble  # noqa: E402
+
+SEED_RNG = random.Random()  # fresh seeds every run; printed on failure through the config
+
+
+def _seed() -> int:
+    return SEED_RNG.randrange(1 << 64)
+
+
+# --- Philox ------------------------------------------------------------------------------
+
+def test_philox_known_answer():
+    out = cpu_ensemble.philox_batch(*(np.zeros(1, dtype=np.int64) for _ in range(4)), 0, 0)
+    assert [int(x) for x in out[0]] == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
+
+
+def test_philox_matches_reference_bit_for_bit():
+    g = np.random.default_rng()
+    n = 4096
+    c = [g.integers(0, 1 << 32, n, dtype=np.int64) for _ in range(4)]
+    c[1][:8] = [0, 1, 0xFFFFFFFF, 0x80000000, 7, 0, 0, 0xFFFFFFFE]
+    for _ in range(3):
+        k0, k1 = (int(x) for x in g.integers(0, 1 << 32, 2))
+        got = cpu_ensemble.philox_batch(c[0], c[1], c[2], c[3], k0, k1).astype(np.int64)
+        ref = rng.philox4x32(*(torch.from_numpy(x) for x in c), k0, k1)
+        for lane in range(4):
+            np.testing.assert_array_equal(got[:, lane], ref[lane].numpy())
+
+
+# --- every variant against the reference --------------------------------------------------
+
+INTEGRATORS = ("heavy-ball", "euler", "leapfrog", "baoab")
+NOISES = ("additive", "temperature", "loss-scaled")
+SCHEDULES = ("constant", "nesterov:3")
+PROBLEMS = ("quadratic-1", "quadratic-3", "drawn", "double-well", "rosenbrock")
+
+
+def _config(integrator, noise_model, schedule, problem, dtype="float32", **kw) -> SimulationConfig:
+    c = dict(integrator=integrator, noise_model=noise_model, momentum_schedule=schedule, dtype=dtype,
+             trajectories=200, steps=13, seed=_seed(), init_velocity_std=0.5, noise=0.3, temperature=0.2,
+             damping=0.5, lr=0.05, dt=0.1, replicates=2)
+    if problem == "quadratic-1":
+        c.update(spectrum=[0.7])
+    elif problem == "quadratic-3":
+        c.update(condition=20.0, dim=3)
+    elif problem == "drawn":
+        c.update(spectrum_distribution="lognormal:0,0.5", dim=2)
+    elif problem == "double-well":
+        c.update(problem="double-well", dim=2)
+    else:
+        c.update(problem="rosenbrock", dim=3, lr=0.001, dt=0.01, init_theta_std=0.3, init_velocity_std=0.01)
+    c.update(kw)
+    return SimulationConfig(**c).validate()
+
+
+def _compare(cfg: SimulationConfig, start=64, count=200, begin=0, end=None):
+    end = cfg.steps if end is None else end
+    a, pa = NumbaEnsemble().run(cfg, start, count, begin, end, None)
+    b, pb = TorchEnsemble().run(cfg, start, count, begin, end, None)
+    f32 = cfg.dtype == "float32"
+    rtol = 3e-5 if f32 else 1e-11
+    for name in ("theta", "momentum", "inertia0"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and x.shape == y.shape, name
+        scale = float(y[torch.isfinite(y)].abs().max()) if torch.isfinite(y).any() else 1.0
+        torch.testing.assert_close(x, y, rtol=rtol, atol=rtol * scale, equal_nan=True, msg=lambda m: f"{name} {cfg}: {m}")
+    # first passage: identical except where I sits within rounding of the threshold
+    mismatch = (a.first_passage != b.first_passage).any(dim=1).float().mean().item()
+    assert mismatch <= 0.02, (mismatch, cfg)
+    assert pa.shape == pb.shape and pa.dtype == torch.float64
+    torch.testing.assert_close(pa[..., 0], pb[..., 0], rtol=0, atol=0)  # finite counts
+    scale = pb.abs().amax(dim=(0, 1), keepdim=True).clamp(min=1e-30)
+    torch.testing.assert_close(pa / scale, pb / scale, rtol=0, atol=rtol * 4, equal_nan=True, msg=lambda m: f"{cfg}: {m}")
+
+
+@pytest.mark.parametrize("integrator,noise_model,schedule", list(itertools.product(INTEGRATORS, NOISES, SCHEDULES)))
+def test_variants_match_reference_float32(integrator, noise_model, schedule):
+    for problem in PROBLEMS:
+        _compare(_config(integrator, noise_model, schedule, problem))
+
+
+@pytest.mark.parametrize("integrator", INTEGRATORS)
+def test_variants_match_reference_float64(integrator):
+    for noise_model, schedule, problem in [("additive", "constant", "quadratic-3"), ("temperature", "nesterov:3", "drawn"),
+                                           ("loss-scaled", "constant", "double-well"),
+                                           ("additive", "nesterov:3", "rosenbrock")]:
+        _compare(_config(integrator, noise_model, schedule, problem, dtype="float64"))
+
+
+def test_window_starting_mid_block_and_record_every():
+    """A window starting at n % 4 != 0 from a given state, and sparse recording."""
+    cfg = _config("heavy-ball", "additive", "constant", "quadratic-3", record_every=3, steps=20)
+    sa, _ = NumbaEnsemble().run(cfg, 0, 130, 0, 7, None)
+    sb, _ = TorchEnsemble().run(cfg, 0, 130, 0, 7, None)
+    a, pa = NumbaEnsemble().run(cfg, 0, 130, 7, 18, dataclasses.replace(sb))
+    b, pb = TorchEnsemble().run(cfg, 0, 130, 7, 18, sb)
+    torch.testing.assert_close(a.theta, b.theta, rtol=3e-5, atol=3e-5)
+    assert pa.shape == pb.shape == (4, 3, 6)  # steps 9, 12, 15, 18
+    torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-9)
+    assert torch.equal(sa.theta, NumbaEnsemble().run(cfg, 0, 130, 0, 7, None)[0].theta)
+
+
+def test_statistics_match_reference_quadratic():
+    cfg = _config("heavy-ball", "additive", "constant", "quadratic-3", trajectories=4096, steps=40, replicates=8,
+                  backend="numba")
+    ra = engine.simulate(cfg, with_theory=False)
+    rb = engine.simulate(dataclasses.replace(cfg, backend="torch"), with_theory=False)
+    assert ra.backend == "numba" and rb.backend == "torch"
+    for q in ("inertia_mean", "kinetic_mean", "loss_mean", "shadow_inertia_mean"):
+        np.testing.assert_allclose(ra.stats[q], rb.stats[q], rtol=1e-5, err_msg=q)
+
+
+# --- invariances (bitwise) ----------------------------------------------------------------
+
+def _result_arrays(r):
+    return r.replicate_sums, r.first_passage_hist
+
+
+@pytest.mark.parametrize("integrator,noise_model", [("heavy-ball", "additive"), ("baoab", "loss-scaled")])
+def test_chunk_and_window_invariance_bitwise(integrator, noise_model):
+    cfg = _config(integrator, noise_model, "nesterov:3", "quadratic-3", trajectories=1000, steps=26, replicates=5,
+                  record_every=2, backend="numba")
+    ref = _result_arrays(engine.simulate(cfg, with_theory=False))
+    for chunk, window in [(200, 7), (400, 26), (1000, 5), (None, 1)]:
+        got = _result_arrays(engine.simulate(cfg, chunk=chunk, window=window, with_theory=False))
+        for x, y in zip(got, ref):
+            np.testing.assert_array_equal(x, y, err_msg=f"chunk={chunk} window={window}")
+
+
+def test_thread_count_invariance_bitwise():
+    import numba
+    cfg = _config("leapfrog", "temperature", "constant", "quadratic-1", trajectories=3000, steps=12)
+    n = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        a, pa = NumbaEnsemble().run(cfg, 0, 3000, 0, 12, None)
+    finally:
+        numba.set_num_threads(n)
+    b, pb = NumbaEnsemble().run(cfg, 0, 3000, 0, 12, None)
+    assert torch.equal(pa, pb) and torch.equal(a.theta, b.theta)
+
+
+def test_auto_picks_numba_on_cpu_and_refuses_cuda():
+    cfg = SimulationConfig().validate()
+    assert resolve(cfg).name == "numba"
+    assert NumbaEnsemble.unavailable_reason(dataclasses.replace(cfg, device="cuda")) is not None
