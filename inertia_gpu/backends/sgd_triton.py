@@ -121,6 +121,8 @@ def sgd_step(params: list[torch.Tensor], grads: list[torch.Tensor], buffers: lis
         pick = lambda xs: [xs[r] for r in rows]  # noqa: E731
         plan = _plan(pick(params), pick(grads), pick(buffers), pick(parameter_index), pick(local_index),
                      block, device, cache, (cache_tag, dtype))
+        if plan.n_blocks == 0:  # only empty tensors of this dtype
+            continue
         dummy = plan.partials
         with torch.cuda.device(device) if device.type == "cuda" else nullcontext():
             sgd_step_kernel[(plan.n_blocks,)](
