@@ -19,14 +19,42 @@ from .problems import Problem, drawn_spectrum, make_problem
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-class Model:
-    """A config turned into tensors: the problem, its eigenvalues, the per-step scalars."""
+SWEEPABLE = ("momentum", "damping", "lr", "noise", "temperature")
 
-    def __init__(self, config: SimulationConfig):
+
+def sweep_overrides(config: SimulationConfig, trajectories: torch.Tensor) -> dict:
+    """Per-trajectory values of a swept option (`inertia-gpu sweep`), {} for an ordinary run.
+
+    config.extra["sweep"] = {"name": option, "values": [v_0, ...], "block": B}: trajectory t
+    runs with option = values[t // B] (B trajectories, whole replicates, per configuration).
+    """
+    spec = config.extra.get("sweep") if config.extra else None
+    if not spec:
+        return {}
+    values = torch.tensor(spec["values"], dtype=DTYPES[config.dtype], device=trajectories.device)
+    return {spec["name"]: values[trajectories // spec["block"]]}
+
+
+class Model:
+    """A config turned into tensors: the problem, its eigenvalues, the per-step scalars.
+
+    overrides: {option: tensor [n]} per-trajectory values of a scalar option (a sweep batches
+    many configurations into one launch); `param` hands out either.
+    """
+
+    def __init__(self, config: SimulationConfig, overrides: dict | None = None):
         self.config = config
         self.problem: Problem = make_problem(config.problem, config.dim)
         self.dtype = DTYPES[config.dtype]
         self.device = torch.device(config.device)
+        self.overrides = overrides or {}
+
+    def param(self, name: str, per_coordinate: bool = True):
+        """config.<name>, or its per-trajectory values: [n, 1] beside [n, dim] state, [n] beside [n] sums."""
+        value = self.overrides.get(name)
+        if value is None:
+            return getattr(self.config, name)
+        return value[:, None] if per_coordinate else value
 
     # --- the quadratic's eigenvalues -------------------------------------------
     def eigenvalues(self, trajectories: torch.Tensor) -> torch.Tensor | None:
@@ -44,7 +72,7 @@ class Model:
         """mu_n of heavy ball, computed in the working dtype (n / (n + r) for nesterov:r)."""
         r = self.config.nesterov_r
         if r is None:
-            return self.config.momentum
+            return self.param("momentum")
         n_t = torch.tensor(float(n), dtype=self.dtype)
         return n_t / (n_t + torch.tensor(r, dtype=self.dtype))
 
@@ -52,7 +80,7 @@ class Model:
         """gamma_n of the continuous integrators: constant, or (1 - mu_n) / h for nesterov:r."""
         cfg = self.config
         if cfg.nesterov_r is None:
-            return cfg.damping
+            return self.param("damping")
         return (1.0 - self.momentum(n)) / cfg.dt
 
     def noise_std(self, loss: torch.Tensor, friction: float | torch.Tensor) -> torch.Tensor | float:
@@ -63,10 +91,10 @@ class Model:
         """
         cfg = self.config
         if cfg.noise_model == "additive":
-            return cfg.noise
+            return self.param("noise")
         if cfg.noise_model == "temperature":
-            return torch.sqrt(torch.as_tensor(2.0 * friction * cfg.temperature, dtype=self.dtype))
-        return cfg.noise * torch.sqrt(torch.clamp(loss, min=0.0))[:, None]  # loss-scaled
+            return torch.sqrt(torch.as_tensor(2.0 * friction * self.param("temperature"), dtype=self.dtype))
+        return self.param("noise") * torch.sqrt(torch.clamp(loss, min=0.0))[:, None]  # loss-scaled
 
     # --- initial state -----------------------------------------------------------
     def initial_state(self, trajectories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +105,7 @@ class Model:
         v = cfg.init_velocity_std * z_v
         if cfg.continuous:
             return theta, v
-        return theta, -v / cfg.lr
+        return theta, -v / self.param("lr")
 
     # --- one step ----------------------------------------------------------------
     def step(self, theta, mom, lam, n: int, xi):
@@ -85,11 +113,11 @@ class Model:
         cfg = self.config
         grad, loss = self.problem.grad, self.problem.loss
         if cfg.integrator == "heavy-ball":
-            mu = self.momentum(n)
-            s = self.noise_std(loss(theta, lam), (1.0 - mu) / cfg.lr)
+            mu, lr = self.momentum(n), self.param("lr")
+            s = self.noise_std(loss(theta, lam), (1.0 - mu) / lr)
             g = grad(theta, lam) + s * xi
             mom = mu * mom + g
-            return theta - cfg.lr * mom, mom
+            return theta - lr * mom, mom
         h = cfg.dt
         gamma = self.damping(n)
         if cfg.integrator == "euler":
@@ -126,9 +154,10 @@ class Model:
         loss = self.problem.loss(theta, lam)
         g = self.problem.grad(theta, lam)
         if cfg.integrator == "heavy-ball":
-            kinetic = 0.5 * cfg.lr * (mom * mom).sum(dim=-1)
+            lr = self.param("lr", per_coordinate=False)
+            kinetic = 0.5 * lr * (mom * mom).sum(dim=-1)
             inertia = kinetic + loss
-            shadow = inertia + 0.5 * cfg.lr * (mom * g).sum(dim=-1)
+            shadow = inertia + 0.5 * lr * (mom * g).sum(dim=-1)
         else:
             kinetic = 0.5 * (mom * mom).sum(dim=-1)
             inertia = kinetic + loss

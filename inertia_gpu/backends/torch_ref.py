@@ -9,7 +9,7 @@ import torch
 
 from .. import rng
 from ..config import SimulationConfig
-from ..reference import Model
+from ..reference import Model, sweep_overrides
 from .base import FRACTIONS, GROUP, N_QUANTITIES, ChunkState, EnsembleBackend, n_groups, recorded_in_window
 
 
@@ -39,9 +39,9 @@ class TorchEnsemble(EnsembleBackend):
 
     def run(self, config: SimulationConfig, start: int, count: int, step_begin: int, step_end: int,
             state: ChunkState | None):
-        model = Model(config)
-        device = model.device
+        device = torch.device(config.device)
         traj = torch.arange(start, start + count, device=device, dtype=torch.int64)
+        model = Model(config, sweep_overrides(config, traj))  # per-trajectory options of a sweep, else none
         lam = model.eigenvalues(traj)
         recorded = set(recorded_in_window(config, step_begin, step_end))
         partials = []
