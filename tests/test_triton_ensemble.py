@@ -1,0 +1,256 @@
+"""The Triton ensemble kernel against the reference backend (CPU: under TRITON_INTERPRET=1).
+
+What these tests prove, on tiny sizes (the interpreter is slow per program):
+- every kernel variant (problem x integrator x schedule x noise model, drawn spectra,
+  float32 / float64, padded and unpadded dimensions, windows cut at steps that are not
+  multiples of 4, record_every > 1) reproduces TorchEnsemble: states to the dtype's
+  rounding, per-group partial sums, first passage exactly; every output is poisoned
+  (NaN / INT32_MIN) before the launch, so an element the kernel does not write fails;
+- the noise the kernel applies is the reference Philox stream, sample for sample;
+- the statistics are bitwise identical for different chunkings, step windows and BLOCK;
+- the mean inertia lies within 4 standard errors of the exact theory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from conftest import HAS_CUDA  # noqa: E402
+
+from inertia_gpu import rng  # noqa: E402
+from inertia_gpu.backends import triton_ensemble  # noqa: E402
+from inertia_gpu.backends.torch_ref import TorchEnsemble  # noqa: E402
+from inertia_gpu.backends.triton_ensemble import TritonEnsemble  # noqa: E402
+from inertia_gpu.config import SimulationConfig  # noqa: E402
+from inertia_gpu.engine import simulate  # noqa: E402
+
+DEVICE = "cuda" if HAS_CUDA else "cpu"
+N = 128
+
+PROBLEMS = {
+    "quadratic": dict(problem="quadratic", spectrum=[0.25, 1.0, 3.0]),  # dim 3: a padded tile (DIMP 4)
+    "double-well": dict(problem="double-well", dim=2, init_theta_std=1.2),
+    "rosenbrock": dict(problem="rosenbrock", dim=3, init_theta_std=0.3),
+}
+INTEGRATORS = {
+    "heavy-ball": dict(integrator="heavy-ball", lr=0.05, momentum=0.9),
+    "euler": dict(integrator="euler", dt=0.05, damping=0.5),
+    "leapfrog": dict(integrator="leapfrog", dt=0.1, damping=0.5),
+    "baoab": dict(integrator="baoab", dt=0.1, damping=0.5),
+}
+SMALL_STEP = {"heavy-ball": dict(lr=0.001), "euler": dict(dt=0.01), "leapfrog": dict(dt=0.01), "baoab": dict(dt=0.01)}
+NOISES = {
+    "additive": dict(noise_model="additive", noise=0.5),
+    "temperature": dict(noise_model="temperature", temperature=0.3),
+    "loss-scaled": dict(noise_model="loss-scaled", noise=0.3),
+}
+SCHEDULES = {"constant": dict(momentum_schedule="constant"), "nesterov": dict(momentum_schedule="nesterov:3")}
+
+
+def make_config(problem="quadratic", integrator="heavy-ball", schedule="constant", noise_kind="additive", **kw):
+    opts = dict(trajectories=N, steps=11, seed=20240607, init_velocity_std=0.5, backend="triton", device=DEVICE)
+    opts.update(PROBLEMS[problem])
+    opts.update(INTEGRATORS[integrator])
+    if problem == "rosenbrock":
+        opts.update(SMALL_STEP[integrator])
+    opts.update(NOISES[noise_kind])
+    opts.update(SCHEDULES[schedule])
+    opts.update(kw)
+    return SimulationConfig(**opts).validate()
+
+
+def assert_state_close(got, want, dtype: str, what: str):
+    """Agreement to the dtype's rounding, relative to the size of the quantity."""
+    rel = 2e-5 if dtype == "float32" else 1e-12
+    scale = want.abs().max().clamp(min=1.0)
+    err = (got.double() - want.double()).abs().max()
+    assert torch.isfinite(got).all(), f"{what}: non-finite (unwritten?) elements"
+    assert err <= rel * scale, f"{what}: max abs error {float(err):.3g} > {rel:g} x {float(scale):.3g}"
+
+
+def assert_partials_close(got, want, dtype: str):
+    assert got.shape == want.shape, (got.shape, want.shape)
+    assert not torch.isnan(got).any(), "partials: an element was not written"
+    assert torch.equal(got[..., 0], want[..., 0]), "finite counts differ"
+    if want.numel() == 0:
+        return
+    rel = 2e-5 if dtype == "float32" else 1e-11
+    scale = want.abs().amax(dim=1, keepdim=True).clamp(min=1e-30)  # per record and quantity
+    err = ((got - want).abs() / scale).max()
+    assert err <= rel, f"partials: relative error {float(err):.3g} > {rel:g}"
+
+
+def compare_windows(cfg: SimulationConfig, windows, count=N, start=0, backend=None):
+    """Run both backends over the same windows; compare state and partials after each."""
+    tri = backend or TritonEnsemble(poison=True)
+    ref = TorchEnsemble()
+    s_t = s_r = None
+    for begin, end in windows:
+        s_t, p_t = tri.run(cfg, start, count, begin, end, s_t)
+        s_r, p_r = ref.run(cfg, start, count, begin, end, s_r)
+        tag = f"window [{begin}, {end})"
+        assert_state_close(s_t.theta, s_r.theta, cfg.dtype, f"theta after {tag}")
+        assert_state_close(s_t.momentum, s_r.momentum, cfg.dtype, f"momentum after {tag}")
+        assert_state_close(s_t.inertia0, s_r.inertia0, cfg.dtype, f"inertia0 after {tag}")
+        assert torch.equal(s_t.first_passage.cpu(), s_r.first_passage.cpu()), f"first passage after {tag}"
+        assert_partials_close(p_t.cpu(), p_r.cpu(), cfg.dtype)
+    return s_t
+
+
+# --- every variant against the reference ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("noise", list(NOISES))
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize("integrator", list(INTEGRATORS))
+@pytest.mark.parametrize("problem", list(PROBLEMS))
+def test_variant_matches_reference_float32(problem, integrator, schedule, noise):
+    cfg = make_config(problem, integrator, schedule, noise)
+    compare_windows(cfg, [(0, 5), (5, 11)])  # cuts inside quads: steps 4 | 5, 6, 7 | 8, 9, 10
+
+
+@pytest.mark.parametrize("noise", list(NOISES))
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize("integrator", list(INTEGRATORS))
+def test_variant_matches_reference_float64(integrator, schedule, noise):
+    cfg = make_config("quadratic", integrator, schedule, noise, dtype="float64")
+    compare_windows(cfg, [(0, 6), (6, 11)])
+
+
+@pytest.mark.parametrize("problem", ["double-well", "rosenbrock"])
+def test_nonquadratic_float64(problem):
+    cfg = make_config(problem, "leapfrog", "nesterov", "loss-scaled", dtype="float64")
+    compare_windows(cfg, [(0, 3), (3, 10)])
+
+
+@pytest.mark.parametrize("dist", ["uniform:0.5,2", "loguniform:0.1,4", "lognormal:0,0.5"])
+def test_drawn_spectrum(dist):
+    cfg = make_config("quadratic", "heavy-ball", spectrum=None, dim=3, spectrum_distribution=dist)
+    compare_windows(cfg, [(0, 7), (7, 9)])
+
+
+def test_record_every_and_no_noise():
+    cfg = make_config("quadratic", "baoab", record_every=3, steps=12, noise_kind="additive")
+    compare_windows(cfg, [(0, 7), (7, 8), (8, 12)])  # windows without a recorded step too
+    quiet = dataclasses.replace(cfg, noise=0.0, record_every=2).validate()
+    assert not quiet.noisy
+    compare_windows(quiet, [(0, 5), (5, 12)])
+
+
+def test_unpadded_dims_and_ragged_chunk():
+    # dim 4 (no padding) and 1; a count that is not a multiple of BLOCK or of GROUP; start > 0
+    cfg = make_config("quadratic", "leapfrog", spectrum=[0.1, 0.5, 1.0, 2.0])
+    compare_windows(cfg, [(0, 4), (4, 9)], count=100, start=64, backend=TritonEnsemble(block=64, poison=True))
+    cfg1 = make_config("double-well", "heavy-ball", dim=1, trajectories=200)
+    compare_windows(cfg1, [(0, 2), (2, 11)], count=200, backend=TritonEnsemble(block=128, poison=True))
+
+
+# --- noise: the reference Philox stream, sample for sample --------------------------------------
+
+
+def test_kernel_noise_is_the_reference_stream():
+    """lam = 0, momentum 0, lr 1: after the step n -> n + 1, b = s xi_n exactly (s = 1)."""
+    for dtype in ("float32", "float64"):
+        cfg = make_config("quadratic", "heavy-ball", spectrum=[0.0, 0.0, 0.0], momentum=0.0, lr=1.0, noise=1.0,
+                          init_velocity_std=0.0, seed=2 ** 63 + 12345, dtype=dtype)
+        tri = TritonEnsemble(poison=True)
+        traj = torch.arange(64, 64 + N, device=DEVICE)
+        state = None
+        for n in range(6):  # one-step windows: every lane, head and tail paths
+            state, _ = tri.run(cfg, 64, N, n, n + 1, state)
+            want = rng.step_normals(traj, n, 3, cfg.seed, triton_ensemble.DTYPES[dtype])
+            tol = 2e-6 if dtype == "float32" else 1e-13
+            torch.testing.assert_close(state.momentum, want, rtol=0, atol=tol)
+
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from inertia_gpu.kernels.philox import philox_normals4  # noqa: E402
+
+
+@triton.jit
+def _draw(out_bits, out_z, seed, c1, c3, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    i = tl.arange(0, BLOCK)
+    c0 = (i * 7919 + 3).to(tl.uint32)
+    cc1 = (i * 0 + c1).to(tl.uint32)
+    c2 = (i % 5).to(tl.uint32)
+    cc3 = (i * 0 + c3).to(tl.uint32)
+    x0, x1, x2, x3 = tl.philox(seed, c0, cc1, c2, cc3)
+    tl.store(out_bits + i * 4 + 0, x0.to(tl.int64))
+    tl.store(out_bits + i * 4 + 1, x1.to(tl.int64))
+    tl.store(out_bits + i * 4 + 2, x2.to(tl.int64))
+    tl.store(out_bits + i * 4 + 3, x3.to(tl.int64))
+    z0, z1, z2, z3 = philox_normals4(seed, c0, cc1, c2, cc3, ACC)
+    tl.store(out_z + i * 4 + 0, z0)
+    tl.store(out_z + i * 4 + 1, z1)
+    tl.store(out_z + i * 4 + 2, z2)
+    tl.store(out_z + i * 4 + 3, z3)
+
+
+def test_philox_helpers_match_rng():
+    """tl.philox is Random123's Philox4x32-10 bit for bit; the shared transform is rng.normals4."""
+    block = 256
+    i = torch.arange(block, dtype=torch.int64)
+    for seed, c1, c3, dt, tl_dt in [(7, 3, 0, torch.float32, tl.float32), (2 ** 64 - 5, 2 ** 32 - 1, 2, torch.float64,
+                                                                              tl.float64)]:
+        bits = torch.zeros(block, 4, dtype=torch.int64, device=DEVICE)
+        z = torch.full((block, 4), float("nan"), dtype=dt, device=DEVICE)
+        _draw[(1,)](bits, z, seed, c1, c3, BLOCK=block, ACC=tl_dt)
+        k0, k1 = rng.seed_key(seed)
+        want_bits = torch.stack(rng.philox4x32(i * 7919 + 3, c1, i % 5, c3, k0, k1), dim=-1)
+        assert torch.equal(bits.cpu(), want_bits)
+        want_z = rng.normals4(i * 7919 + 3, c1, i % 5, c3, seed, dt)
+        torch.testing.assert_close(z.cpu(), want_z, rtol=0, atol=2e-6 if dt == torch.float32 else 1e-13)
+
+
+# --- statistics do not depend on chunking, windows or BLOCK ---------------------------------------
+
+
+def test_statistics_identical_for_any_split(monkeypatch):
+    cfg = make_config("quadratic", "heavy-ball", spectrum=[1.0], trajectories=320, steps=10, replicates=5,
+                      noise_kind="loss-scaled", record_every=1)
+    runs = []
+    for block, chunk, window in [(256, None, None), (64, 64, 3), (128, 192, 4), (64, 128, 7)]:
+        monkeypatch.setattr(triton_ensemble, "default_block", lambda config, count, b=block: (b, 4))
+        runs.append(simulate(dataclasses.replace(cfg), chunk=chunk, window=window, with_theory=False))
+    first = runs[0]
+    for other in runs[1:]:
+        assert np.array_equal(first.replicate_sums, other.replicate_sums)
+        assert np.array_equal(first.first_passage_hist, other.first_passage_hist)
+    ref = simulate(dataclasses.replace(cfg, backend="torch"), with_theory=False)
+    np.testing.assert_allclose(first.stats["inertia_mean"], ref.stats["inertia_mean"], rtol=1e-5)
+    assert np.array_equal(first.first_passage_hist, ref.first_passage_hist)
+
+
+# --- against theory -------------------------------------------------------------------------------
+
+
+def test_mean_inertia_within_4_sem_of_theory():
+    cfg = make_config("quadratic", "heavy-ball", spectrum=[0.5, 2.0], lr=0.1, momentum=0.8, trajectories=2048,
+                      steps=12, replicates=16)
+    result = simulate(cfg)
+    theory = result.theory.get("inertia")
+    assert theory is not None, "inertia_gpu.theory.expected gave nothing for a quadratic"
+    z = (result.stats["inertia_mean"] - np.asarray(theory)) / result.stats["inertia_sem"]
+    assert np.all(np.isfinite(z)) and np.max(np.abs(z)) < 4.0, z
+    ref = simulate(dataclasses.replace(cfg, backend="torch"), with_theory=False)
+    np.testing.assert_allclose(result.stats["inertia_mean"], ref.stats["inertia_mean"], rtol=1e-5)
+
+
+def test_unavailable_reason(monkeypatch):
+    cfg = make_config()
+    if DEVICE == "cpu":
+        assert TritonEnsemble.unavailable_reason(cfg) is None  # the interpreter is on (conftest)
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        reason = TritonEnsemble.unavailable_reason(cfg)
+        assert reason and "\n" not in reason and "cuda" in reason
+    else:
+        assert TritonEnsemble.unavailable_reason(cfg) is None
+    assert math.isfinite(0.0)
