@@ -1,0 +1,188 @@
+"""Optimizer step throughput: InertiaSGD against what a user would write instead.
+
+Contenders, all on the same GPT-2-small-like list of tensors and the same
+gradients (momentum 0.9):
+
+    inertia_sgd     InertiaSGD with noise and the inertia reduction (one pass)
+    inertia_sgd_no_noise   the same without noise
+    sgd_foreach     torch.optim.SGD(foreach=True)             (no noise, no inertia)
+    sgd_fused       torch.optim.SGD(fused=True)               (no noise, no inertia)
+    unfused         g + s * randn_like(g), SGD(foreach) step, then a separate
+                    foreach norm of the buffers: the same result, several passes
+    copy            dst.copy_(src) over the same bytes: the machine's ceiling
+
+Bytes counted per parameter: 20 (read p, g, b; write p, b; float32), so
+GB/s = 20 * n_params / time. copy moves 8 bytes per element of a buffer
+sized to the same 20 bytes per parameter.
+
+    python benchmarks/bench_optimizer.py --params 1e8        # on a GPU host
+    pytest benchmarks/bench_optimizer.py                     # CPU suite (pytest-benchmark)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+BYTES_PER_PARAM = 20
+
+
+def gpt2_like_shapes(n_params: float, layers: int = 12) -> list[tuple[int, ...]]:
+    """Tensor shapes of a GPT-2-small-like model (embeddings, attention, MLP, norms, biases) with ~n_params."""
+    def shapes(d: int) -> list[tuple[int, ...]]:
+        vocab, positions = max(8, 50257 * d // 768), max(8, 1024 * d // 768)
+        out = [(vocab, d), (positions, d)]
+        for _ in range(layers):
+            out += [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+        return out + [(d,), (d,)]
+
+    def total(d: int) -> int:
+        return sum(int(torch.Size(s).numel()) for s in shapes(d))
+
+    lo, hi = 1, 8192
+    while lo < hi:  # smallest width reaching n_params
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if total(mid) < n_params else (lo, mid)
+    return shapes(lo)
+
+
+def make_params(shapes, device, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator(device=device).manual_seed(seed)
+    params = []
+    for s in shapes:
+        p = torch.randn(s, device=device, generator=g).requires_grad_()
+        p.grad = torch.randn(s, device=device, generator=g)
+        params.append(p)
+    return params
+
+
+def _sgd(params, **kw):
+    return torch.optim.SGD(params, lr=1e-3, momentum=0.9, **kw)
+
+
+def make_steps(params: list[torch.Tensor], noise: float = 1e-3) -> dict:
+    """name -> zero-argument callable doing one optimizer step on `params`."""
+    from inertia_gpu import InertiaSGD
+
+    steps = {}
+    opt = InertiaSGD(params, lr=1e-3, momentum=0.9, noise=noise, seed=1, record_history=False)
+    loss = torch.zeros((), device=params[0].device)
+    steps["inertia_sgd"] = lambda: opt.step(loss=loss)
+    quiet = InertiaSGD(params, lr=1e-3, momentum=0.9, record_history=False)
+    steps["inertia_sgd_no_noise"] = lambda: quiet.step(loss=loss)
+    foreach = _sgd(params, foreach=True)
+    steps["sgd_foreach"] = foreach.step
+    try:
+        fused = _sgd(params, fused=True)
+        fused.step()
+        steps["sgd_fused"] = fused.step
+    except (RuntimeError, ValueError):  # fused SGD not built for this device
+        pass
+    unfused_opt = _sgd(params, foreach=True)
+
+    def unfused():
+        grads = [p.grad for p in params]
+        noisy = torch._foreach_add(grads, [torch.randn_like(g) for g in grads], alpha=noise)
+        for p, g in zip(params, noisy):
+            p.grad = g
+        unfused_opt.step()
+        for p, g in zip(params, grads):
+            p.grad = g
+        bufs = [unfused_opt.state[p]["momentum_buffer"] for p in params]
+        return 0.5e-3 * torch.stack(torch._foreach_norm(bufs)).square().sum()
+    steps["unfused"] = unfused
+    return steps
+
+
+def time_step(fn, device: torch.device, repeat: int = 20, warmup: int = 3) -> float:
+    """Median seconds per call; CUDA events on a GPU, perf_counter on the CPU."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description="InertiaSGD step throughput against torch.optim.SGD")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--params", type=float, default=None, help="parameter count (default 1e8 GPU, 1e6 CPU)")
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--json", default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    n_target = args.params or (1e8 if device.type == "cuda" else 1e6)
+    shapes = gpt2_like_shapes(n_target)
+    params = make_params(shapes, device)
+    n = sum(p.numel() for p in params)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+
+    src = torch.empty(n * BYTES_PER_PARAM // 8, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    results = {"device": name, "n_params": n, "n_tensors": len(params), "bytes_per_param": BYTES_PER_PARAM,
+               "rows": {}}
+    copy_s = time_step(lambda: dst.copy_(src), device, args.repeat)
+    copy_gbs = 8 * src.numel() / copy_s / 1e9
+    results["rows"]["copy"] = {"seconds": copy_s, "GB/s": copy_gbs}
+    for label, fn in make_steps(params).items():
+        seconds = time_step(fn, device, args.repeat)
+        gbs = BYTES_PER_PARAM * n / seconds / 1e9
+        results["rows"][label] = {"seconds": seconds, "GB/s": gbs, "of_copy": gbs / copy_gbs}
+    print(f"{name}: {n:,} parameters in {len(params)} tensors, {BYTES_PER_PARAM} bytes/param")
+    print(f"{'':20s} {'ms':>9s} {'GB/s':>9s} {'of copy':>8s}")
+    for label, row in results["rows"].items():
+        print(f"{label:20s} {row['seconds'] * 1e3:9.3f} {row['GB/s']:9.1f} {row.get('of_copy', 1.0):8.1%}")
+    rows = results["rows"]
+    if "unfused" in rows:
+        print(f"inertia_sgd speed-up over unfused: {rows['unfused']['seconds'] / rows['inertia_sgd']['seconds']:.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+# ---- pytest-benchmark suite (CPU, small: runs anywhere) --------------------------------------------
+
+def _bench(benchmark, label: str) -> None:
+    params = make_params(gpt2_like_shapes(5e4), torch.device("cpu"))
+    fn = make_steps(params)[label]
+    benchmark.extra_info["bytes_per_step"] = BYTES_PER_PARAM * sum(p.numel() for p in params)
+    benchmark(fn)
+
+
+def test_bench_inertia_sgd(benchmark):
+    _bench(benchmark, "inertia_sgd")
+
+
+def test_bench_inertia_sgd_no_noise(benchmark):
+    _bench(benchmark, "inertia_sgd_no_noise")
+
+
+def test_bench_sgd_foreach(benchmark):
+    _bench(benchmark, "sgd_foreach")
+
+
+def test_bench_sgd_fused(benchmark):
+    _bench(benchmark, "sgd_fused")
+
+
+def test_bench_unfused(benchmark):
+    _bench(benchmark, "unfused")
+
+
+if __name__ == "__main__":
+    main()
