@@ -53,6 +53,8 @@ def _resolve(config: SimulationConfig, spectra) -> tuple[SimulationConfig, np.nd
             lam = lam[None, :]
         if lam.ndim != 2 or lam.size == 0:
             raise ValueError(f"spectra: expected an array [M, d], got shape {np.shape(spectra)}")
+        if config.dim is not None and lam.shape[1] != config.dim:
+            raise ValueError(f"spectra: {lam.shape[1]} eigenvalues per row, but --dim is {config.dim}")
     if np.any(~np.isfinite(lam)) or np.any(lam < 0):
         raise ValueError("spectra: eigenvalues must be finite and >= 0")
     return config, lam
