@@ -15,6 +15,7 @@ code with no dead branches:
     RECORD_EVERY   record statistics at steps n with n % RECORD_EVERY == 0
     TREE           fixed pairwise reduction trees (bitwise independent of BLOCK / warps / layout)
     BLOCK          trajectories per program, a multiple of GROUP = 64
+    GUARD          per-step window guards (needed unless step_begin and step_end are multiples of 4)
 
 The working dtype (float32 or float64) is the element type of the state pointers.
 
@@ -23,9 +24,12 @@ A program owns BLOCK consecutive trajectories as [BLOCK, DIMP] register tiles
 integrator maps 0 to 0). It loads the state once (or draws it), then walks
 the window [step_begin, step_end) in quads of four steps: ONE Philox call per
 coordinate per quad (counter (trajectory, n // 4, coordinate, 0),
-docs/CONVENTIONS.md), whose four lanes feed the four steps 4q .. 4q + 3. The
-head and tail quads of a window not aligned to 4 run the same code with each
-step guarded by a uniform scalar branch; the middle quads run unguarded.
+docs/CONVENTIONS.md), whose four lanes feed the four steps 4q .. 4q + 3. With
+GUARD (the default) each of the four steps is wrapped in a uniform scalar
+branch `lo <= n < hi`, so one instantiation serves windows cut anywhere (the
+head and tail quads of an unaligned window run only their steps inside the
+window); GUARD=False drops the branches for windows aligned to 4 at both
+ends (the launcher checks).
 
 The gradient at the current theta is carried across steps (one gradient per
 step for every integrator: the closing half-kick of leapfrog / BAOAB and the
@@ -424,7 +428,7 @@ def ensemble_kernel(
     PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
     NOISY: tl.constexpr, DRAWN_SPECTRUM: tl.constexpr, START_FROM_INIT: tl.constexpr,
     DIM: tl.constexpr, DIMP: tl.constexpr, LOG2_DIMP: tl.constexpr, RECORD_EVERY: tl.constexpr,
-    TREE: tl.constexpr, BLOCK: tl.constexpr,
+    TREE: tl.constexpr, BLOCK: tl.constexpr, GUARD: tl.constexpr = True,
 ):
     """Advance trajectories [start, start + count) over steps [step_begin, step_end).
 
@@ -505,26 +509,13 @@ def ensemble_kernel(
     hi = step_end.to(tl.int64)
     q_first = lo // 4
     q_last = (hi - 1) // 4  # inclusive; the window has at least one step
-    # head quad (guarded: it may start inside the quad and may also end there)
-    theta, mom, g, fp0, fp1, fp2 = _quad(
-        theta, mom, g, lam, cols, colmask, traj_u32, q_first, lo, hi, seed, inertia0, fp0, fp1, fp2, partials_ptr,
-        row0, grp, n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, shadow_c,
-        PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, BLOCK, LOG2_DIMP, TREE, RECORD_EVERY, True)
-    # whole quads, unguarded
-    for qi in range(q_first + 1, q_last):
+    for qi in range(q_first, q_last + 1):
         q = lo * 0 + qi  # an int64 tensor also under the interpreter (which iterates Python ints)
         theta, mom, g, fp0, fp1, fp2 = _quad(
             theta, mom, g, lam, cols, colmask, traj_u32, q, lo, hi, seed, inertia0, fp0, fp1, fp2, partials_ptr,
             row0, grp, n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, shadow_c,
             PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, BLOCK, LOG2_DIMP, TREE, RECORD_EVERY,
-            False)
-    # tail quad (guarded)
-    if q_last > q_first:
-        theta, mom, g, fp0, fp1, fp2 = _quad(
-            theta, mom, g, lam, cols, colmask, traj_u32, q_last, lo, hi, seed, inertia0, fp0, fp1, fp2,
-            partials_ptr, row0, grp, n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf,
-            shadow_c, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, BLOCK, LOG2_DIMP, TREE,
-            RECORD_EVERY, True)
+            GUARD)
 
     tl.store(theta_out + offs2, theta.to(theta_out.dtype.element_ty), mask=mask2)
     tl.store(mom_out + offs2, mom.to(mom_out.dtype.element_ty), mask=mask2)

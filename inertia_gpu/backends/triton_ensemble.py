@@ -109,19 +109,24 @@ class TritonEnsemble(EnsembleBackend):
     block / num_warps override the defaults (tests use them to show the statistics do not
     depend on them); poison fills every output with NaN (int: INT32_MIN) before the launch,
     so an element the kernel fails to write shows up; tree=False uses tl.sum instead of the
-    fixed reduction trees (faster on some GPUs, but the sums' rounding may then depend on BLOCK).
+    fixed reduction trees (faster on some GPUs, but the sums' rounding may then depend on BLOCK);
+    guard=True compiles one kernel that serves any window, guard="auto" compiles the
+    branch-free variant for windows aligned to 4 at both ends (one more compile per config).
     """
 
     name = "triton"
 
     def __init__(self, block: int | None = None, num_warps: int | None = None, poison: bool | None = None,
-                 tree: bool = True):
+                 tree: bool = True, guard: bool | str = True):
         if block is not None and (block < 64 or block % 64 or block & (block - 1)):
             raise ValueError(f"block must be a power of two >= 64, got {block}")
         self.block = block
         self.num_warps = num_warps
         self.poison = poison if poison is not None else os.environ.get("INERTIA_GPU_POISON", "0") == "1"
         self.tree = tree
+        if guard not in (True, "auto"):
+            raise ValueError(f"guard must be True or 'auto', got {guard!r}")
+        self.guard = guard
 
     @classmethod
     def unavailable_reason(cls, config: SimulationConfig) -> str | None:
@@ -200,6 +205,7 @@ class TritonEnsemble(EnsembleBackend):
             START_FROM_INIT=state is None,
             DIM=dim, DIMP=dimp, LOG2_DIMP=dimp.bit_length() - 1,
             RECORD_EVERY=k, TREE=self.tree, BLOCK=block,
+            GUARD=self.guard is True or step_begin % 4 != 0 or step_end % 4 != 0,
             num_warps=num_warps,
         )
         return ChunkState(theta, mom, inertia0, first_passage), partials
