@@ -105,20 +105,53 @@ def _noise_std(group: dict, lr) -> float | torch.Tensor:
     return math.sqrt(scale / lr) if lr > 0 else 0.0
 
 
-def optimizer_noise(numel: int, step: torch.Tensor, parameter: int, seed: int, dtype: torch.dtype) -> torch.Tensor:
-    """rng.optimizer_normals with the step as a device tensor (no host sync), flattened."""
-    groups = torch.arange((numel + 3) // 4, device=step.device, dtype=torch.int64)
-    c0 = groups & rng.MASK32
-    c3 = rng.TAG_OPTIMIZER + (groups >> 32) * 16
+def optimizer_noise(sizes: list[int], step: torch.Tensor, parameters: list[int], seed: int,
+                    dtype: torch.dtype) -> list[torch.Tensor]:
+    """rng.optimizer_normals for several tensors in one Philox evaluation, step as a device tensor (no sync)."""
+    device = step.device
+    groups = [torch.arange((n + 3) // 4, device=device, dtype=torch.int64) for n in sizes]
+    c0 = torch.cat(groups)
+    c2 = torch.cat([torch.full_like(g, i) for g, i in zip(groups, parameters)])
     k0, k1 = rng.seed_key(seed)
-    x0, x1, x2, x3 = rng.philox4x32(c0, step.to(torch.int64), parameter, c3, k0, k1)
+    x0, x1, x2, x3 = rng.philox4x32(c0 & rng.MASK32, step.to(torch.int64), c2,
+                                    rng.TAG_OPTIMIZER + (c0 >> 32) * 16, k0, k1)
     z0, z1 = rng.box_muller(x0, x1, dtype)
     z2, z3 = rng.box_muller(x2, x3, dtype)
-    return torch.stack((z0, z1, z2, z3), dim=-1).reshape(-1)[:numel]
+    z = torch.stack((z0, z1, z2, z3), dim=-1).reshape(-1)
+    return [chunk[:n] for chunk, n in zip(torch.split(z, [4 * g.numel() for g in groups]), sizes)]
 
 
-def _dot64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.dot(a.reshape(-1).to(torch.float64), b.reshape(-1).to(torch.float64))
+def _flat64(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors]).to(torch.float64)
+
+
+def inertia_sums(buffers, grads, params, *, maximize: bool, weight_decay: float,
+                 grad_scale: torch.Tensor | None, chunk: int = 1 << 24) -> torch.Tensor:
+    """float64 (sum |b|^2, sum <b, d>), d = ±g / grad_scale + weight_decay theta; None buffers count 0.
+
+    Tensors are flattened into float64 chunks of about `chunk` elements:
+    a few vector ops per chunk however many tensors, bounded extra memory.
+    """
+    rows = [(b, g, p) for b, g, p in zip(buffers, grads, params) if b is not None]
+    device = params[0].device
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
+    start = 0
+    while start < len(rows):
+        stop, size = start, 0
+        while stop < len(rows) and (size == 0 or size + rows[stop][0].numel() <= chunk):
+            size += rows[stop][0].numel()
+            stop += 1
+        bs, gs, ps = zip(*rows[start:stop])
+        b, d = _flat64(bs), _flat64(gs)
+        if maximize:
+            d = d.neg_()
+        if grad_scale is not None:
+            d = d.div_(grad_scale.to(device=device, dtype=torch.float64))
+        if weight_decay != 0:
+            d = d.add_(_flat64([p.detach() for p in ps]), alpha=weight_decay)
+        sums += torch.stack((torch.dot(b, b), torch.dot(b, d)))
+        start = stop
+    return sums
 
 
 def foreach_step(params: list[torch.Tensor], grads: list[torch.Tensor], buffers: list[torch.Tensor | None],
@@ -127,16 +160,11 @@ def foreach_step(params: list[torch.Tensor], grads: list[torch.Tensor], buffers:
     """torch.optim.SGD's multi-tensor step plus noise; fills `buffers` (None -> new); float64 [2] sums."""
     lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
     device = params[0].device
-    sums = torch.zeros(2, dtype=torch.float64, device=device)
-    if momentum != 0:  # in float64 from the raw tensors: d_k = ±g / scale + weight_decay theta
-        sign = -1.0 if group["maximize"] else 1.0
-        for b, g, p in zip(buffers, grads, params):
-            if b is not None:
-                d = sign * g.to(torch.float64)
-                if grad_scale is not None:
-                    d = d / grad_scale.to(device=device, dtype=torch.float64)
-                d = d + group["weight_decay"] * p.detach().to(torch.float64)
-                sums += torch.stack((_dot64(b, b), _dot64(b, d)))
+    if momentum != 0:
+        sums = inertia_sums(buffers, grads, params, maximize=group["maximize"],
+                            weight_decay=group["weight_decay"], grad_scale=grad_scale)
+    else:
+        sums = torch.zeros(2, dtype=torch.float64, device=device)
     if grad_scale is not None:
         grads = torch._foreach_div(grads, grad_scale.to(device))
     if group["maximize"]:
@@ -147,17 +175,26 @@ def foreach_step(params: list[torch.Tensor], grads: list[torch.Tensor], buffers:
         return sums
     std = _noise_std(group, lr)
     if _is_tensor(std) or std != 0:
-        compute = torch.float64 if params[0].dtype == torch.float64 else torch.float32
-        xis = [optimizer_noise(p.numel(), step, i, group["seed"], compute).reshape(p.shape).to(p.dtype)
-               for p, i in zip(params, parameter_index)]
+        xis = [None] * len(params)
+        for compute in (torch.float32, torch.float64):  # noise drawn in the working dtype, as the kernel does
+            rows = [k for k, p in enumerate(params) if (p.dtype == torch.float64) == (compute == torch.float64)]
+            if rows:
+                draws = optimizer_noise([params[k].numel() for k in rows], step,
+                                        [parameter_index[k] for k in rows], group["seed"], compute)
+                for k, xi in zip(rows, draws):
+                    xis[k] = xi.reshape(params[k].shape).to(params[k].dtype)
         grads = torch._foreach_add(grads, torch._foreach_mul(xis, std) if _is_tensor(std) else xis,
                                    alpha=1.0 if _is_tensor(std) else std)
     if momentum != 0:
-        for k, (b, g) in enumerate(zip(buffers, grads)):
-            if b is None:
-                buffers[k] = g.detach().clone()
-            else:
-                b.mul_(momentum).add_(g, alpha=1 - dampening)
+        if all(b is not None for b in buffers):
+            torch._foreach_mul_(buffers, momentum)
+            torch._foreach_add_(buffers, grads, alpha=1 - dampening)
+        else:
+            for k, (b, g) in enumerate(zip(buffers, grads)):
+                if b is None:
+                    buffers[k] = g.detach().clone()
+                else:
+                    b.mul_(momentum).add_(g, alpha=1 - dampening)
         if group["nesterov"]:
             grads = torch._foreach_add(grads, buffers, alpha=momentum)
         else:
