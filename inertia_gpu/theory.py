@@ -68,14 +68,22 @@ class _Moments:
     vv: np.ndarray
 
     def kick(self, c):
-        """v <- v + c x."""
-        self.vv += c * (2.0 * self.xv + c * self.xx)
-        self.xv += c * self.xx
+        """v <- v + c x:  vv += c (2 xv + c xx),  xv += c xx."""
+        cxx = c * self.xx
+        u = self.xv + self.xv
+        u += cxx
+        u *= c
+        self.vv += u
+        self.xv += cxx
 
     def drift(self, c):
-        """x <- x + c v."""
-        self.xx += c * (2.0 * self.xv + c * self.vv)
-        self.xv += c * self.vv
+        """x <- x + c v:  xx += c (2 xv + c vv),  xv += c vv."""
+        cvv = c * self.vv
+        u = self.xv + self.xv
+        u += cvv
+        u *= c
+        self.xx += u
+        self.xv += cvv
 
     def scale_v(self, a):
         """v <- a v."""
@@ -116,6 +124,8 @@ class _Chain:
         h = config.dt
         self.kick_half = -0.5 * h * lam  # v -= h/2 grad L
         self.kick_full = -h * lam
+        self.h2_lam = h * h * lam
+        self.lam_sq = lam * lam
 
     def mean_loss(self, m: _Moments) -> np.ndarray:
         """E[L] per trajectory (row), shape [M, 1]."""
@@ -150,12 +160,11 @@ class _Chain:
         gamma = _damping(cfg, n)
         if cfg.integrator == "euler":
             q = self.noise_var(m, gamma, h)  # sigma^2 h with L(theta) before the step
-            xx, xv, vv = m.xx, m.xv, m.vv
-            a, c = self.kick_full, 1.0 - h * gamma  # x' = x + h v, v' = a x + c v
-            new_xx = xx + h * (2.0 * xv + h * vv)
-            new_xv = a * xx + (c + h * a) * xv + h * c * vv
-            new_vv = a * a * xx + 2.0 * a * c * xv + c * c * vv + q
-            m.xx, m.xv, m.vv = new_xx, new_xv, new_vv
+            # x' = x + h v;  v' = (1 - h gamma) v - h lambda x = (1 - h gamma + h^2 lambda) v - h lambda x'
+            m.drift(h)
+            m.scale_v(self.h2_lam + (1.0 - h * gamma))
+            m.kick(self.kick_full)
+            m.vv += q
         elif cfg.integrator == "leapfrog":  # B A B O
             m.kick(self.kick_half)
             m.drift(h)
@@ -169,7 +178,7 @@ class _Chain:
             m.kick(self.kick_half)
 
     def observe(self, m: _Moments) -> tuple[float, float, float, float]:
-        return _observe(self.config, self.lam, m.xx, m.xv, m.vv)
+        return _observe(self.config, self.lam, m.xx, m.xv, m.vv, self.lam_sq)
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
@@ -177,14 +186,15 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
     return np.einsum("i,i->", a, b)
 
 
-def _observe(config: SimulationConfig, lam: np.ndarray, xx, xv, vv) -> tuple[float, float, float, float]:
+def _observe(config: SimulationConfig, lam: np.ndarray, xx, xv, vv, lam_sq=None) -> tuple[float, float, float, float]:
     """Mean over rows of E[(inertia, kinetic, loss, shadow_inertia)] from per-mode moments shaped like lam."""
     rows = lam.shape[0]
-    lam, xx, xv, vv = (np.ravel(a) for a in (lam, xx, xv, vv))
+    lam_sq = lam * lam if lam_sq is None else lam_sq
+    lam, lam_sq, xx, xv, vv = (np.ravel(a) for a in (lam, lam_sq, xx, xv, vv))
     loss = 0.5 * float(_dot(lam, xx)) / rows
     if config.continuous:
         kinetic = 0.5 * float(vv.sum()) / rows
-        correction = -(config.dt ** 2 / 8.0) * float(_dot(lam * lam, xx)) / rows
+        correction = -(config.dt ** 2 / 8.0) * float(_dot(lam_sq, xx)) / rows
     else:
         kinetic = 0.5 * config.lr * float(vv.sum()) / rows
         correction = 0.5 * config.lr * float(_dot(lam, xv)) / rows
@@ -239,7 +249,8 @@ def _expected_time_invariant(config: SimulationConfig, lam: np.ndarray) -> np.nd
     s = np.stack([m.xx.ravel(), m.xv.ravel(), m.vv.ravel()])
     new, term = np.empty_like(s), np.empty_like(s)
     out = np.empty((len(config.recorded_steps), 4))
-    out[0] = _observe(config, lam, s[0], s[1], s[2])
+    lam_sq = lam * lam
+    out[0] = _observe(config, lam, s[0], s[1], s[2], lam_sq)
     for k in range(1, len(out)):
         np.multiply(A[0], s[0], out=new)
         np.multiply(A[1], s[1], out=term)
@@ -248,7 +259,7 @@ def _expected_time_invariant(config: SimulationConfig, lam: np.ndarray) -> np.nd
         new += term
         new += c
         s, new = new, s
-        out[k] = _observe(config, lam, s[0], s[1], s[2])
+        out[k] = _observe(config, lam, s[0], s[1], s[2], lam_sq)
     return out
 
 
