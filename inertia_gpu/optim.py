@@ -66,6 +66,10 @@ def _is_tensor(x) -> bool:
     return isinstance(x, torch.Tensor)
 
 
+def _lr_on(lr, device: torch.device):
+    return lr.to(device=device, dtype=torch.float64) if _is_tensor(lr) else lr
+
+
 def _check_group(group: dict) -> None:
     lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
     if _is_tensor(lr):
@@ -296,11 +300,11 @@ class InertiaSGD(Optimizer):
                 loss = closure()
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
+        self._check_inputs()  # all of them before any update: an error leaves the model as it was
         group_sums, lrs = [], []
         offset = 0
         device = None
         for gi, group in enumerate(self.param_groups):
-            _check_group(group)
             sums = self._step_group(gi, group, offset, grad_scale, found_inf)
             offset += len(group["params"])
             if sums is not None:
@@ -314,15 +318,23 @@ class InertiaSGD(Optimizer):
             self._report(group_sums, lrs, loss, device)
         return loss
 
+    def _check_inputs(self) -> None:
+        index = 0
+        for group in self.param_groups:
+            _check_group(group)  # schedulers and users edit groups between steps
+            for p in group["params"]:
+                if p.grad is not None:
+                    if p.grad.is_sparse:
+                        raise ValueError(f"InertiaSGD: sparse gradient for parameter {index} (not supported)")
+                    if p.grad.is_complex() or p.is_complex():
+                        raise ValueError(f"InertiaSGD: complex gradient for parameter {index} (not supported)")
+                index += 1
+
     def _step_group(self, gi, group, offset, grad_scale, found_inf) -> torch.Tensor | None:
         params, grads, parameter_index, local_index = [], [], [], []
         for j, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
-            if p.grad.is_sparse:
-                raise ValueError(f"InertiaSGD: sparse gradient for parameter {offset + j} (not supported)")
-            if p.grad.is_complex() or p.is_complex():
-                raise ValueError(f"InertiaSGD: complex gradient for parameter {offset + j} (not supported)")
             params.append(p)
             grads.append(p.grad)
             parameter_index.append(offset + j)
@@ -394,10 +406,9 @@ class InertiaSGD(Optimizer):
 
     def _report(self, group_sums, lrs, loss, device) -> None:
         zero = torch.zeros(2, dtype=torch.float64, device=device)
-        sums = torch.stack([s if s is not None else zero for s in group_sums])
-        lr = torch.stack([torch.as_tensor(x, dtype=torch.float64).to(device) for x in lrs]) \
-            if any(_is_tensor(x) for x in lrs) else torch.tensor(lrs, dtype=torch.float64).to(device)
-        half_lr_sums = 0.5 * lr[:, None] * sums
+        # python-float lr stays a kernel scalar (no host-to-device copy: capturable)
+        half_lr_sums = torch.stack([zero if s is None else s * (0.5 * _lr_on(lr, device))
+                                    for s, lr in zip(group_sums, lrs)])
         self.group_kinetic = half_lr_sums[:, 0]
         self.group_shadow_correction = half_lr_sums[:, 1]
         self.kinetic = self.group_kinetic.sum()

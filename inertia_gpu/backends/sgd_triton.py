@@ -55,24 +55,34 @@ class LaunchPlan:
     n_blocks: int
 
 
+def _host_to_device(rows: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    host = torch.tensor(rows, dtype=dtype)
+    if device.type == "cuda":  # pinned + non_blocking: no host wait on the stream
+        return host.pin_memory().to(device, non_blocking=True)
+    return host
+
+
 def _plan(params, grads, buffers, parameter_index, local_index, block, device, cache, cache_key) -> LaunchPlan:
+    """The launch's pointer table; rebuilt only when a tensor moves (e.g. grads freed by zero_grad)."""
     from ..kernels.sgd import TABLE_COLUMNS
-    key = tuple((p.data_ptr(), g.data_ptr(), b.data_ptr(), p.numel(), i, j)
-                for p, g, b, i, j in zip(params, grads, buffers, parameter_index, local_index)) + (block,)
+    pointers = tuple((p.data_ptr(), g.data_ptr(), b.data_ptr()) for p, g, b in zip(params, grads, buffers))
+    layout = tuple((p.numel(), i, j) for p, i, j in zip(params, parameter_index, local_index)) + (block,)
     plan = cache.get(cache_key)
-    if plan is not None and plan.key == key:
+    if plan is not None and plan.key == (pointers, layout):
         return plan
-    rows, block_row, first = [], [], 0
-    for r, (p, g, b, i, j) in enumerate(zip(params, grads, buffers, parameter_index, local_index)):
-        blocks = (p.numel() + block - 1) // block
-        rows.append([p.data_ptr(), g.data_ptr(), b.data_ptr(), p.numel(), i, first, j] + [0] * (TABLE_COLUMNS - 7))
-        block_row.extend([r] * blocks)
-        first += blocks
-    plan = LaunchPlan(key=key,
-                      table=torch.tensor(rows, dtype=torch.int64).to(device),
-                      block_row=torch.tensor(block_row, dtype=torch.int32).to(device),
-                      partials=torch.empty(first, 2, dtype=torch.float32, device=device),
-                      n_blocks=first)
+    rows, blocks, first = [], [], 0
+    for (pp, gp, bp), (numel, i, j) in zip(pointers, layout):
+        rows.append([pp, gp, bp, numel, i, first, j] + [0] * (TABLE_COLUMNS - 7))
+        blocks.append((numel + block - 1) // block)
+        first += blocks[-1]
+    if plan is not None and plan.key[1] == layout:  # same tensors' shapes: keep block map and partials
+        block_row, partials = plan.block_row, plan.partials
+    else:
+        counts = torch.tensor(blocks, dtype=torch.int64)
+        block_row = torch.repeat_interleave(torch.arange(len(rows), dtype=torch.int32), counts).to(device)
+        partials = torch.empty(first, 2, dtype=torch.float32, device=device)
+    plan = LaunchPlan(key=(pointers, layout), table=_host_to_device(rows, torch.int64, device),
+                      block_row=block_row, partials=partials, n_blocks=first)
     cache[cache_key] = plan
     return plan
 
