@@ -243,6 +243,7 @@ class InertiaSGD(Optimizer):
         self.history = InertiaHistory()
         self._plans: dict = {}
         self._ready: dict[int, torch.Tensor] = {}
+        self._pending: set[int] = set()  # groups whose ready flags may hold a 0
         super().__init__(params, defaults)
         self.kinetic = self.inertia = self.shadow_inertia = self.loss = None
         self.group_kinetic = self.group_shadow_correction = None
@@ -251,6 +252,8 @@ class InertiaSGD(Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         _check_group(group)
+        if _is_tensor(group["lr"]) and bool((group["lr"] < 0).any()):  # one read, at construction only
+            raise ValueError(f"Invalid lr: {group['lr']} (must be >= 0)")
         if "step" not in group:
             group["step"] = torch.zeros((), dtype=torch.int64, device=group["params"][0].device)
 
@@ -267,6 +270,7 @@ class InertiaSGD(Optimizer):
         super().load_state_dict(state_dict)
         self._plans.clear()
         self._ready.clear()
+        self._pending.clear()
 
     def _backend(self, group: dict, device: torch.device) -> str:
         name = group["backend"]
@@ -365,9 +369,9 @@ class InertiaSGD(Optimizer):
         from .backends.sgd_triton import sgd_step
         device = params[0].device
         buffers = ready = None
+        fresh = []
         if group["momentum"] != 0:
             ready = self._ready_flags(gi, group, device)
-            fresh = []
             for p, j in zip(params, local_index):
                 if "momentum_buffer" not in self.state[p]:
                     # zeros, not empty: a skipped first step leaves b_0 = 0 and ready = 0
@@ -388,12 +392,17 @@ class InertiaSGD(Optimizer):
                         grad_scale=None if grad_scale is None else grad_scale.to(device),
                         found_inf=None if found_inf is None else found_inf.to(device),
                         block=self.block, cache=self._plans, cache_tag=gi)
-        if ready is not None:
+        if ready is not None and (fresh or found_inf is not None or gi in self._pending):
             idx = self._local_index_tensor(gi, local_index, device)
             if applied is None:
                 ready.index_fill_(0, idx, 1)
             else:
                 ready.index_copy_(0, idx, torch.maximum(ready.index_select(0, idx), applied.to(ready.dtype)))
+            # flags may still be 0 after an AMP step or for buffers of parameters that sat this step out
+            if found_inf is None and len(params) == len(group["params"]):
+                self._pending.discard(gi)
+            else:
+                self._pending.add(gi)
         return sums
 
     def _local_index_tensor(self, gi, local_index, device) -> torch.Tensor:

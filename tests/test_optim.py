@@ -6,6 +6,7 @@ tiny tensors with a large block so each step is a handful of programs.
 from __future__ import annotations
 
 import itertools
+import secrets
 
 import pytest
 import torch
@@ -15,6 +16,13 @@ from inertia_gpu.optim import InertiaSGD
 
 BLOCK = 256  # interpreter: few programs per step; sizes below straddle it
 BACKENDS = ["foreach", "triton"]
+
+
+def _fresh_seed(bits: int = 31) -> int:
+    """A new seed every run (torch's global generator is seeded identically in every process)."""
+    seed = secrets.randbelow(1 << bits)
+    print(f"seed = {seed}")  # shown with a failure's captured output, to replay it
+    return seed
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -91,7 +99,7 @@ def _assert_rel(actual: torch.Tensor, expected: torch.Tensor, rel: float) -> Non
 @pytest.mark.parametrize("option", OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items() if k != "lr"))
 @pytest.mark.parametrize("two_groups,scheduler", [(False, False), (True, True)])
 def test_foreach_equals_torch_sgd_100_steps(option, two_groups, scheduler):
-    seed = int(torch.randint(0, 2**31, ()).item())
+    seed = _fresh_seed()
     ref, _ = _run(torch.optim.SGD, seed, 100, option, two_groups, scheduler)
     got, _ = _run(InertiaSGD, seed, 100, option, two_groups, scheduler, backend="foreach")
     for a, b in zip(got.parameters(), ref.parameters()):
@@ -101,7 +109,7 @@ def test_foreach_equals_torch_sgd_100_steps(option, two_groups, scheduler):
 @pytest.mark.parametrize("option", OPTIONS[::3] + [OPTIONS[-1]],
                          ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items() if k != "lr"))
 def test_triton_equals_torch_sgd(option):
-    seed = int(torch.randint(0, 2**31, ()).item())
+    seed = _fresh_seed()
     ref, _ = _run(torch.optim.SGD, seed, 25, option, True, True)
     got, _ = _run(InertiaSGD, seed, 25, option, True, True, backend="triton", block=BLOCK)
     for a, b in zip(got.parameters(), ref.parameters()):
@@ -120,7 +128,7 @@ def _tensors(sizes, seed, dtype=torch.float32):
     dict(momentum=0.0, weight_decay=0.05, noise=0.1),
 ])
 def test_triton_kernel_equals_foreach(sizes, option):
-    seed = int(torch.randint(0, 2**31, ()).item())
+    seed = _fresh_seed()
     results = {}
     for backend in BACKENDS:
         params = [t.clone().requires_grad_() for t in _tensors(sizes, seed)]
@@ -165,7 +173,7 @@ def test_kernel_noise_equals_reference_stream():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_optimizer_noise_keyed_by_step_and_parameter(backend):
     """Noise of step t on parameter index i (over all groups) is optimizer_normals(numel, t, i)."""
-    seed = int(torch.randint(0, 2**32, ()).item())
+    seed = _fresh_seed(32)
     sizes = [3, 10, BLOCK + 1]
     params = [torch.zeros(n, requires_grad=True) for n in sizes]
     opt = InertiaSGD([{"params": params[:1]}, {"params": params[1:], "noise": 0.5}],
@@ -196,7 +204,7 @@ def test_temperature_sets_noise_std():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_inertia_equals_float64_bookkeeping(backend):
     """kinetic, inertia, shadow of step k use b_k (buffer before the update) and the noise-free d_k."""
-    model = _mlp(int(torch.randint(0, 2**31, ()).item()))
+    model = _mlp(_fresh_seed())
     x, y = _data(3)
     groups = _groups(model, True, lr=0.02, momentum=0.5, weight_decay=0.03)
     opt = InertiaSGD(groups, lr=0.05, momentum=0.9, maximize=False, noise=0.05, backend=backend, block=BLOCK)
@@ -231,7 +239,7 @@ def test_inertia_equals_float64_bookkeeping(backend):
 @pytest.mark.parametrize("backend,dtype,steps,rel", [("foreach", torch.float64, 1000, 1e-10),
                                                       ("triton", torch.float32, 300, 1e-5)])
 def test_frictionless_heavy_ball_conserves_shadow_inertia(backend, dtype, steps, rel):
-    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ()).item()))
+    g = torch.Generator().manual_seed(_fresh_seed())
     lam = (0.5 + 2.5 * torch.rand(17, generator=g)).to(dtype)
     theta = torch.randn(17, generator=g, dtype=dtype).requires_grad_()
     opt = InertiaSGD([theta], lr=0.01, momentum=1.0, backend=backend, block=BLOCK)
@@ -253,7 +261,7 @@ def test_frictionless_heavy_ball_conserves_shadow_inertia(backend, dtype, steps,
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_state_dict_round_trip_with_torch_sgd(backend):
     option = dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-3)
-    seed = int(torch.randint(0, 2**31, ()).item())
+    seed = _fresh_seed()
     x, y = _data(seed + 1)
     ref = _mlp(seed)
     ref_opt = torch.optim.SGD(ref.parameters(), **option)
@@ -338,3 +346,57 @@ def test_sparse_and_complex_gradients_raise(backend):
     c.grad = torch.zeros(4, dtype=torch.complex64)
     with pytest.raises(ValueError, match="complex"):
         InertiaSGD([c], lr=0.1, backend=backend).step()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sizes", [[1, 4097, 12289], [768] * 50 + [3 * 768 * 768]])
+def test_cuda_triton_equals_foreach(sizes):
+    seed = _fresh_seed()
+    results = []
+    for backend in BACKENDS:
+        params = [t.cuda().requires_grad_() for t in _tensors(sizes, seed)]
+        opt = InertiaSGD(params, lr=0.01, momentum=0.9, weight_decay=1e-3, noise=0.1, seed=seed, backend=backend)
+        for step in range(3):
+            for p, g in zip(params, _tensors(sizes, seed + step + 1)):
+                p.grad = g.cuda()
+            opt.step(loss=torch.tensor(2.0, device="cuda"))
+        results.append((torch.cat([p.detach().reshape(-1) for p in params]), opt.shadow_inertia))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-6, atol=0)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_capture_replays_steps():
+    """lr as a tensor, static gradients: a captured step replays like eager steps, no host sync inside."""
+    seed = _fresh_seed()
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    p = torch.randn(5000, device="cuda", generator=g).requires_grad_()
+    q = p.detach().clone().requires_grad_()
+    opt = InertiaSGD([p], lr=torch.tensor(0.05, device="cuda"), momentum=0.9, noise=0.01, seed=seed,
+                     backend="triton")
+    ref = InertiaSGD([q], lr=0.05, momentum=0.9, noise=0.01, seed=seed, backend="triton")
+    loss = torch.zeros((), device="cuda")
+    p.grad = torch.zeros_like(p)
+
+    def graph_step():
+        p.grad.copy_(torch.cos(p.detach()))
+        opt.step(loss=loss)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            graph_step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        graph_step()
+    for _ in range(5):
+        graph.replay()
+    for _ in range(7):
+        q.grad = torch.cos(q.detach())
+        ref.step(loss=loss)
+    torch.cuda.synchronize()
+    torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(opt.kinetic, ref.kinetic, rtol=1e-6, atol=0)
+    assert int(opt.param_groups[0]["step"]) == 7

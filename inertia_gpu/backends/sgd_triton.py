@@ -121,7 +121,7 @@ def sgd_step(params: list[torch.Tensor], grads: list[torch.Tensor], buffers: lis
             raise ValueError("triton backend needs contiguous tensors on one device")
 
     lr_from_ptr = isinstance(lr, torch.Tensor)
-    totals = torch.zeros(2, dtype=torch.float64, device=device)
+    totals = None
     by_dtype: dict[torch.dtype, list[int]] = {}
     for r, p in enumerate(params):
         by_dtype.setdefault(p.dtype, []).append(r)
@@ -150,6 +150,7 @@ def sgd_step(params: list[torch.Tensor], grads: list[torch.Tensor], buffers: lis
                 HAS_FOUND_INF=found_inf is not None,
                 num_warps=NUM_WARPS if device.type == "cuda" else 1,
             )
-        totals += plan.partials.to(torch.float64).sum(dim=0)
-    return totals
+        sums = plan.partials.to(torch.float64).sum(dim=0)
+        totals = sums if totals is None else totals + sums
+    return totals if totals is not None else torch.zeros(2, dtype=torch.float64, device=device)
 
