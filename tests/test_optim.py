@@ -400,3 +400,27 @@ def test_cuda_graph_capture_replays_steps():
     torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(opt.kinetic, ref.kinetic, rtol=1e-6, atol=0)
     assert int(opt.param_groups[0]["step"]) == 7
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_grad_scaler_with_overflowing_steps_equals_torch_sgd(backend):
+    """A real GradScaler whose first steps overflow: skipped steps must not touch params or buffers."""
+    seed = _fresh_seed()
+    x, y = _data(seed + 1)
+    option = dict(lr=5e-4, momentum=0.9, dampening=0.2, weight_decay=1e-3)  # lr x 100 objective: tame
+    runs = []
+    for make in (lambda ps: torch.optim.SGD(ps, **option),
+                 lambda ps: InertiaSGD(ps, backend=backend, block=BLOCK, **option)):
+        model = _mlp(seed)
+        opt = make(model.parameters())
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1000)
+        for _ in range(16):  # the first steps overflow (inf gradients) until the scale has backed off
+            opt.zero_grad()
+            scaler.scale(100 * _objective(model, x, y, False)).backward()
+            scaler.step(opt)
+            scaler.update()
+        assert 2.0 ** 100 < scaler.get_scale() < 2.0 ** 124  # some steps skipped, most applied
+        runs.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(runs[1], runs[0]):
+        _assert_rel(a, b, 1e-6)
