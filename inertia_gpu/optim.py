@@ -351,7 +351,10 @@ class InertiaSGD(Optimizer):
         step = group["step"]
         momentum = group["momentum"]
         applied = None if found_inf is None else (found_inf.to(device) == 0)
-        if self._backend(group, device) == "foreach":
+        backend = self._backend(group, device)
+        if backend == "triton" and group["backend"] == "auto" and not all(p.is_contiguous() for p in params):
+            backend = "foreach"  # the pointer table needs dense tensors
+        if backend == "foreach":
             buffers = [self.state[p].get("momentum_buffer") for p in params] if momentum != 0 else []
             sums = foreach_step(params, grads, buffers, parameter_index, group, step, grad_scale, found_inf)
             if momentum != 0:
