@@ -231,9 +231,10 @@ def simulate(config: SimulationConfig, progress: bool = False, chunk: int | None
 def memory_estimate(config: SimulationConfig, p: Plan) -> dict:
     """Bytes a run needs: per launch on the device (state + working set + partial sums), and on the host."""
     bytes_per_traj = (2 * config.dim + 8) * 8 + 3 * 4 + 64 * config.dim
-    records_per_window = len(recorded_in_window(config, 0, p.window))
+    records_per_window = p.window // config.record_every + 1
     partials = math.ceil(p.chunk / GROUP) * records_per_window * N_QUANTITIES * 8
-    host = len(config.recorded_steps) * p.replicates * N_QUANTITIES * 8 * 2 + len(FRACTIONS) * (config.steps + 2) * 8
+    records = config.steps // config.record_every + 1  # arithmetic: never build a list of a huge request
+    host = records * p.replicates * N_QUANTITIES * 8 * 2 + len(FRACTIONS) * (config.steps + 2) * 8
     return {"per_trajectory": bytes_per_traj, "replicate": bytes_per_traj * p.replicate_size,
             "launch": bytes_per_traj * p.chunk + partials, "host": host}
 
