@@ -23,17 +23,18 @@ Philox call per four consecutive elements, all four normals used.
 import triton
 import triton.language as tl
 
-TABLE_COLUMNS = 8
-TWO_PI = 6.283185307179586
-TWO_POW_M24 = 5.9604644775390625e-08  # 2**-24
-TAG_OPTIMIZER = 3
+TABLE_COLUMNS = 8  # for the launcher; the kernel's copy is a constexpr (compiled code may read no other globals)
+_COLUMNS = tl.constexpr(TABLE_COLUMNS)
+TWO_PI = tl.constexpr(6.283185307179586)
+TWO_POW_M24 = tl.constexpr(5.9604644775390625e-08)  # 2**-24: top 24 bits as a uniform, exact in float32
+TAG_OPTIMIZER = tl.constexpr(3)  # c3 of the optimizer stream (docs/CONVENTIONS.md)
 
 
 @triton.jit
 def _normals4(seed, group, step, parameter, ACC: tl.constexpr):
     """Four standard normals per element group (CONVENTIONS optimizer layout), interleaved."""
     c0 = (group & 0xFFFFFFFF).to(tl.uint32)
-    c3 = (TAG_OPTIMIZER + (group >> 32) * 16).to(tl.uint32)
+    c3 = ((group >> 32) * 16 + TAG_OPTIMIZER).to(tl.uint32)
     c1 = tl.zeros_like(c0) + step.to(tl.uint32)
     c2 = tl.zeros_like(c0) + parameter.to(tl.uint32)
     x0, x1, x2, x3 = tl.philox(seed, c0, c1, c2, c3)
@@ -48,7 +49,7 @@ def _box_muller(xa, xb, ACC: tl.constexpr):
     u1 = ((xa >> 8) + 1).to(ACC) * TWO_POW_M24
     u2 = (xb >> 8).to(ACC) * TWO_POW_M24
     r = tl.sqrt(-2.0 * tl.log(u1))
-    angle = TWO_PI * u2
+    angle = u2 * TWO_PI
     return r * tl.cos(angle), r * tl.sin(angle)
 
 
@@ -72,7 +73,7 @@ def sgd_step_kernel(
     """
     pid = tl.program_id(0)
     row = tl.load(block_row_ptr + pid).to(tl.int64)
-    entry = table_ptr + row * 8
+    entry = table_ptr + row * _COLUMNS
     numel = tl.load(entry + 3)
     first_block = tl.load(entry + 5)
     start = (pid - first_block) * BLOCK
