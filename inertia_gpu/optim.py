@@ -222,6 +222,8 @@ class InertiaSGD(Optimizer):
       backend:     "auto" | "foreach" | "triton"
       block:       elements per Triton program (None: the launcher's default)
       record_history: append (loss, kinetic, inertia, shadow) to `history` each step
+      foreach, fused, differentiable: as in torch.optim.SGD (fused -> "triton",
+                   foreach -> "foreach"; differentiable=True is refused)
 
     After each step: `kinetic`, `inertia`, `shadow_inertia`, `loss` (0-dim
     float64 device tensors; inertia and shadow are NaN when no loss was
@@ -234,7 +236,15 @@ class InertiaSGD(Optimizer):
     def __init__(self, params, lr: float | torch.Tensor = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
                  noise: float = 0.0, temperature: float | None = None, seed: int = 0,
-                 backend: str = "auto", block: int | None = None, record_history: bool = True):
+                 backend: str = "auto", block: int | None = None, record_history: bool = True,
+                 foreach: bool | None = None, fused: bool | None = None, differentiable: bool = False):
+        # torch.optim.SGD's implementation switches, accepted so SGD call sites need no edit
+        if differentiable:
+            raise ValueError("Invalid differentiable: InertiaSGD steps are not differentiable")
+        if fused and backend == "auto":
+            backend = "triton"
+        elif foreach and backend == "auto":
+            backend = "foreach"
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, noise=noise, temperature=temperature,
                         seed=seed, backend=backend)

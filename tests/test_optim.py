@@ -332,7 +332,7 @@ def test_lr_tensor_equals_float(backend):
     (dict(nesterov=True), "nesterov"), (dict(momentum=0.9, dampening=0.1, nesterov=True), "nesterov"),
     (dict(weight_decay=-1.0), "weight_decay"), (dict(noise=-1.0), "noise"),
     (dict(noise=0.1, temperature=1.0), "temperature"), (dict(backend="cuda-magic"), "backend"),
-    (dict(seed=-1), "seed"),
+    (dict(seed=-1), "seed"), (dict(differentiable=True), "differentiable"),
 ])
 def test_invalid_options_raise(kwargs, word):
     with pytest.raises(ValueError, match=word):
