@@ -223,6 +223,10 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
             fp1 = first_passage[i, 1]
             fp2 = first_passage[i, 2]
             rec = 0
+            # steps until the next recorded state (a countdown: no integer division per step)
+            until_rec = record_every - (step_begin + 1) % record_every
+            if until_rec == record_every:
+                until_rec = 0
             if dim == 1:
                 # ---- scalar path: state in registers -------------------------------
                 lm = lrow[0]
@@ -304,7 +308,10 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
                         y = y - half_h * gr
                     gr, L = _grad_loss_1(problem, x, lm, one)
                     m = n + 1
-                    if m % record_every == 0:
+                    if until_rec != 0:
+                        until_rec -= 1
+                    else:
+                        until_rec = record_every - 1
                         if heavy:
                             kin = half_lr * (y * y)
                             ine = kin + L
@@ -417,7 +424,10 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
                             v[j] = v[j] - half_h * g[j]
                     L = _grad_loss_row(problem, th, lrow, g, one)
                     m = n + 1
-                    if m % record_every == 0:
+                    if until_rec != 0:
+                        until_rec -= 1
+                    else:
+                        until_rec = record_every - 1
                         kin, ine, sh = _observe_row(heavy, v, g, L, half_lr, h2_8, one)
                         if fp0 < 0 and ine <= consts[K_FRAC] * i0:
                             fp0 = m
