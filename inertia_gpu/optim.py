@@ -12,10 +12,16 @@ Convention (THEORY.md §2): all three describe the state k at which the
 closure evaluated the loss, i.e. b_k is the momentum buffer *before* this
 update and d_k the noise-free update direction of this step
 (±grad L(theta_k) + weight_decay theta_k, the gradient unscaled by AMP).
-For momentum = 1, no noise and a quadratic loss, shadow_inertia is exactly
-conserved. Before the first step b_0 = 0, so kinetic is 0; with momentum = 0
+For momentum = 1, no noise and a quadratic loss, shadow_inertia is
+conserved to rounding (with weight decay only if the loss passed in
+includes its weight_decay/2 |theta|^2). Before the first step b_0 = 0, so kinetic is 0; with momentum = 0
 there is no buffer and kinetic is 0 throughout. No value is read back to
 the host: `opt.inertia.item()` is the user's choice (and sync).
+
+Noise: xi = rng.optimizer_normals(numel, t, i, seed) for parameter i of the
+flattened list over all groups, t = group["step"] (an int64 device tensor:
+the number of steps applied to that group; an AMP-skipped step does not
+count). Added to the update direction after maximize and weight decay.
 
 Backends: "triton" (kernels/sgd.py: all parameters of a group in one launch
 per dtype, AMP grad_scale/found_inf read on the device, CUDA-graph
