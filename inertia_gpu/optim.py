@@ -228,6 +228,9 @@ class InertiaSGD(Optimizer):
       backend:     "auto" | "foreach" | "triton"
       block:       elements per Triton program (None: the launcher's default)
       record_history: append (loss, kinetic, inertia, shadow) to `history` each step
+      skip_nonfinite: opt-in guard: a step whose gradients hold an Inf or NaN is
+                   skipped on the device (parameters and buffers untouched) and
+                   counted in `skipped_steps` (a device tensor, no host sync)
       foreach, fused, differentiable: as in torch.optim.SGD (fused -> "triton",
                    foreach -> "foreach"; differentiable=True is refused)
 
@@ -243,7 +246,7 @@ class InertiaSGD(Optimizer):
                  weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
                  noise: float = 0.0, temperature: float | None = None, seed: int = 0,
                  backend: str = "auto", block: int | None = None, record_history: bool = True,
-                 foreach: bool | None = None, fused: bool | None = None, differentiable: bool = False):
+                 skip_nonfinite: bool = False, foreach: bool | None = None, fused: bool | None = None, differentiable: bool = False):
         # torch.optim.SGD's implementation switches, accepted so SGD call sites need no edit
         if differentiable:
             raise ValueError("Invalid differentiable: InertiaSGD steps are not differentiable")
@@ -256,6 +259,8 @@ class InertiaSGD(Optimizer):
                         seed=seed, backend=backend)
         self.block = block
         self.record_history = record_history
+        self.skip_nonfinite = skip_nonfinite
+        self.skipped_steps: torch.Tensor | None = None
         self.history = InertiaHistory()
         self._plans: dict = {}
         self._ready: dict[int, torch.Tensor] = {}
@@ -321,6 +326,8 @@ class InertiaSGD(Optimizer):
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
         self._check_inputs()  # all of them before any update: an error leaves the model as it was
+        if self.skip_nonfinite:
+            found_inf = self._nonfinite_guard(found_inf)
         group_sums, lrs = [], []
         offset = 0
         device = None
@@ -337,6 +344,31 @@ class InertiaSGD(Optimizer):
         if device is not None:
             self._report(group_sums, lrs, loss, device)
         return loss
+
+    def _nonfinite_guard(self, found_inf: torch.Tensor | None) -> torch.Tensor | None:
+        """found_inf = 1 when any gradient holds an Inf/NaN (or AMP already said so), on the device.
+
+        One fused multi-tensor check per device (torch's AMP kernel, with an unscale factor of 1),
+        so the guard costs a read of the gradients and no host sync.
+        """
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if not grads:
+            return found_inf
+        device = grads[0].device
+        flag = torch.zeros(1, dtype=torch.float32, device=device)
+        by_device: dict = {}
+        for g in grads:
+            by_device.setdefault(g.device, []).append(g)
+        for dev, gs in by_device.items():
+            f = torch.zeros(1, dtype=torch.float32, device=dev)
+            one = torch.ones(1, dtype=torch.float32, device=dev)
+            torch._amp_foreach_non_finite_check_and_unscale_(gs, f, one)
+            flag = torch.maximum(flag, f.to(device))
+        if found_inf is not None:
+            flag = torch.maximum(flag, found_inf.to(device=device, dtype=torch.float32).reshape(1))
+        flag = flag.reshape(())
+        self.skipped_steps = flag.to(torch.int64) if self.skipped_steps is None else self.skipped_steps + flag.to(torch.int64)
+        return flag
 
     def _check_inputs(self) -> None:
         index = 0
