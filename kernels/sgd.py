@@ -23,10 +23,10 @@ Philox call per four consecutive elements, all four normals used.
 import triton
 import triton.language as tl
 
+from .philox import normals4_from_bits
+
 TABLE_COLUMNS = 8  # for the launcher; the kernel's copy is a constexpr (compiled code may read no other globals)
 _COLUMNS = tl.constexpr(TABLE_COLUMNS)
-TWO_PI = tl.constexpr(6.283185307179586)
-TWO_POW_M24 = tl.constexpr(5.9604644775390625e-08)  # 2**-24: top 24 bits as a uniform, exact in float32
 TAG_OPTIMIZER = tl.constexpr(3)  # c3 of the optimizer stream (docs/CONVENTIONS.md)
 
 
@@ -38,19 +38,9 @@ def _normals4(seed, group, step, parameter, ACC: tl.constexpr):
     c1 = tl.zeros_like(c0) + step.to(tl.uint32)
     c2 = tl.zeros_like(c0) + parameter.to(tl.uint32)
     x0, x1, x2, x3 = tl.philox(seed, c0, c1, c2, c3)
-    z0, z1 = _box_muller(x0, x1, ACC)
-    z2, z3 = _box_muller(x2, x3, ACC)
+    z0, z1, z2, z3 = normals4_from_bits(x0, x1, x2, x3, ACC)
     # interleave(interleave(z0, z2), interleave(z1, z3)) = z0[0], z1[0], z2[0], z3[0], z0[1], ...
     return tl.interleave(tl.interleave(z0, z2), tl.interleave(z1, z3))
-
-
-@triton.jit
-def _box_muller(xa, xb, ACC: tl.constexpr):
-    u1 = ((xa >> 8) + 1).to(ACC) * TWO_POW_M24
-    u2 = (xb >> 8).to(ACC) * TWO_POW_M24
-    r = tl.sqrt(-2.0 * tl.log(u1))
-    angle = u2 * TWO_PI
-    return r * tl.cos(angle), r * tl.sin(angle)
 
 
 @triton.jit
