@@ -320,20 +320,8 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
                             kin = cast_like(0.5, one) * (y * y)
                             ine = kin + L
                             sh = ine - h2_8 * (gr * gr)
-                        if fp0 < 0 and ine <= consts[K_FRAC] * i0:
-                            fp0 = m
-                        if fp1 < 0 and ine <= consts[K_FRAC + 1] * i0:
-                            fp1 = m
-                        if fp2 < 0 and ine <= consts[K_FRAC + 2] * i0:
-                            fp2 = m
-                        if math.isfinite(ine):
-                            ie = np.float64(ine)
-                            acc[rec, 0] += 1.0
-                            acc[rec, 1] += ie
-                            acc[rec, 2] += np.float64(kin)
-                            acc[rec, 3] += np.float64(L)
-                            acc[rec, 4] += np.float64(sh)
-                            acc[rec, 5] += ie * ie
+                        fp0, fp1, fp2 = _first_passage(fp0, fp1, fp2, ine, i0, consts, m)
+                        _accumulate(acc, rec, ine, kin, L, sh)
                         rec += 1
                 theta[i, 0] = x
                 mom[i, 0] = y
@@ -429,20 +417,8 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
                     else:
                         until_rec = record_every - 1
                         kin, ine, sh = _observe_row(heavy, v, g, L, half_lr, h2_8, one)
-                        if fp0 < 0 and ine <= consts[K_FRAC] * i0:
-                            fp0 = m
-                        if fp1 < 0 and ine <= consts[K_FRAC + 1] * i0:
-                            fp1 = m
-                        if fp2 < 0 and ine <= consts[K_FRAC + 2] * i0:
-                            fp2 = m
-                        if math.isfinite(ine):
-                            ie = np.float64(ine)
-                            acc[rec, 0] += 1.0
-                            acc[rec, 1] += ie
-                            acc[rec, 2] += np.float64(kin)
-                            acc[rec, 3] += np.float64(L)
-                            acc[rec, 4] += np.float64(sh)
-                            acc[rec, 5] += ie * ie
+                        fp0, fp1, fp2 = _first_passage(fp0, fp1, fp2, ine, i0, consts, m)
+                        _accumulate(acc, rec, ine, kin, L, sh)
                         rec += 1
                 for j in range(dim):
                     theta[i, j] = th[j]
@@ -451,6 +427,31 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
             first_passage[i, 0] = fp0
             first_passage[i, 1] = fp1
             first_passage[i, 2] = fp2
+
+
+@njit(inline="always")  # in the innermost loop: inlined at the numba IR level, as if written there
+def _first_passage(fp0, fp1, fp2, ine, i0, consts, m):
+    """First recorded step m with I <= f I_0 for each of the three fractions (-1: not yet)."""
+    if fp0 < 0 and ine <= consts[K_FRAC] * i0:
+        fp0 = m
+    if fp1 < 0 and ine <= consts[K_FRAC + 1] * i0:
+        fp1 = m
+    if fp2 < 0 and ine <= consts[K_FRAC + 2] * i0:
+        fp2 = m
+    return fp0, fp1, fp2
+
+
+@njit(inline="always")
+def _accumulate(acc, rec, ine, kin, L, sh):
+    """Add one trajectory to its group's float64 sums at record `rec`; non-finite inertia is left out."""
+    if math.isfinite(ine):
+        ie = np.float64(ine)
+        acc[rec, 0] += 1.0
+        acc[rec, 1] += ie
+        acc[rec, 2] += np.float64(kin)
+        acc[rec, 3] += np.float64(L)
+        acc[rec, 4] += np.float64(sh)
+        acc[rec, 5] += ie * ie
 
 
 @njit
