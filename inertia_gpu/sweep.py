@@ -85,7 +85,9 @@ def _check_applies(base: SimulationConfig, name: str) -> None:
 
 def batched_config(base: SimulationConfig, name: str, values: list[float]) -> tuple[SimulationConfig, int]:
     """The one engine configuration running every value; returns it and B, trajectories per value."""
-    reps = base.replicates
+    # no more replicates than whole groups of the requested trajectories (at least 2, for a standard
+    # error): a small per-value ensemble is not inflated to `replicates` groups
+    reps = min(base.replicates, max(2, base.trajectories // GROUP))
     replicate_size = max(GROUP, math.ceil(math.ceil(base.trajectories / reps) / GROUP) * GROUP)
     block = replicate_size * reps
     # the scalar option is overridden per trajectory; set it to the largest value so that scalar
@@ -107,7 +109,7 @@ def run_sweep(base: SimulationConfig, name: str, values: list[float], progress: 
         c.validate()  # each value is checked like a simulate option: one line naming it
     combined, block = batched_config(base, name, values)
     result = simulate(combined, progress=progress, chunk=chunk, with_theory=False)
-    reps = base.replicates
+    reps = combined.replicates // len(values)
     rows, curves = [], []
     for j, (v, cfg) in enumerate(zip(values, configs)):
         cfg = dataclasses.replace(cfg, trajectories=block)
