@@ -96,7 +96,8 @@ class SimulationResult:
         if floor is None:
             floor = 0.0 if not cfg.noisy else float(np.mean(self.stats["inertia_mean"][-max(2, len(self.steps) // 5):]))
         unit = cfg.dt if cfg.continuous else 1.0
-        return fit_decay(self.steps, self.stats["inertia_mean"], self.stats["inertia_sem"], floor, model, unit)
+        return fit_decay(self.steps, self.stats["inertia_mean"], self.stats["inertia_sem"], floor, model, unit,
+                         replicate_sums=self.replicate_sums)
 
     def to_dict(self) -> dict:
         s = self.stats

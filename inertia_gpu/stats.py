@@ -64,45 +64,73 @@ def first_passage_summary(hist: np.ndarray) -> list[dict]:
 
 
 def fit_decay(steps: np.ndarray, mean: np.ndarray, sem: np.ndarray, floor: float, model: str = "exponential",
-              time_per_step: float = 1.0, z_min: float = 5.0) -> dict:
+              time_per_step: float = 1.0, z_min: float = 5.0, replicate_sums: np.ndarray | None = None) -> dict:
     """Fit E[I] - floor ~ A exp(-r t) (model "exponential") or A t^(-p) (model "power").
 
     Weighted least squares on log(E[I] - floor), weights from the standard
     error (delta method: se(log y) = sem / y), over the recorded steps where
     the excess stands z_min standard errors above zero. Returns the rate (per
     unit of time: steps * time_per_step) or exponent with a 95 % interval.
+
+    The recorded steps of one ensemble are strongly correlated (the same
+    trajectories), which a least-squares error treats as independent. Given
+    the replicate sums [n_records, R, Q] of the run, the interval comes from a
+    jackknife over replicates instead (each refit leaves one replicate out),
+    the batch-means way to an honest error for correlated data; the wider of
+    the two is reported.
     """
     steps = np.asarray(steps, dtype=float)
     excess = np.asarray(mean, dtype=float) - floor
     sem = np.asarray(sem, dtype=float)
     sem = np.where(np.isfinite(sem) & (sem > 0), sem, np.nan)
     ok = (steps > 0) & np.isfinite(excess) & (excess > z_min * np.nan_to_num(sem, nan=0.0))
-    if model == "power":
-        ok &= steps > 0
-    # oscillating curves (underdamped) are fitted on their upper envelope through the weights alone;
-    # the first stretch before decay starts (transient) is dropped by starting at 5% of the window
     idx = np.flatnonzero(ok)
     if idx.size < 4:
         return {"model": model, "rate": math.nan, "ci95": [math.nan, math.nan], "points": int(idx.size)}
+    # the first stretch before decay starts (transient) is dropped by starting at 5% of the window;
+    # oscillating curves (underdamped) are fitted on their upper envelope through the weights alone
     idx = idx[idx.size // 20:]
     t = steps[idx] * time_per_step
     x = np.log(t) if model == "power" else t
-    y = np.log(excess[idx])
     se = sem[idx] / excess[idx]
     se = np.where(np.isfinite(se), se, np.nanmax(se) if np.isfinite(se).any() else 1.0)
-    se = np.maximum(se, 1e-12)
-    w = 1.0 / se ** 2
+    w = 1.0 / np.maximum(se, 1e-12) ** 2
+    rate, slope_se, chi2 = _weighted_slope(x, np.log(excess[idx]), w)
+    out = {"model": model, "rate": rate, "ci95": [rate - 1.96 * slope_se, rate + 1.96 * slope_se],
+           "points": int(idx.size), "reduced_chi2": chi2, "interval": "least squares"}
+    if replicate_sums is not None and replicate_sums.shape[1] >= 4:
+        jk = _jackknife_rates(replicate_sums[idx], x, w, floor)
+        if jk is not None and np.isfinite(jk).all():
+            r = jk.size
+            jk_se = math.sqrt((r - 1) / r * float(((jk - jk.mean()) ** 2).sum()))
+            from scipy.stats import t as student_t
+            half = max(float(student_t.ppf(0.975, r - 1)) * jk_se, 1.96 * slope_se)
+            out.update(ci95=[rate - half, rate + half], interval=f"jackknife over {r} replicates")
+    return out
+
+
+def _weighted_slope(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float, float]:
+    """(-slope, its standard error inflated by the reduced chi^2 where the model misfits, reduced chi^2)."""
     X = np.stack([np.ones_like(x), x], axis=1)
     cov = np.linalg.inv(X.T @ (X * w[:, None]))
     beta = cov @ (X.T @ (w * y))
     resid = y - X @ beta
-    dof = max(idx.size - 2, 1)
-    chi2 = float((w * resid ** 2).sum() / dof)
-    # inflate by the reduced chi^2 where the model misfits (oscillation, correlated errors)
-    slope_se = math.sqrt(cov[1, 1] * max(chi2, 1.0))
-    rate = -float(beta[1])
-    return {"model": model, "rate": rate, "ci95": [rate - 1.96 * slope_se, rate + 1.96 * slope_se],
-            "points": int(idx.size), "reduced_chi2": chi2}
+    chi2 = float((w * resid ** 2).sum() / max(x.size - 2, 1))
+    return -float(beta[1]), math.sqrt(cov[1, 1] * max(chi2, 1.0)), chi2
+
+
+def _jackknife_rates(table: np.ndarray, x: np.ndarray, w: np.ndarray, floor: float) -> np.ndarray | None:
+    """The fitted rate with each replicate left out in turn, on the same points and weights."""
+    counts, sums = table[..., 0], table[..., 1]
+    total_n, total_s = counts.sum(axis=1), sums.sum(axis=1)
+    rates = []
+    for r in range(table.shape[1]):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            excess = (total_s - sums[:, r]) / (total_n - counts[:, r]) - floor
+        if not (np.isfinite(excess).all() and (excess > 0).all()):
+            return None
+        rates.append(_weighted_slope(x, np.log(excess), w)[0])
+    return np.asarray(rates)
 
 
 def z_scores(mean: np.ndarray, sem: np.ndarray, expected: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """`inertia-gpu sweep`: a grid over one option in one scheduling pass.
 
-    inertia-gpu sweep --sweep momentum=0.5:0.99:60 --spectrum 1 --lr 0.0111 --steps 1500 \\
-        --trajectories 256 --json sweep.json --plot sweep.png
+    inertia-gpu sweep --sweep momentum=0.5:0.99:60 --spectrum 1,1.5 --lr 0.0111 --steps 1500 \\
+        --trajectories 1024 --json sweep.json --plot sweep.png
 
 The J configurations are batched into the same launches: configuration j
 owns the contiguous block of whole replicates [j R, (j + 1) R) (trajectories
@@ -152,8 +152,17 @@ def _analyse(cfg: SimulationConfig, steps: np.ndarray, table: np.ndarray, first_
     else:
         floor = 0.0
     model = "power" if cfg.nesterov_r is not None else "exponential"
-    fit = asymptotic_fit(steps, mean, sem, floor, model, cfg.dt if cfg.continuous else 1.0)
+    fit = asymptotic_fit(steps, mean, sem, floor, model, cfg.dt if cfg.continuous else 1.0, table=table)
+    # the exact curve through the same estimator (same steps, weights and window): what the fit should
+    # give with no sampling error; it differs from the asymptotic rate where the window is not yet
+    # asymptotic (the two slowest exponentials are close near critical damping)
+    th_window = None
+    if th_curve is not None:
+        th_fit = asymptotic_fit(steps, th_curve, sem, floor, model, cfg.dt if cfg.continuous else 1.0,
+                                first_step=fit["from_step"])
+        th_window = th_fit["rate"]
     row = {"rate": fit["rate"], "ci95": fit["ci95"], "fit_points": fit["points"], "fit_from_step": fit["from_step"],
+           "fit_interval": fit.get("interval"), "theory_rate_window": th_window,
            "theory_rate": None if th_rate is None else (th_rate["per_time"] if cfg.continuous else th_rate["per_step"]),
            "stationary_inertia": level if cfg.noisy else None, "stationary_inertia_sem": level_sem if cfg.noisy else None,
            "theory_stationary_inertia": th_stat,
@@ -166,7 +175,8 @@ def _analyse(cfg: SimulationConfig, steps: np.ndarray, table: np.ndarray, first_
     return row
 
 
-def asymptotic_fit(steps, mean, sem, floor: float, model: str, time_per_step: float, z_min: float = 5.0) -> dict:
+def asymptotic_fit(steps, mean, sem, floor: float, model: str, time_per_step: float, z_min: float = 5.0,
+                   table: np.ndarray | None = None, first_step: int | None = None) -> dict:
     """stats.fit_decay over the later half of the usable decay (the asymptotic regime).
 
     The exact rate is asymptotic: E[I_n] - E[I_inf] is a sum of exponentials (the products of the
@@ -181,8 +191,11 @@ def asymptotic_fit(steps, mean, sem, floor: float, model: str, time_per_step: fl
     ok = (steps > 0) & np.isfinite(excess) & (excess > z_min * np.nan_to_num(sem, nan=0.0))
     idx = np.flatnonzero(ok)
     first = steps[idx[idx.size // 2]] if idx.size >= 8 else 0.0
+    if first_step is not None:
+        first = first_step
     keep = steps >= first
-    fit = fit_decay(steps[keep], mean[keep], sem[keep], floor, model, time_per_step, z_min)
+    fit = fit_decay(steps[keep], mean[keep], sem[keep], floor, model, time_per_step, z_min,
+                    replicate_sums=None if table is None else table[keep])
     fit["from_step"] = int(first)
     return fit
 
