@@ -43,12 +43,13 @@ def print_summary(result) -> None:
 
 
 def plot_result(result, path: str) -> None:
+    """E[I] with its error band against theory, and the first-passage histograms of I <= f I_0."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     s = result.stats
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, hx) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     steps = result.steps
     ax.fill_between(steps, s["inertia_mean"] - 2 * s["inertia_sem"], s["inertia_mean"] + 2 * s["inertia_sem"],
                     alpha=0.3, label="E[I] +- 2 sem")
@@ -64,6 +65,22 @@ def plot_result(result, path: str) -> None:
         ax.set_yscale("log")
     ax.set_title(f"{result.config.problem}, {result.config.integrator}, {result.config.trajectories:,} trajectories")
     ax.legend()
+
+    drawn = False
+    for entry in first_passage_summary(result.first_passage_hist):
+        hist = entry.get("histogram")
+        if hist and hist["steps"]:
+            hx.step(hist["steps"], hist["counts"], where="mid",
+                    label=f"I <= {entry['fraction']:.3g} I0 ({entry['reached']:,} of {entry['total']:,})")
+            drawn = True
+    hx.set_xscale("log")  # first-passage times spread over decades under noise and slow modes
+    hx.set_xlabel("first recorded step")
+    hx.set_ylabel("trajectories")
+    hx.set_title("first passage")
+    if drawn:
+        hx.legend()
+    else:
+        hx.text(0.5, 0.5, "no trajectory reached f I0", ha="center", transform=hx.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -59,6 +59,8 @@ def first_passage_summary(hist: np.ndarray) -> list[dict]:
                 entry["quantiles"][str(q)] = int(np.searchsorted(cdf, q))
             steps = np.arange(h.size - 1)
             entry["mean_step"] = float((steps * h[1:]).sum() / reached)
+            nonzero = np.flatnonzero(h[1:])  # the histogram over the ensemble, empty steps left out
+            entry["histogram"] = {"steps": nonzero.tolist(), "counts": h[1:][nonzero].tolist()}
         out.append(entry)
     return out
 

@@ -102,6 +102,8 @@ def test_first_passage_histogram_equals_independent_computation():
     assert summary[0]["reached"] == int((first[:, 0] >= 0).sum())
     reached = first[first[:, 0] >= 0, 0]
     assert summary[0]["quantiles"]["0.5"] == int(np.quantile(reached, 0.5, method="inverted_cdf"))
+    steps, counts = np.unique(reached, return_counts=True)
+    assert summary[0]["histogram"] == {"steps": steps.tolist(), "counts": counts.tolist()}
 
 
 def test_diverged_trajectories_are_counted_and_excluded():
