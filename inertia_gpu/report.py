@@ -12,11 +12,13 @@ def print_summary(result) -> None:
 
     cfg = result.config
     s = result.stats
-    console = Console(stderr=False)
+    import sys
+    console = Console(width=None if sys.stdout.isatty() else 140)  # a pipe or a log file: no truncated numbers
     t = Table(title=f"{cfg.problem} / {cfg.integrator}: {cfg.trajectories:,} trajectories x {cfg.steps:,} steps "
                     f"on {result.backend} ({result.device_name}), {result.trajectory_steps_per_s:.3g} traj-steps/s")
+    from rich.markup import escape
     for col in ("step", "E[I]", "sem", "theory", "z", "E[K]", "E[L]", "E[shadow]", "diverged"):
-        t.add_column(col, justify="right")
+        t.add_column(escape(col), justify="right")
     idx = np.unique(np.linspace(0, len(result.steps) - 1, min(8, len(result.steps))).astype(int))
     for i in idx:
         th = result.theory.get("inertia") if result.theory else None
@@ -29,7 +31,16 @@ def print_summary(result) -> None:
     fit = result.decay_fit()
     unit = "per unit time" if cfg.continuous else "per step"
     what = "exponent" if fit["model"] == "power" else f"rate ({unit})"
-    console.print(f"decay {what}: {fit['rate']:.4g}  95% CI [{fit['ci95'][0]:.4g}, {fit['ci95'][1]:.4g}]")
+    predicted = ""
+    if result.theory and fit["model"] == "exponential":
+        from . import theory
+        try:
+            rates = theory.decay_rate(cfg)
+            predicted = f"   exact theory {rates['per_time'] if cfg.continuous else rates['per_step']:.4g}"
+        except (ValueError, NotImplementedError):
+            pass
+    console.print(escape(f"decay {what}: {fit['rate']:.4g}  95% CI [{fit['ci95'][0]:.4g}, {fit['ci95'][1]:.4g}]"
+                         f"{predicted}"))
     for entry in first_passage_summary(result.first_passage_hist):
         q = entry["quantiles"]
         if q:
