@@ -254,14 +254,7 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
                     fp1 = -1
                     fp2 = -1
                     if record_every > 0:
-                        if math.isfinite(ine):
-                            ie = np.float64(ine)
-                            acc[0, 0] += 1.0
-                            acc[0, 1] += ie
-                            acc[0, 2] += np.float64(kin)
-                            acc[0, 3] += np.float64(L)
-                            acc[0, 4] += np.float64(sh)
-                            acc[0, 5] += ie * ie
+                        _accumulate(acc, 0, ine, kin, L, sh)
                         rec = 1
                 else:
                     i0 = inertia0[i]
@@ -344,14 +337,7 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
                     fp0 = -1
                     fp1 = -1
                     fp2 = -1
-                    if math.isfinite(ine):
-                        ie = np.float64(ine)
-                        acc[0, 0] += 1.0
-                        acc[0, 1] += ie
-                        acc[0, 2] += np.float64(kin)
-                        acc[0, 3] += np.float64(L)
-                        acc[0, 4] += np.float64(sh)
-                        acc[0, 5] += ie * ie
+                    _accumulate(acc, 0, ine, kin, L, sh)
                     rec = 1
                 else:
                     i0 = inertia0[i]
