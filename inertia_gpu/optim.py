@@ -39,7 +39,7 @@ from torch.optim import Optimizer
 
 from . import rng
 
-BACKENDS = ("auto", "foreach", "triton")
+BACKENDS = ("auto", "foreach", "triton", "cupy")
 
 
 class InertiaHistory:
@@ -223,7 +223,7 @@ class InertiaSGD(Optimizer):
       temperature: alternatively T, s = sqrt(2 (1 - momentum) T / lr)
       seed:        Philox key; the noise is a pure function of (seed, step,
                    parameter index over all groups, element)
-      backend:     "auto" | "foreach" | "triton"
+      backend:     "auto" | "foreach" | "triton" | "cupy" (CUDA C through CuPy, a cross-check)
       block:       elements per Triton program (None: the launcher's default)
       record_history: append (loss, kinetic, inertia, shadow) to `history` each step
       skip_nonfinite: opt-in guard: a step whose gradients hold an Inf or NaN is
@@ -303,6 +303,11 @@ class InertiaSGD(Optimizer):
             reason = triton_unavailable_reason(device)
             if reason:
                 raise RuntimeError(reason)
+        if name == "cupy":
+            from .backends.cupy_backend import cupy_unavailable_reason
+            reason = cupy_unavailable_reason() if device.type == "cuda" else "the parameters are not on a CUDA device"
+            if reason:
+                raise RuntimeError(f"backend='cupy': {reason}")
         return name
 
     def _ready_flags(self, gi: int, group: dict, device: torch.device) -> torch.Tensor:
@@ -407,10 +412,41 @@ class InertiaSGD(Optimizer):
                 for p, b in zip(params, buffers):
                     if b is not None:
                         self.state[p]["momentum_buffer"] = b
+        elif backend == "cupy":
+            sums = self._cupy_group(group, params, grads, parameter_index, step, grad_scale, found_inf)
         else:
             sums = self._triton_group(gi, group, params, grads, parameter_index, local_index,
                                       step, grad_scale, found_inf, applied)
         step.add_(1 if applied is None else applied.to(step.dtype))
+        return sums
+
+    def _cupy_group(self, group, params, grads, parameter_index, step, grad_scale, found_inf) -> torch.Tensor:
+        """The CUDA C step (kernels/cuda/sgd.cu) through CuPy on the torch tensors (DLPack, no copies).
+
+        A second implementation beside Triton, to cross-check it: one launch per tensor, and the
+        step count and a tensor lr are read on the host once per group (a sync the Triton path avoids).
+        """
+        from .backends.cupy_backend import cupy_sgd_step
+        if grad_scale is not None or found_inf is not None:
+            raise RuntimeError("backend='cupy': AMP grad scaling and skip_nonfinite need backend 'triton' or 'foreach'")
+        if not all(p.is_contiguous() for p in params):
+            raise ValueError("Invalid parameters for backend='cupy': every parameter must be contiguous")
+        lr = float(group["lr"])
+        momentum = group["momentum"]
+        t = int(step)
+        sums = torch.zeros(2, dtype=torch.float64, device=params[0].device)
+        for p, g, k in zip(params, grads, parameter_index):
+            b, first = None, False
+            if momentum != 0:
+                b = self.state[p].get("momentum_buffer")
+                if b is None:
+                    b = torch.empty_like(p, memory_format=torch.contiguous_format)
+                    self.state[p]["momentum_buffer"] = b
+                    first = True
+            sums += cupy_sgd_step(p, g.contiguous(), b, lr=lr, momentum=momentum, dampening=group["dampening"],
+                                  weight_decay=group["weight_decay"], nesterov=group["nesterov"],
+                                  maximize=group["maximize"], noise=float(_noise_std(group, lr)),
+                                  seed=group["seed"], step=t, parameter=k, first=first)
         return sums
 
     def _triton_group(self, gi, group, params, grads, parameter_index, local_index, step,
