@@ -186,13 +186,14 @@ def _clamp0(x, one):
 @njit(cache=True, parallel=True, fastmath=False)
 def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
                     start, step_begin, step_end, record_every, init,
-                    key0, key1, integrator, problem, noise_model):
+                    key0, key1, integrator, problem, noise_model, noisy=1):
     """Advance trajectories [start, start + count) from step_begin to step_end, in place.
 
     theta, mom [count, dim]; inertia0 [count]; first_passage [count, 3] int32;
     lam [1 or count, dim]; coef [step_end - step_begin, 3]; consts [N_CONSTS];
     out [n_groups, n_records, 6] float64, zeroed (records as in recorded_in_window).
     init != 0: draw the initial state (step_begin must be 0) instead of reading theta/mom.
+    noisy == 0: every noise scale is zero, so the Philox draws are skipped (xi stays 0 or 1, times 0).
     """
     count = theta.shape[0]
     dim = theta.shape[1]
@@ -212,7 +213,7 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
         acc = out[grp]
         lo = grp * GROUP
         hi = min(lo + GROUP, count)
-        zrow = np.empty((dim, 4), dtype=theta.dtype)
+        zrow = np.zeros((dim, 4), dtype=theta.dtype)  # stays 0 without noise
         th = np.empty(dim, dtype=theta.dtype)
         v = np.empty(dim, dtype=theta.dtype)
         g = np.empty(dim, dtype=theta.dtype)
@@ -261,7 +262,7 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
                 z0 = z1 = z2 = z3 = one
                 for n in range(step_begin, step_end):
                     lane = n & 3
-                    if lane == 0 or n == step_begin:
+                    if noisy != 0 and (lane == 0 or n == step_begin):
                         z0, z1, z2, z3 = _normals4(traj, n >> 2, 0, 0, k0, k1, one)
                     xi = z0 if lane == 0 else (z1 if lane == 1 else (z2 if lane == 2 else z3))
                     c = coef[n - step_begin]
@@ -343,7 +344,7 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
                     i0 = inertia0[i]
                 for n in range(step_begin, step_end):
                     lane = n & 3
-                    if lane == 0 or n == step_begin:
+                    if noisy != 0 and (lane == 0 or n == step_begin):
                         for j in range(dim):
                             a0, a1, a2, a3 = _normals4(traj, n >> 2, j, 0, k0, k1, one)
                             zrow[j, 0] = a0

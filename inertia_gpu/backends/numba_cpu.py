@@ -117,7 +117,7 @@ def warm_up() -> None:
     cfg = SimulationConfig(trajectories=1, steps=1)
     k.ensemble_window(np.zeros((1, 1), f), np.zeros((1, 1), f), np.zeros(1, f), np.zeros((1, 3), np.int32),
                       np.ones((1, 1), f), np.zeros((1, 3), f), kernel_constants(cfg), np.zeros((1, 2, N_QUANTITIES)),
-                      0, 0, 1, 1, 1, 0, 0, 0, 0, 0)
+                      0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 1)
     _WARM = True
 
 
@@ -174,7 +174,7 @@ class NumbaEnsemble(EnsembleBackend):
         k.ensemble_window(theta, mom, inertia0, first_passage, lam, coef, kernel_constants(config), out,
                           start, step_begin, step_end, config.record_every, 1 if state is None else 0,
                           key0, key1, INTEGRATOR_CODE[config.integrator], PROBLEM_CODE[config.problem],
-                          NOISE_CODE[config.noise_model])
+                          NOISE_CODE[config.noise_model], 1 if config.noisy else 0)
         partials = torch.from_numpy(out).permute(1, 0, 2).contiguous()
         new_state = ChunkState(torch.from_numpy(theta), torch.from_numpy(mom), torch.from_numpy(inertia0),
                                torch.from_numpy(first_passage))
