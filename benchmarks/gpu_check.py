@@ -663,14 +663,21 @@ def stage_throughput(ck: Check, rec: dict) -> None:
     for dim, n, steps in ensemble_sizes(ck.dry):
         for noisy in (True, False):
             tag = f"d{dim}_{'noise' if noisy else 'nonoise'}"
-            for backend in ("triton", "cupy"):
+            # "triton-fast-sum": the same kernel with tl.sum instead of the fixed-order trees and no
+            # per-step window guards, to price the bitwise block-size invariance (d = 1 with noise only)
+            variants = ("triton", "cupy", "triton-fast-sum") if (dim == 1 and noisy) else ("triton", "cupy")
+            for backend in variants:
                 def run(backend=backend, dim=dim, n=n, steps=steps, noisy=noisy, tag=tag):
-                    cfg = throughput_config(ck, dim, n, steps, noisy, backend)
-                    reason = backends.unavailable_reason(backend, cfg)
+                    name = "triton" if backend.startswith("triton") else backend
+                    cfg = throughput_config(ck, dim, n, steps, noisy, name)
+                    reason = backends.unavailable_reason(name, cfg)
                     if reason is not None:
                         raise Skip(reason)
                     ck.budget.need(15, "an ensemble throughput run")
-                    be = backends.backend_class(backend)()
+                    if backend == "triton-fast-sum":
+                        be = backends.backend_class(name)(tree=False, guard="auto")
+                    else:
+                        be = backends.backend_class(name)()
                     t_first = time.perf_counter()
                     be.run(cfg, 0, n, 0, steps, None)  # compile (reported separately)
                     ck.sync()
