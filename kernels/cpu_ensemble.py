@@ -242,14 +242,7 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
                     y = mom[i, 0]
                 gr, L = _grad_loss_1(problem, x, lm, one)
                 if init != 0:
-                    if heavy:
-                        kin = half_lr * (y * y)
-                        ine = kin + L
-                        sh = ine + half_lr * (y * gr)
-                    else:
-                        kin = cast_like(0.5, one) * (y * y)
-                        ine = kin + L
-                        sh = ine - h2_8 * (gr * gr)
+                    kin, ine, sh = _observe_sums(heavy, y * y, y * gr, gr * gr, L, half_lr, h2_8, one)
                     i0 = ine
                     fp0 = -1
                     fp1 = -1
@@ -306,14 +299,7 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
                         until_rec -= 1
                     else:
                         until_rec = record_every - 1
-                        if heavy:
-                            kin = half_lr * (y * y)
-                            ine = kin + L
-                            sh = ine + half_lr * (y * gr)
-                        else:
-                            kin = cast_like(0.5, one) * (y * y)
-                            ine = kin + L
-                            sh = ine - h2_8 * (gr * gr)
+                        kin, ine, sh = _observe_sums(heavy, y * y, y * gr, gr * gr, L, half_lr, h2_8, one)
                         fp0, fp1, fp2 = _first_passage(fp0, fp1, fp2, ine, i0, consts, m)
                         _accumulate(acc, rec, ine, kin, L, sh)
                         rec += 1
@@ -451,6 +437,12 @@ def _observe_row(heavy, v, g, L, half_lr, h2_8, one):
         vv += v[j] * v[j]
         vg += v[j] * g[j]
         gg += g[j] * g[j]
+    return _observe_sums(heavy, vv, vg, gg, L, half_lr, h2_8, one)
+
+
+@njit(inline="always")
+def _observe_sums(heavy, vv, vg, gg, L, half_lr, h2_8, one):
+    """(kinetic, inertia, shadow) from |v|^2, <v, grad L>, |grad L|^2 (docs/CONVENTIONS.md, "What is recorded")."""
     if heavy:
         kin = half_lr * vv
         ine = kin + L
