@@ -285,14 +285,26 @@ def _reps(count: int, p: Plan) -> int:
 
 
 def _replicate_sums(partials: torch.Tensor, p: Plan) -> np.ndarray:
-    """Group sums [rec, groups, Q] -> replicate sums [rec, reps, Q] by one fixed-shape reduction."""
-    partials = partials.to("cpu", torch.float64)
-    rec, groups, q = partials.shape
-    reps = math.ceil(groups / p.groups_per_replicate)
-    pad = reps * p.groups_per_replicate - groups
+    """Group sums [rec, groups, Q] -> replicate sums [rec, reps, Q] by a fixed pairwise tree.
+
+    The tree is a function of groups_per_replicate alone (elementwise adds of halves, the odd one
+    carried), so a replicate's sum does not depend on how many replicates share the launch or on
+    the device's reduction strategy. It runs where the partials are: on a GPU only the small
+    replicate table crosses to the host, not the per-group partials.
+    """
+    x = partials.to(torch.float64)
+    rec, groups, q = x.shape
+    gpr = p.groups_per_replicate
+    reps = math.ceil(groups / gpr)
+    pad = reps * gpr - groups
     if pad:
-        partials = torch.cat([partials, partials.new_zeros(rec, pad, q)], dim=1)
-    return partials.reshape(rec, reps, p.groups_per_replicate, q).sum(dim=2).numpy()
+        x = torch.cat([x, x.new_zeros(rec, pad, q)], dim=1)
+    x = x.reshape(rec, reps, gpr, q)
+    while x.shape[2] > 1:
+        n, half = x.shape[2], x.shape[2] // 2
+        head = x[:, :, :half] + x[:, :, half:2 * half]
+        x = torch.cat([head, x[:, :, 2 * half:]], dim=2) if n % 2 else head
+    return x[:, :, 0].to("cpu").numpy()
 
 
 def _attach_theory(result: SimulationResult) -> None:
