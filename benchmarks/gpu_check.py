@@ -694,6 +694,26 @@ def stage_throughput(ck: Check, rec: dict) -> None:
                 ck.entry(rec, f"ensemble/{backend}/{tag}", run, kind="ensemble", backend=backend, dim=dim,
                          noisy=noisy, trajectories=n)
 
+            if dim == 1 and noisy:
+                def run_engine(dim=dim, n=n, steps=steps, noisy=noisy):
+                    """What a user of `simulate` sees: launches, windows, replicate sums, statistics."""
+                    from inertia_gpu.engine import simulate
+                    cfg = throughput_config(ck, dim, n, steps, noisy, "triton")
+                    reason = backends.unavailable_reason("triton", cfg)
+                    if reason is not None:
+                        raise Skip(reason)
+                    ck.budget.need(20, "the engine throughput run")
+                    simulate(cfg, with_theory=False)  # warm-up (compiled already by the kernel entry)
+                    result = simulate(cfg, with_theory=False)
+                    rate = result.trajectory_steps_per_s
+                    return {"device": ck.doc["device_name"], "trajectories": n, "steps": steps, "dim": dim,
+                            "traj_steps_per_s": rate, "elapsed_s": result.elapsed_s,
+                            "what": "engine.simulate end to end (backend triton), statistics every step",
+                            "summary": f"{rate:.3e} traj-steps/s through the engine"}
+
+                ck.entry(rec, f"ensemble/engine-triton/{tag}", run_engine, kind="ensemble", backend="triton",
+                         dim=dim, noisy=noisy, trajectories=n)
+
             peer_steps = 4 if ck.dry else 8
             compile_steps = 4 if ck.dry else 16
             for peer in ("eager", "compile"):
