@@ -22,7 +22,9 @@ from .backends.base import FRACTIONS, GROUP, N_QUANTITIES, ChunkState, recorded_
 from .config import ConfigError, SimulationConfig
 from .stats import combine, first_passage_summary, fit_decay
 
-PARTIALS_BUDGET = 256 * 2 ** 20  # bytes of float64 partial sums per launch
+# bytes of float64 per-group partial sums per launch: on a GPU, large enough that one launch covers
+# ~100+ steps of 10^7 trajectories (few launches, little host work between them)
+PARTIALS_BUDGET = {"cpu": 256 * 2 ** 20, "cuda": 2 * 2 ** 30}
 STATE_BUDGET = {"cpu": 512 * 2 ** 20, "cuda": 8 * 2 ** 30}  # bytes of per-trajectory state per launch
 
 
@@ -56,7 +58,7 @@ def plan(config: SimulationConfig, chunk: int | None = None, window: int | None 
     chunk = min(chunk, replicates * replicate_size)
     if window is None:
         per_record = math.ceil(chunk / GROUP) * N_QUANTITIES * 8
-        records = max(1, PARTIALS_BUDGET // per_record)
+        records = max(1, PARTIALS_BUDGET[config.device] // per_record)
         window = max(1, records * config.record_every)
     return Plan(replicate_size, replicates, chunk, min(window, config.steps))
 

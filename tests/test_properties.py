@@ -146,7 +146,7 @@ def test_run_larger_than_budget_is_split_and_unchanged(monkeypatch):
                               steps=30, replicates=10, dtype="float64", backend="torch").validate()
     whole = simulate(config, with_theory=False)
     monkeypatch.setitem(engine.STATE_BUDGET, "cpu", 300 * 1000)  # ~ one replicate of state per launch
-    monkeypatch.setattr(engine, "PARTIALS_BUDGET", 4000)  # a few records per window
+    monkeypatch.setitem(engine.PARTIALS_BUDGET, "cpu", 4000)  # a few records per window
     p = plan(config)
     assert p.chunk < config.trajectories and p.window < config.steps
     split = simulate(config, with_theory=False)
