@@ -217,6 +217,13 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
         th = np.empty(dim, dtype=theta.dtype)
         v = np.empty(dim, dtype=theta.dtype)
         g = np.empty(dim, dtype=theta.dtype)
+        if dim == 1:
+            # ---- scalar path: LANES trajectories in lockstep, state in registers ----
+            _group_lanes(lo, hi, start, theta, mom, inertia0, first_passage, lam, lam_shared, coef, consts,
+                         acc, step_begin, step_end, record_every, init, k0, k1, integrator, problem,
+                         noise_model, noisy)
+            continue
+        # ---- row path (d > 1): one trajectory at a time, state in an L1-resident scratch row ----
         for i in range(lo, hi):
             traj = start + i
             lrow = lam[0] if lam_shared else lam[i]
@@ -228,178 +235,255 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
             until_rec = record_every - (step_begin + 1) % record_every
             if until_rec == record_every:
                 until_rec = 0
-            if dim == 1:
-                # ---- scalar path: state in registers -------------------------------
-                lm = lrow[0]
-                if init != 0:
-                    za, zb, _, _ = _normals4(traj, 0, 0, 1, k0, k1, one)
-                    x = consts[K_INIT_THETA] * za
-                    y = consts[K_INIT_V] * zb
-                    if heavy:
-                        y = -y / lr
-                else:
-                    x = theta[i, 0]
-                    y = mom[i, 0]
-                gr, L = _grad_loss_1(problem, x, lm, one)
-                if init != 0:
-                    kin, ine, sh = _observe_sums(heavy, y * y, y * gr, gr * gr, L, half_lr, h2_8, one)
-                    i0 = ine
-                    fp0 = -1
-                    fp1 = -1
-                    fp2 = -1
-                    if record_every > 0:
-                        _accumulate(acc, 0, ine, kin, L, sh)
-                        rec = 1
-                else:
-                    i0 = inertia0[i]
-                z0 = z1 = z2 = z3 = one
-                for n in range(step_begin, step_end):
-                    lane = n & 3
-                    if noisy != 0 and (lane == 0 or n == step_begin):
-                        z0, z1, z2, z3 = _normals4(traj, n >> 2, 0, 0, k0, k1, one)
-                    xi = z0 if lane == 0 else (z1 if lane == 1 else (z2 if lane == 2 else z3))
-                    c = coef[n - step_begin]
-                    if heavy:
-                        s = c[1]
-                        if loss_scaled:
-                            s = s * math.sqrt(_clamp0(L, one))
-                        gg = gr + s * xi
-                        y = c[0] * y + gg
-                        x = x - lr * y
-                    elif integrator == 1:
-                        sg = c[1]
-                        if loss_scaled:
-                            sg = (sg * math.sqrt(_clamp0(L, one))) * c[2]
-                        xn = x + h * y
-                        y = ((y - h * gr) - c[0] * y) + sg * xi
-                        x = xn
-                    elif integrator == 2:
-                        y = y - half_h * gr
-                        x = x + h * y
-                        gr, L = _grad_loss_1(problem, x, lm, one)
-                        y = y - half_h * gr
-                        sg = c[2]
-                        if loss_scaled:
-                            sg = (sg * math.sqrt(_clamp0(L, one))) * c[1]
-                        y = c[0] * y + sg * xi
-                    else:
-                        y = y - half_h * gr
-                        x = x + half_h * y
-                        sg = c[2]
-                        if loss_scaled:
-                            _, L = _grad_loss_1(problem, x, lm, one)
-                            sg = (sg * math.sqrt(_clamp0(L, one))) * c[1]
-                        y = c[0] * y + sg * xi
-                        x = x + half_h * y
-                        gr, L = _grad_loss_1(problem, x, lm, one)
-                        y = y - half_h * gr
-                    gr, L = _grad_loss_1(problem, x, lm, one)
-                    m = n + 1
-                    if until_rec != 0:
-                        until_rec -= 1
-                    else:
-                        until_rec = record_every - 1
-                        kin, ine, sh = _observe_sums(heavy, y * y, y * gr, gr * gr, L, half_lr, h2_8, one)
-                        fp0, fp1, fp2 = _first_passage(fp0, fp1, fp2, ine, i0, consts, m)
-                        _accumulate(acc, rec, ine, kin, L, sh)
-                        rec += 1
-                theta[i, 0] = x
-                mom[i, 0] = y
-            else:
-                # ---- row path: state in an L1-resident scratch row ------------------
-                if init != 0:
-                    for j in range(dim):
-                        za, zb, _, _ = _normals4(traj, 0, j, 1, k0, k1, one)
-                        th[j] = consts[K_INIT_THETA] * za
-                        yy = consts[K_INIT_V] * zb
-                        v[j] = -yy / lr if heavy else yy
-                else:
-                    for j in range(dim):
-                        th[j] = theta[i, j]
-                        v[j] = mom[i, j]
-                L = _grad_loss_row(problem, th, lrow, g, one)
-                if init != 0:
-                    kin, ine, sh = _observe_row(heavy, v, g, L, half_lr, h2_8, one)
-                    i0 = ine
-                    fp0 = -1
-                    fp1 = -1
-                    fp2 = -1
-                    _accumulate(acc, 0, ine, kin, L, sh)
-                    rec = 1
-                else:
-                    i0 = inertia0[i]
-                for n in range(step_begin, step_end):
-                    lane = n & 3
-                    if noisy != 0 and (lane == 0 or n == step_begin):
-                        for j in range(dim):
-                            a0, a1, a2, a3 = _normals4(traj, n >> 2, j, 0, k0, k1, one)
-                            zrow[j, 0] = a0
-                            zrow[j, 1] = a1
-                            zrow[j, 2] = a2
-                            zrow[j, 3] = a3
-                    c = coef[n - step_begin]
-                    if heavy:
-                        s = c[1]
-                        if loss_scaled:
-                            s = s * math.sqrt(_clamp0(L, one))
-                        mu = c[0]
-                        for j in range(dim):
-                            gg = g[j] + s * zrow[j, lane]
-                            v[j] = mu * v[j] + gg
-                            th[j] = th[j] - lr * v[j]
-                    elif integrator == 1:
-                        sg = c[1]
-                        if loss_scaled:
-                            sg = (sg * math.sqrt(_clamp0(L, one))) * c[2]
-                        hg = c[0]
-                        for j in range(dim):
-                            xn = th[j] + h * v[j]
-                            v[j] = ((v[j] - h * g[j]) - hg * v[j]) + sg * zrow[j, lane]
-                            th[j] = xn
-                    elif integrator == 2:
-                        for j in range(dim):
-                            v[j] = v[j] - half_h * g[j]
-                            th[j] = th[j] + h * v[j]
-                        L = _grad_loss_row(problem, th, lrow, g, one)
-                        sg = c[2]
-                        if loss_scaled:
-                            sg = (sg * math.sqrt(_clamp0(L, one))) * c[1]
-                        c1 = c[0]
-                        for j in range(dim):
-                            vv = v[j] - half_h * g[j]
-                            v[j] = c1 * vv + sg * zrow[j, lane]
-                    else:
-                        for j in range(dim):
-                            v[j] = v[j] - half_h * g[j]
-                            th[j] = th[j] + half_h * v[j]
-                        sg = c[2]
-                        if loss_scaled:
-                            L = _grad_loss_row(problem, th, lrow, g, one)
-                            sg = (sg * math.sqrt(_clamp0(L, one))) * c[1]
-                        c1 = c[0]
-                        for j in range(dim):
-                            v[j] = c1 * v[j] + sg * zrow[j, lane]
-                            th[j] = th[j] + half_h * v[j]
-                        _grad_loss_row(problem, th, lrow, g, one)
-                        for j in range(dim):
-                            v[j] = v[j] - half_h * g[j]
-                    L = _grad_loss_row(problem, th, lrow, g, one)
-                    m = n + 1
-                    if until_rec != 0:
-                        until_rec -= 1
-                    else:
-                        until_rec = record_every - 1
-                        kin, ine, sh = _observe_row(heavy, v, g, L, half_lr, h2_8, one)
-                        fp0, fp1, fp2 = _first_passage(fp0, fp1, fp2, ine, i0, consts, m)
-                        _accumulate(acc, rec, ine, kin, L, sh)
-                        rec += 1
+            if init != 0:
                 for j in range(dim):
-                    theta[i, j] = th[j]
-                    mom[i, j] = v[j]
+                    za, zb, _, _ = _normals4(traj, 0, j, 1, k0, k1, one)
+                    th[j] = consts[K_INIT_THETA] * za
+                    yy = consts[K_INIT_V] * zb
+                    v[j] = -yy / lr if heavy else yy
+            else:
+                for j in range(dim):
+                    th[j] = theta[i, j]
+                    v[j] = mom[i, j]
+            L = _grad_loss_row(problem, th, lrow, g, one)
+            if init != 0:
+                kin, ine, sh = _observe_row(heavy, v, g, L, half_lr, h2_8, one)
+                i0 = ine
+                fp0 = -1
+                fp1 = -1
+                fp2 = -1
+                _accumulate(acc, 0, ine, kin, L, sh)
+                rec = 1
+            else:
+                i0 = inertia0[i]
+            for n in range(step_begin, step_end):
+                lane = n & 3
+                if noisy != 0 and (lane == 0 or n == step_begin):
+                    for j in range(dim):
+                        a0, a1, a2, a3 = _normals4(traj, n >> 2, j, 0, k0, k1, one)
+                        zrow[j, 0] = a0
+                        zrow[j, 1] = a1
+                        zrow[j, 2] = a2
+                        zrow[j, 3] = a3
+                c = coef[n - step_begin]
+                if heavy:
+                    s = c[1]
+                    if loss_scaled:
+                        s = s * math.sqrt(_clamp0(L, one))
+                    mu = c[0]
+                    for j in range(dim):
+                        gg = g[j] + s * zrow[j, lane]
+                        v[j] = mu * v[j] + gg
+                        th[j] = th[j] - lr * v[j]
+                elif integrator == 1:
+                    sg = c[1]
+                    if loss_scaled:
+                        sg = (sg * math.sqrt(_clamp0(L, one))) * c[2]
+                    hg = c[0]
+                    for j in range(dim):
+                        xn = th[j] + h * v[j]
+                        v[j] = ((v[j] - h * g[j]) - hg * v[j]) + sg * zrow[j, lane]
+                        th[j] = xn
+                elif integrator == 2:
+                    for j in range(dim):
+                        v[j] = v[j] - half_h * g[j]
+                        th[j] = th[j] + h * v[j]
+                    L = _grad_loss_row(problem, th, lrow, g, one)
+                    sg = c[2]
+                    if loss_scaled:
+                        sg = (sg * math.sqrt(_clamp0(L, one))) * c[1]
+                    c1 = c[0]
+                    for j in range(dim):
+                        vv = v[j] - half_h * g[j]
+                        v[j] = c1 * vv + sg * zrow[j, lane]
+                else:
+                    for j in range(dim):
+                        v[j] = v[j] - half_h * g[j]
+                        th[j] = th[j] + half_h * v[j]
+                    sg = c[2]
+                    if loss_scaled:
+                        L = _grad_loss_row(problem, th, lrow, g, one)
+                        sg = (sg * math.sqrt(_clamp0(L, one))) * c[1]
+                    c1 = c[0]
+                    for j in range(dim):
+                        v[j] = c1 * v[j] + sg * zrow[j, lane]
+                        th[j] = th[j] + half_h * v[j]
+                    _grad_loss_row(problem, th, lrow, g, one)
+                    for j in range(dim):
+                        v[j] = v[j] - half_h * g[j]
+                L = _grad_loss_row(problem, th, lrow, g, one)
+                m = n + 1
+                if until_rec != 0:
+                    until_rec -= 1
+                else:
+                    until_rec = record_every - 1
+                    kin, ine, sh = _observe_row(heavy, v, g, L, half_lr, h2_8, one)
+                    fp0, fp1, fp2 = _first_passage(fp0, fp1, fp2, ine, i0, consts, m)
+                    _accumulate(acc, rec, ine, kin, L, sh)
+                    rec += 1
+            for j in range(dim):
+                theta[i, j] = th[j]
+                mom[i, j] = v[j]
             inertia0[i] = i0
             first_passage[i, 0] = fp0
             first_passage[i, 1] = fp1
             first_passage[i, 2] = fp2
+
+
+LANES = 8  # trajectories advanced in lockstep on the scalar path
+
+
+@njit
+def _group_lanes(lo, hi, start, theta, mom, inertia0, first_passage, lam, lam_shared, coef, consts, acc,
+                 step_begin, step_end, record_every, init, k0, k1, integrator, problem, noise_model, noisy):
+    """d = 1: trajectories [lo, hi) of one group, LANES at a time in lockstep.
+
+    One trajectory's steps form a chain of dependent operations; LANES independent chains
+    overlap in the pipeline and the lane loops vectorise. Per trajectory the operations and
+    their order are those of `inertia_gpu.reference`; each record's sums still add the
+    trajectories in index order (lanes in order, chunks in order), so the group's float64
+    sums are bitwise those of a one-at-a-time loop.
+    """
+    one = consts[K_ONE]
+    lr = consts[K_LR]
+    half_lr = consts[K_HALF_LR]
+    h = consts[K_H]
+    half_h = consts[K_HALF_H]
+    h2_8 = consts[K_H2_8]
+    heavy = integrator == 0
+    loss_scaled = noise_model == 2
+    dt = theta.dtype
+    x = np.empty(LANES, dtype=dt)
+    y = np.empty(LANES, dtype=dt)
+    gr = np.empty(LANES, dtype=dt)
+    L = np.empty(LANES, dtype=dt)
+    lm = np.empty(LANES, dtype=dt)
+    i0 = np.empty(LANES, dtype=dt)
+    fpa = np.empty(LANES, dtype=np.int32)  # first passage below f I_0, one array per fraction
+    fpb = np.empty(LANES, dtype=np.int32)
+    fpc = np.empty(LANES, dtype=np.int32)
+    thr_a = consts[K_FRAC]
+    thr_b = consts[K_FRAC + 1]
+    thr_c = consts[K_FRAC + 2]
+    z = np.zeros((4, LANES), dtype=dt)  # [lane of the Philox call, trajectory]; stays 0 without noise
+    w = np.empty((4, LANES), dtype=np.uint64)  # the Philox words before the normal transform
+    for c_lo in range(lo, hi, LANES):
+        nl = min(LANES, hi - c_lo)
+        for j in range(nl):
+            i = c_lo + j
+            lm[j] = lam[0, 0] if lam_shared else lam[i, 0]
+            fpa[j] = first_passage[i, 0]
+            fpb[j] = first_passage[i, 1]
+            fpc[j] = first_passage[i, 2]
+            if init != 0:
+                za, zb, _, _ = _normals4(start + i, 0, 0, 1, k0, k1, one)
+                x[j] = consts[K_INIT_THETA] * za
+                yy = consts[K_INIT_V] * zb
+                y[j] = -yy / lr if heavy else yy
+            else:
+                x[j] = theta[i, 0]
+                y[j] = mom[i, 0]
+            gr[j], L[j] = _grad_loss_1(problem, x[j], lm[j], one)
+        rec = 0
+        if init != 0:
+            for j in range(nl):
+                kin, ine, sh = _observe_sums(heavy, y[j] * y[j], y[j] * gr[j], gr[j] * gr[j], L[j], half_lr, h2_8, one)
+                i0[j] = ine
+                fpa[j] = -1
+                fpb[j] = -1
+                fpc[j] = -1
+                _accumulate(acc, 0, ine, kin, L[j], sh)
+            rec = 1
+        else:
+            for j in range(nl):
+                i0[j] = inertia0[c_lo + j]
+        # steps until the next recorded state (a countdown: no integer division per step)
+        until_rec = record_every - (step_begin + 1) % record_every
+        if until_rec == record_every:
+            until_rec = 0
+        for n in range(step_begin, step_end):
+            lane = n & 3
+            if noisy != 0 and (lane == 0 or n == step_begin):
+                # integer Philox for all lanes first (independent, pipelined), then the transform
+                quad = np.uint64(n >> 2)
+                for j in range(nl):
+                    w[0, j], w[1, j], w[2, j], w[3, j] = philox4x32(np.uint64(start + c_lo + j), quad, np.uint64(0),
+                                                                    np.uint64(0), k0, k1)
+                for j in range(nl):
+                    z[0, j], z[1, j] = box_muller(w[0, j], w[1, j], one)
+                    z[2, j], z[3, j] = box_muller(w[2, j], w[3, j], one)
+            r = n - step_begin
+            ca = coef[r, 0]
+            cb = coef[r, 1]
+            cc = coef[r, 2]
+            if heavy:
+                for j in range(nl):
+                    s = cb
+                    if loss_scaled:
+                        s = s * math.sqrt(_clamp0(L[j], one))
+                    gg = gr[j] + s * z[lane, j]
+                    y[j] = ca * y[j] + gg
+                    x[j] = x[j] - lr * y[j]
+                    gr[j], L[j] = _grad_loss_1(problem, x[j], lm[j], one)
+            elif integrator == 1:
+                for j in range(nl):
+                    sg = cb
+                    if loss_scaled:
+                        sg = (sg * math.sqrt(_clamp0(L[j], one))) * cc
+                    xn = x[j] + h * y[j]
+                    y[j] = ((y[j] - h * gr[j]) - ca * y[j]) + sg * z[lane, j]
+                    x[j] = xn
+                    gr[j], L[j] = _grad_loss_1(problem, x[j], lm[j], one)
+            elif integrator == 2:
+                for j in range(nl):
+                    yj = y[j] - half_h * gr[j]
+                    xj = x[j] + h * yj
+                    g1, l1 = _grad_loss_1(problem, xj, lm[j], one)
+                    yj = yj - half_h * g1
+                    sg = cc
+                    if loss_scaled:
+                        sg = (sg * math.sqrt(_clamp0(l1, one))) * cb
+                    y[j] = ca * yj + sg * z[lane, j]
+                    x[j] = xj
+                    gr[j], L[j] = g1, l1
+            else:
+                for j in range(nl):
+                    yj = y[j] - half_h * gr[j]
+                    xj = x[j] + half_h * yj
+                    sg = cc
+                    if loss_scaled:
+                        _, l_mid = _grad_loss_1(problem, xj, lm[j], one)
+                        sg = (sg * math.sqrt(_clamp0(l_mid, one))) * cb
+                    yj = ca * yj + sg * z[lane, j]
+                    xj = xj + half_h * yj
+                    g1, l1 = _grad_loss_1(problem, xj, lm[j], one)
+                    y[j] = yj - half_h * g1
+                    x[j] = xj
+                    gr[j], L[j] = g1, l1
+            if until_rec != 0:
+                until_rec -= 1
+            else:
+                until_rec = record_every - 1
+                m = n + 1
+                for j in range(nl):
+                    kin, ine, sh = _observe_sums(heavy, y[j] * y[j], y[j] * gr[j], gr[j] * gr[j], L[j],
+                                                 half_lr, h2_8, one)
+                    if fpa[j] < 0 and ine <= thr_a * i0[j]:
+                        fpa[j] = m
+                    if fpb[j] < 0 and ine <= thr_b * i0[j]:
+                        fpb[j] = m
+                    if fpc[j] < 0 and ine <= thr_c * i0[j]:
+                        fpc[j] = m
+                    _accumulate(acc, rec, ine, kin, L[j], sh)
+                rec += 1
+        for j in range(nl):
+            i = c_lo + j
+            theta[i, 0] = x[j]
+            mom[i, 0] = y[j]
+            inertia0[i] = i0[j]
+            first_passage[i, 0] = fpa[j]
+            first_passage[i, 1] = fpb[j]
+            first_passage[i, 2] = fpc[j]
 
 
 @njit(inline="always")  # in the innermost loop: inlined at the numba IR level, as if written there
