@@ -124,7 +124,7 @@ def run_sweep(base: SimulationConfig, name: str, values: list[float], progress: 
 def _analyse(cfg: SimulationConfig, steps: np.ndarray, table: np.ndarray, first_traj: int) -> dict:
     from . import theory
     from .engine import _finite_list
-    from .stats import combine, fit_decay
+    from .stats import combine
     st = combine(table)
     mean, sem = st["inertia_mean"], st["inertia_sem"]
     spectra = _spectra(cfg, first_traj)

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inertia_gpu import backends, cli, engine, rng
-from inertia_gpu.config import ConfigError, SimulationConfig
+from inertia_gpu.config import SimulationConfig
 from inertia_gpu.distributed import Shard
 from inertia_gpu.engine import plan, simulate
 from inertia_gpu.reference import Model

@@ -112,7 +112,6 @@ def test_diverged_trajectories_are_counted_and_excluded():
                            steps=400, record_every=50, seed=2, backend="torch")
     r = simulate(cfg)
     lam = cfg.distribution
-    unstable = None
     from inertia_gpu.reference import Model
     eig = Model(cfg).eigenvalues(torch.arange(cfg.trajectories))[:, 0].double().numpy()
     growth = np.abs(1 - cfg.lr * eig)  # per-step amplitude factor of theta
