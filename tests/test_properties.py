@@ -60,7 +60,7 @@ def valid_configs(draw, max_trajectories=200, max_steps=16):
 def _available_fast_backends():
     probe = SimulationConfig(trajectories=64, steps=2, dtype="float64").validate()
     names = []
-    for name in ("numba",):  # triton under the CPU interpreter is too slow for a property sweep here
+    for name in ("numba",):  # triton has its own, smaller sweep below (the CPU interpreter is slow)
         if backends.unavailable_reason(name, probe) is None:
             names.append(name)
     return names
@@ -81,6 +81,18 @@ def test_backends_agree_with_reference(config):
         got = simulate(cfg, with_theory=False)
         assert np.array_equal(got.stats["finite"], ref.stats["finite"]), name
         np.testing.assert_allclose(got.replicate_sums, ref.replicate_sums, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.skipif(backends.unavailable_reason("triton", SimulationConfig(trajectories=64, steps=2).validate())
+                    is not None, reason="triton not runnable here (neither a GPU nor TRITON_INTERPRET=1)")
+@settings(max_examples=30, **SETTINGS)
+@given(config=valid_configs(max_trajectories=130, max_steps=9))
+def test_triton_agrees_with_reference(config):
+    """A few random configurations through the Triton kernel (the interpreter in CI is slow per program)."""
+    ref = simulate(dataclasses.replace(config, backend="torch"), with_theory=False)
+    got = simulate(dataclasses.replace(config, backend="triton"), with_theory=False)
+    assert np.array_equal(got.stats["finite"], ref.stats["finite"])
+    np.testing.assert_allclose(got.replicate_sums, ref.replicate_sums, rtol=1e-9, atol=1e-12)
 
 
 # --- invariance to chunking, windows and ranks ---------------------------------------
