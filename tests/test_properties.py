@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from inertia_gpu import backends, cli, engine, rng
@@ -69,11 +69,25 @@ def _available_fast_backends():
 FAST = _available_fast_backends()
 
 
+def _well_conditioned(result, bound: float = 1e6) -> bool:
+    """Agreement to rounding is only defined while the dynamics stay bounded.
+
+    In a blow-up, the shadow inertia I - h^2/8 |grad L|^2 is a difference of numbers near 1e33
+    (hypothesis found one: Rosenbrock, BAOAB, dt = 0.125), and rounding differences of 1e-16
+    between two correct implementations come back at 1e-5. Such runs are left to the variant
+    tests, which compare states step by step, and to the divergence tests.
+    """
+    sums = result.replicate_sums
+    counts = np.maximum(sums[..., 0], 1.0)
+    return bool(np.all(np.isfinite(sums)) and np.all(np.abs(sums[..., 1:5]) <= bound * counts[..., None]))
+
+
 @pytest.mark.skipif(not FAST, reason="no fast backend importable here (numba/triton)")
 @settings(max_examples=30, **SETTINGS)
 @given(config=valid_configs(max_trajectories=130, max_steps=9))
 def test_backends_agree_with_reference(config):
     ref = simulate(dataclasses.replace(config, backend="torch"), with_theory=False)
+    assume(_well_conditioned(ref))
     for name in FAST:
         cfg = dataclasses.replace(config, backend=name)
         if backends.unavailable_reason(name, cfg) is not None:
@@ -90,6 +104,7 @@ def test_backends_agree_with_reference(config):
 def test_triton_agrees_with_reference(config):
     """A few random configurations through the Triton kernel (the interpreter in CI is slow per program)."""
     ref = simulate(dataclasses.replace(config, backend="torch"), with_theory=False)
+    assume(_well_conditioned(ref))
     got = simulate(dataclasses.replace(config, backend="triton"), with_theory=False)
     assert np.array_equal(got.stats["finite"], ref.stats["finite"])
     np.testing.assert_allclose(got.replicate_sums, ref.replicate_sums, rtol=1e-9, atol=1e-12)
