@@ -213,10 +213,6 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
         acc = out[grp]
         lo = grp * GROUP
         hi = min(lo + GROUP, count)
-        zrow = np.zeros((dim, 4), dtype=theta.dtype)  # stays 0 without noise
-        th = np.empty(dim, dtype=theta.dtype)
-        v = np.empty(dim, dtype=theta.dtype)
-        g = np.empty(dim, dtype=theta.dtype)
         if dim == 1:
             # ---- scalar path: LANES trajectories in lockstep, state in registers ----
             _group_lanes(lo, hi, start, theta, mom, inertia0, first_passage, lam, lam_shared, coef, consts,
@@ -224,6 +220,10 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
                          noise_model, noisy)
             continue
         # ---- row path (d > 1): one trajectory at a time, state in an L1-resident scratch row ----
+        zrow = np.zeros((dim, 4), dtype=theta.dtype)  # stays 0 without noise
+        th = np.empty(dim, dtype=theta.dtype)
+        v = np.empty(dim, dtype=theta.dtype)
+        g = np.empty(dim, dtype=theta.dtype)
         for i in range(lo, hi):
             traj = start + i
             lrow = lam[0] if lam_shared else lam[i]
