@@ -20,10 +20,7 @@ PHILOX_W1 = 0xBB67AE85
 ROUNDS = 10
 
 # Stream tags (c3 of the counter): which use a draw serves.
-TAG_STEP = 0
-TAG_INIT = 1
-TAG_SPECTRUM = 2
-TAG_OPTIMIZER = 3
+from .spec import TAG_INIT, TAG_OPTIMIZER, TAG_SPECTRUM, TAG_STEP  # noqa: E402,F401
 
 WORD = 1 << 32
 MAX_TRAJECTORIES = WORD

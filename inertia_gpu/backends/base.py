@@ -14,10 +14,7 @@ import torch
 
 from ..config import SimulationConfig
 
-GROUP = 64  # trajectories per partial sum; fixed for every backend so sums never depend on launch shape
-QUANTITIES = ("count", "inertia", "kinetic", "loss", "shadow_inertia", "inertia_sq")
-N_QUANTITIES = len(QUANTITIES)
-FRACTIONS = (0.5, 0.36787944117144233, 0.1)  # first passage of I below f I_0
+from ..spec import FRACTIONS, GROUP, N_QUANTITIES, QUANTITIES  # noqa: F401  (re-exported for the backends)
 
 
 class BackendUnavailable(RuntimeError):
