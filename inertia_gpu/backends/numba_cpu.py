@@ -1,14 +1,15 @@
-"""The fast CPU path: a time-blocked, multi-core numba kernel (kernels/cpu_ensemble.py).
+"""The fast CPU path: the SIMD, multi-core numba kernel (kernels/cpu_ensemble.py).
 
-Each thread owns whole GROUPs of 64 trajectories and advances one trajectory
-at a time through the full step window with its state in registers, drawing
-one Philox call per coordinate per four steps (all four lanes used). The
-per-step scalars (mu_n, gamma_n, OU coefficients, noise scales) are computed
-here with the reference's own torch expressions in the working dtype, so the
-kernel only does per-trajectory arithmetic in the reference's operation order:
-states agree with `TorchEnsemble` to float32 rounding (log/sin/cos may differ
-by an ulp) and the group sums are formed in a fixed order, independent of the
-thread count.
+Each parallel task owns whole GROUPs of 64 trajectories and advances a group
+at a time through the full step window, its 64 trajectories in SIMD lanes,
+drawing one Philox call per coordinate per four steps (all four lanes used).
+The per-step scalars (mu_n, gamma_n, OU coefficients, noise scales) are
+computed here with the reference's own torch expressions in the working
+dtype, so the kernel only does per-trajectory arithmetic in the reference's
+operation order: states agree with `TorchEnsemble` to rounding (the normal
+transform's log/sin/cos may differ by an ulp), observables and first passage
+are formed in float64, and the group sums are formed in a fixed order,
+independent of the thread count.
 """
 from __future__ import annotations
 
@@ -17,15 +18,13 @@ import math
 import numpy as np
 import torch
 
-from .. import rng
+from .. import rng, spec
 from ..config import SimulationConfig
 from ..reference import Model
 from .base import FRACTIONS, N_QUANTITIES, ChunkState, EnsembleBackend, n_groups, recorded_in_window
 
-INTEGRATOR_CODE = {"heavy-ball": 0, "euler": 1, "leapfrog": 2, "baoab": 3}
-PROBLEM_CODE = {"quadratic": 0, "double-well": 1, "rosenbrock": 2}
-NOISE_CODE = {"additive": 0, "temperature": 1, "loss-scaled": 2}
 NP_DTYPES = {"float32": np.float32, "float64": np.float64}
+TASKS_PER_THREAD = 4  # parallel tasks per worker thread: balance without per-group scratch allocation
 
 
 def _kernels():
@@ -80,18 +79,51 @@ def step_coefficients(model: Model, step_begin: int, step_end: int) -> np.ndarra
 
 
 def kernel_constants(config: SimulationConfig) -> np.ndarray:
+    """The working-dtype scalars of the dynamics (kernels/cpu_ensemble.py, K_*)."""
     k = _kernels()
     c = np.zeros(k.N_CONSTS, dtype=np.float64)
     c[k.K_LR] = config.lr
-    c[k.K_HALF_LR] = 0.5 * config.lr
-    c[k.K_H] = config.dt
     c[k.K_HALF_H] = 0.5 * config.dt
-    c[k.K_H2_8] = config.dt ** 2 / 8.0
+    c[k.K_H] = config.dt
     c[k.K_INIT_THETA] = config.init_theta_std
     c[k.K_INIT_V] = config.init_velocity_std
-    c[k.K_FRAC:k.K_FRAC + 3] = FRACTIONS
     c[k.K_ONE] = 1.0
     return c.astype(NP_DTYPES[config.dtype])  # round to nearest, as torch casts a Python scalar
+
+
+def observable_constants(config: SimulationConfig) -> np.ndarray:
+    """The float64 scalars of the recorded observables (kernels/cpu_ensemble.py, O_*)."""
+    k = _kernels()
+    o = np.zeros(k.N_OBS, dtype=np.float64)
+    o[k.O_HALF_LR] = 0.5 * config.lr
+    o[k.O_H2_8] = config.dt ** 2 / 8.0
+    o[k.O_FRAC:k.O_FRAC + len(FRACTIONS)] = FRACTIONS
+    # "not <= limit" marks a divergence; inf inertia counts as diverged too (it cannot enter a mean)
+    o[k.O_DIVERGE] = min(float(getattr(config, "diverge_above", math.inf)), np.finfo(np.float64).max)
+    return o
+
+
+def record_rows(config: SimulationConfig, step_begin: int, step_end: int) -> tuple[np.ndarray, int, int]:
+    """(rec_row, init_row, n_records): the row of the window's partial sums each state goes to.
+
+    rec_row[n - step_begin] receives the state after step n (-1: not recorded); init_row the
+    initial state (-1: none): exactly the steps of `recorded_in_window`.
+    """
+    steps = recorded_in_window(config, step_begin, step_end)
+    rec_row = np.full(step_end - step_begin, -1, dtype=np.int32)
+    init_row = -1
+    for row, n in enumerate(steps):
+        if n == step_begin:
+            init_row = row
+        else:
+            rec_row[n - 1 - step_begin] = row
+    return rec_row, init_row, len(steps)
+
+
+def switch_codes(config: SimulationConfig) -> tuple[int, int, int]:
+    """(integrator, problem, noise model) as inertia_gpu.spec numbers them."""
+    return (int(spec.Integrator.from_option(config.integrator)), int(spec.Problem.from_option(config.problem)),
+            int(spec.NoiseModel.from_option(config.noise_model)))
 
 
 def _as_numpy(t: torch.Tensor, dtype, copy: bool = False) -> np.ndarray:
@@ -99,33 +131,39 @@ def _as_numpy(t: torch.Tensor, dtype, copy: bool = False) -> np.ndarray:
     return np.array(a, dtype=dtype, order="C", copy=True) if copy else np.ascontiguousarray(a, dtype=dtype)
 
 
-_WARM = False
+def _launch(k, theta, mom, inertia0, first_passage, lam, coef, config, rec_row, init_row, out, start, step_begin,
+            step_end, init, key0, key1, codes, noisy):
+    import numba
+    tasks = TASKS_PER_THREAD * numba.get_num_threads()
+    per_task = max(1, -(-n_groups(theta.shape[0]) // tasks))
+    k.ensemble_window(theta, mom, inertia0, first_passage, lam, coef, kernel_constants(config),
+                      observable_constants(config), rec_row, init_row, out, start, step_begin, step_end, init,
+                      key0, key1, *codes, noisy, per_task, k.GROUP)
 
 
-def warm_up() -> None:
-    """Load (or, on a cold cache, compile once) the float32 kernel: done when the backend is built.
+_WARM = set()
 
-    The engine builds the backend before it starts its clock, so the one-time
-    cost of loading the cached machine code (about 0.3 s; a cold compile is
-    7-10 s and is then cached on disk) never counts as simulation time.
+
+def warm_up(dtype: str = "float32") -> None:
+    """Load (or, on a cold cache, compile once) the kernel for `dtype`: done when the backend runs first.
+
+    The engine builds the backend before it starts its clock; loading the cached machine
+    code (a cold compile is cached on disk) is paid once per process and dtype.
     """
-    global _WARM
-    if _WARM:
+    if dtype in _WARM:
         return
     k = _kernels()
-    f = np.float32
-    cfg = SimulationConfig(trajectories=1, steps=1)
-    k.ensemble_window(np.zeros((1, 1), f), np.zeros((1, 1), f), np.zeros(1, f), np.zeros((1, 3), np.int32),
-                      np.ones((1, 1), f), np.zeros((1, 3), f), kernel_constants(cfg), np.zeros((1, 2, N_QUANTITIES)),
-                      0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 1)
-    _WARM = True
+    f = NP_DTYPES[dtype]
+    cfg = SimulationConfig(trajectories=1, steps=1, dtype=dtype)
+    rec_row, init_row, n_rec = record_rows(cfg, 0, 1)
+    _launch(k, np.zeros((1, 1), f), np.zeros((1, 1), f), np.zeros(1), np.zeros((1, 3), np.int32),
+            np.ones((1, 1), f), np.zeros((1, 3), f), cfg, rec_row, init_row, np.zeros((1, n_rec, N_QUANTITIES)),
+            0, 0, 1, 1, 1, 0, (0, 0, 0), 1)
+    _WARM.add(dtype)
 
 
 class NumbaEnsemble(EnsembleBackend):
     name = "numba"
-
-    def __init__(self):
-        warm_up()
 
     @classmethod
     def unavailable_reason(cls, config: SimulationConfig) -> str | None:
@@ -140,6 +178,7 @@ class NumbaEnsemble(EnsembleBackend):
     def run(self, config: SimulationConfig, start: int, count: int, step_begin: int, step_end: int,
             state: ChunkState | None):
         k = _kernels()
+        warm_up(config.dtype)
         model = Model(config)
         npdt = NP_DTYPES[config.dtype]
         dim = config.dim
@@ -157,24 +196,23 @@ class NumbaEnsemble(EnsembleBackend):
             # poisoned: the kernel must write every entry (a missed one shows as NaN / -7)
             theta = np.full((count, dim), np.nan, dtype=npdt)
             mom = np.full((count, dim), np.nan, dtype=npdt)
-            inertia0 = np.full(count, np.nan, dtype=npdt)
+            inertia0 = np.full(count, np.nan)
             first_passage = np.full((count, len(FRACTIONS)), -7, dtype=np.int32)
         else:
             # copies: the kernel works in place and the caller's state stays untouched
             theta = _as_numpy(state.theta, npdt, copy=True)
             mom = _as_numpy(state.momentum, npdt, copy=True)
-            inertia0 = _as_numpy(state.inertia0, npdt, copy=True)
+            inertia0 = _as_numpy(state.inertia0, np.float64, copy=True)  # I_0 in float64 (exact from float32)
             first_passage = _as_numpy(state.first_passage, np.int32, copy=True)
-        n_rec = len(recorded_in_window(config, step_begin, step_end))
+        rec_row, init_row, n_rec = record_rows(config, step_begin, step_end)
         out = np.zeros((n_groups(count), n_rec, N_QUANTITIES), dtype=np.float64)
         coef = step_coefficients(model, step_begin, step_end)
         key0, key1 = rng.seed_key(config.seed)
         if start + count > rng.MAX_TRAJECTORIES or step_end > rng.MAX_STEPS:
             raise ValueError("trajectory or step index outside the Philox counter's range")
-        k.ensemble_window(theta, mom, inertia0, first_passage, lam, coef, kernel_constants(config), out,
-                          start, step_begin, step_end, config.record_every, 1 if state is None else 0,
-                          key0, key1, INTEGRATOR_CODE[config.integrator], PROBLEM_CODE[config.problem],
-                          NOISE_CODE[config.noise_model], 1 if config.noisy else 0)
+        _launch(k, theta, mom, inertia0, first_passage, lam, coef, config, rec_row, init_row, out, start,
+                step_begin, step_end, 1 if state is None else 0, key0, key1, switch_codes(config),
+                1 if config.noisy else 0)
         partials = torch.from_numpy(out).permute(1, 0, 2).contiguous()
         new_state = ChunkState(torch.from_numpy(theta), torch.from_numpy(mom), torch.from_numpy(inertia0),
                                torch.from_numpy(first_passage))
