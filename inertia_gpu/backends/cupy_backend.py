@@ -26,6 +26,7 @@ from importlib import resources
 import numpy as np
 import torch
 
+from .. import spec
 from ..config import SimulationConfig
 from ..problems import drawn_spectrum
 from .base import FRACTIONS, GROUP, N_QUANTITIES, BackendUnavailable, ChunkState, EnsembleBackend, n_groups, \
@@ -40,10 +41,6 @@ BLOCK = 128  # threads per block of the ensemble kernel (a multiple of GROUP)
 REG_MAX = 32  # largest dim whose state stays in registers; above it the state lives in a work buffer
 COMPILE_OPTIONS = ("--std=c++17",)
 
-PROBLEM_CODES = {"quadratic": 0, "double-well": 1, "rosenbrock": 2}
-INTEGRATOR_CODES = {"heavy-ball": 0, "leapfrog": 1, "euler": 2, "baoab": 3}
-NOISE_CODES = {"additive": 1, "temperature": 2, "loss-scaled": 3}
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 # --- sources -------------------------------------------------------------------
@@ -72,14 +69,15 @@ def _source_and_include(name: str) -> tuple[str, tuple[str, ...]]:
 
 def ensemble_defines(config: SimulationConfig) -> list[str]:
     """The -D switches that select the ensemble kernel for `config` (also used by the tests)."""
-    noise = NOISE_CODES[config.noise_model] if config.noisy else 0
+    sw = spec.switches(config)
     return [
         f"-DIG_DOUBLE={1 if config.dtype == 'float64' else 0}",
         f"-DIG_DIM={int(config.dim)}",
-        f"-DIG_PROBLEM={PROBLEM_CODES[config.problem]}",
-        f"-DIG_INTEGRATOR={INTEGRATOR_CODES[config.integrator]}",
-        f"-DIG_SCHEDULE={0 if config.nesterov_r is None else 1}",
-        f"-DIG_NOISE={noise}",
+        f"-DIG_PROBLEM={int(sw.problem)}",
+        f"-DIG_INTEGRATOR={int(sw.integrator)}",
+        f"-DIG_SCHEDULE={int(sw.schedule)}",
+        f"-DIG_NOISE_MODEL={int(sw.noise_model)}",
+        f"-DIG_NOISY={int(sw.noisy)}",
         f"-DIG_REG_MAX={REG_MAX}",
         f"-DIG_BLOCK={BLOCK}",
     ]
@@ -174,7 +172,7 @@ class CupyEnsemble(EnsembleBackend):
             raise ValueError("state must be None exactly when step_begin == 0")
         if not 0 <= start and start + count <= 1 << 32:
             raise ValueError("trajectory indices must lie in [0, 2**32)")
-        dtype = DTYPES[config.dtype]
+        dtype = spec.torch_dtype(config.dtype)
         dim = int(config.dim)
         device = _cuda_device(state.theta if state is not None else None)
         defines = tuple(ensemble_defines(config))
