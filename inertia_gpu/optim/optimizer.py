@@ -179,7 +179,8 @@ class InertiaSGD(Optimizer):
         if not params:
             return None
         impl = self._impl(group, params)
-        buffers = [self.state[p].get("momentum_buffer") for p in params] if group["momentum"] != 0 else []
+        # .get on the state: reading must not create entries (it is a defaultdict)
+        buffers = [self.state.get(p, {}).get("momentum_buffer") for p in params] if group["momentum"] != 0 else []
         guard = self.skip_nonfinite or found_inf is not None
         check_tensors(params, grads, buffers, momentum=group["momentum"], impl=impl, grad_scale=grad_scale,
                       found_inf=torch.zeros(()) if guard else None, parameter_index=index)
