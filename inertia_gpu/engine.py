@@ -415,13 +415,16 @@ def drawn_spectra(cfg: SimulationConfig, first: int = 0) -> np.ndarray | None:
     return model.eigenvalues(torch.arange(first, first + n)).numpy()
 
 
+RECORDS_ANY_STEPS = ("torch", "triton")  # backends whose kernels record from a per-window table of steps
+
+
 def _able_to_record(config: SimulationConfig, backend):
     """The backend, if it records any set of steps; kernels that test n % K record only 0, K, 2K, ...
 
     auto falls back to the torch reference for such runs; an explicit backend is refused.
     """
     if is_arithmetic(config.steps, config.record_every) or getattr(backend, "records_any_steps", False) \
-            or backend.name == "torch":
+            or backend.name in RECORDS_ANY_STEPS:
         return backend
     if config.backend == "auto":
         return backends.backend_class("torch")()

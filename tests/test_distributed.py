@@ -1,6 +1,7 @@
 """Sharding replicates across ranks changes no bit of the statistics."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -57,7 +58,7 @@ class LocalShard(distributed.Shard):
 
 @pytest.mark.parametrize("world", [2, 3, 7])
 def test_rank_count_invariance_in_process(world):
-    config = _config(["--momentum-schedule", "nesterov:3"])
+    config = dataclasses.replace(_config(), momentum_schedule="nesterov:3")
     full = simulate(config, with_theory=False)
     table = np.zeros_like(full.replicate_sums)
     hist = np.zeros_like(full.first_passage_hist)
