@@ -85,6 +85,30 @@ def test_predicate_saved_with_p2r_still_marks_the_slow_path_cold():
     assert counting.tally(instrs).total == len(instrs) - 2
 
 
+def test_double_slow_path_subroutine_is_cold_and_not_part_of_the_kernel():
+    text = """
+        .type           k,@function
+k:
+        /*0000*/                   DSETP.GE.AND P0, PT, |R92|, 2.14748364800000000000e+09, PT ;
+        /*0010*/              @!P0 BRA `(.L_x_15) ;
+        /*0020*/                   MOV R4, 0x3ab0 ;
+        /*0030*/                   CALL.REL.NOINC `($k$__internal_trig_reduction_slowpathd) ;
+.L_x_15:
+        /*0040*/                   DMUL R2, R2, R2 ;
+        /*0050*/                   EXIT ;
+        .type           $k$__internal_trig_reduction_slowpathd,@function
+$k$__internal_trig_reduction_slowpathd:
+.L_x_20:
+        /*0060*/                   LDG.E.64.CONSTANT R8, desc[UR4][R2.64] ;
+        /*0070*/               @P1 BRA `(.L_x_20) ;
+        /*0080*/                   RET.REL.NODEC R4 `(k) ;
+"""
+    instrs = sass.parse(text)
+    assert [i.addr for i in instrs] == [0x0, 0x10, 0x20, 0x30, 0x40, 0x50]
+    t = counting.tally(instrs)
+    assert t.loop is None and t.cold == 2 and t.total == 4
+
+
 def test_pipes_and_wavefronts():
     def ins(op):
         return sass.Instruction(0, "", op, "", None, ())

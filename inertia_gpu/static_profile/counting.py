@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from .classify import category, pipe, shared_wavefronts
 from .sass import Instruction
 
-PAYNE_HANEK_THRESHOLD = "105615"  # libdevice __internal_trig_reduction_slowpathd: |x| > 105615
+PAYNE_HANEK_THRESHOLD = "105615"  # libdevice sinf/cosf: |x| >= 105615 takes the slow reduction
+PAYNE_HANEK_THRESHOLD_F64 = "2.14748364800000000000e+09"  # sin/cos in double: |x| >= 2^31
+SLOW_PATH_CALL = "trig_reduction_slowpath"  # the double version's slow path is a subroutine
 
 
 @dataclass
@@ -56,15 +58,15 @@ SLOW_PATH_MAX = 160  # instructions: the Payne-Hanek block is ~50-100; guard reg
 
 
 def cold_indices(instrs: list[Instruction]) -> set[int]:
-    """Indices of libdevice's Payne-Hanek slow paths (sinf/cosf for |x| >= 105615).
+    """Indices of libdevice's Payne-Hanek slow paths (sinf/cosf for |x| >= 105615, sin/cos for |x| >= 2^31).
 
     A forward conditional branch jumps over one when either its predicate is the compare against
     105615 itself (taken when |x| is small), or, when the compiler saved that predicate in a register
     bit and restores it in one of several ways, the region it jumps over is small (SLOW_PATH_MAX) and
-    holds the reduction's loop over the 2/pi table (a back-branch around an LDG.E.CONSTANT), in a
-    kernel that compares against 105615 at all."""
+    holds the reduction's loop over the 2/pi table (a back-branch around an LDG.E.CONSTANT) or the
+    call of the double version's slow-path subroutine, in a kernel that compares against a threshold."""
     index = {ins.addr: i for i, ins in enumerate(instrs)}
-    guarded = any(ins.base == "FSETP" and PAYNE_HANEK_THRESHOLD in ins.operands for ins in instrs)
+    guarded = any(_is_threshold(ins) for ins in instrs)
     cold: set[int] = set()
     for i, ins in enumerate(instrs):
         if not guarded or ins.base != "BRA" or not ins.predicate or ins.target is None or ins.target <= ins.addr:
@@ -75,7 +77,8 @@ def cold_indices(instrs: list[Instruction]) -> set[int]:
             large_when_true = any(m in setter.opcode for m in (".GE", ".GT"))
             if ins.predicate.startswith("@!") == large_when_true:  # taken when |x| is small
                 cold.update(range(i + 1, end))
-        elif end - i <= SLOW_PATH_MAX and _has_table_loop(instrs, i + 1, end, index):
+        elif end - i <= SLOW_PATH_MAX and (_has_table_loop(instrs, i + 1, end, index)
+                                          or any(SLOW_PATH_CALL in x.operands for x in instrs[i + 1:end])):
             cold.update(range(i + 1, end))
     return cold
 
@@ -95,16 +98,22 @@ def _threshold_compare(instrs: list[Instruction], i: int, reg: str) -> Instructi
     j, setter = _last_setter(instrs, i, reg)
     if setter is None:
         return None
-    if setter.base == "FSETP":
-        return setter if PAYNE_HANEK_THRESHOLD in setter.operands else None
+    if setter.base in ("FSETP", "DSETP"):
+        return setter if _is_threshold(setter) else None
     ops = [o.strip() for o in setter.operands.split(",")]
     if setter.opcode.startswith("ISETP.NE") and len(ops) > 3 and ops[3] == "RZ":
         saved = _predicate_saved_in(instrs, j, ops[2])
         if saved:
             _, compare = _last_setter(instrs, saved[0], saved[1])
-            if compare is not None and compare.base == "FSETP" and PAYNE_HANEK_THRESHOLD in compare.operands:
+            if compare is not None and _is_threshold(compare):
                 return compare
     return None
+
+
+def _is_threshold(ins: Instruction) -> bool:
+    """A compare of |x| against the slow-path threshold of sinf/cosf (105615) or sin/cos (2^31)."""
+    return ((ins.base == "FSETP" and PAYNE_HANEK_THRESHOLD in ins.operands)
+            or (ins.base == "DSETP" and PAYNE_HANEK_THRESHOLD_F64 in ins.operands))
 
 
 def _predicate_saved_in(instrs, j: int, register: str):

@@ -60,13 +60,20 @@ def ensemble_figures(g: Gpu, cubin: bytes, launch: dict, record_every: int, dim:
 
 
 def optimizer_figures(g: Gpu, cubin: bytes, launch: dict, element_bytes: int) -> dict:
+    """Per parameter over one whole program: BLOCK elements; a main loop over TILE elements runs
+    BLOCK / TILE times (when the kernel has both constexprs), the rest once."""
     instrs = sass.parse(toolchain.disassemble(cubin))
-    t = counting.tally(instrs, 1)
+    weights = _program_weights(instrs, launch["constexprs"])
     threads = launch["num_warps"] * WARP
     params_per_thread = launch["constexprs"]["BLOCK"] / threads
-    per_param = t.total / params_per_thread
-    lim = limits(g, per_param, {p: n / params_per_thread for p, n in t.by_pipe.items()})
-    bytes_per_param, widest = _element_traffic(instrs, t, params_per_thread, element_bytes)
+    per_param = sum(weights.values()) / params_per_thread
+    by_pipe = defaultdict(float)
+    for i, w in weights.items():
+        p = classify.pipe(instrs[i])
+        if p:
+            by_pipe[p] += w * (classify.shared_wavefronts(instrs[i]) if p == "shared" else 1)
+    lim = limits(g, per_param, {p: n / params_per_thread for p, n in by_pipe.items()})
+    bytes_per_param, widest = _element_traffic(instrs, weights, params_per_thread, element_bytes)
     return {
         **resources(g, cubin, launch),
         "block": launch["constexprs"]["BLOCK"], "num_warps": launch["num_warps"],
@@ -80,17 +87,28 @@ def optimizer_figures(g: Gpu, cubin: bytes, launch: dict, element_bytes: int) ->
     }
 
 
-def _element_traffic(instrs, t, params_per_thread: float, element_bytes: int) -> tuple[float, int]:
+def _program_weights(instrs, constexprs: dict) -> dict:
+    """Instruction index -> executions per program (cold paths left out)."""
+    cold = counting.cold_indices(instrs)
+    loop = counting.main_loop(instrs, cold)
+    trips = constexprs["BLOCK"] // constexprs["TILE"] if loop and constexprs.get("TILE") else 1
+    inside = range(loop[0], loop[1] + 1) if loop else range(0)
+    return {i: (trips if i in inside else 1) for i in range(len(instrs)) if i not in cold}
+
+
+def _element_traffic(instrs, weights: dict, params_per_thread: float, element_bytes: int) -> tuple[float, int]:
     """(bytes per parameter, widest access in bits) of the per-element global loads and stores.
 
     A source line is per-element when its accesses move at least one element per parameter the thread
-    owns; pointer-table and scalar loads (a few bytes per thread) are not traffic per parameter."""
+    owns; pointer-table and scalar loads (a few bytes per thread) and libdevice's read-only coefficient
+    tables (LDG.CONSTANT, cached) are not traffic per parameter."""
     per_line: dict = defaultdict(lambda: [0, 0])  # line -> [bytes per thread, widest bits]
-    for ins in (instrs[i] for i in t.counted):
-        if ins.base in ("LDG", "STG") and ins.chain:
+    for i, w in weights.items():
+        ins = instrs[i]
+        if ins.base in ("LDG", "STG") and ins.chain and ".CONSTANT" not in ins.opcode:  # not libdevice's tables
             bits = classify.access_bits(ins)
             entry = per_line[ins.chain[0]]
-            entry[0] += bits // 8
+            entry[0] += w * bits // 8
             entry[1] = max(entry[1], bits)
     element_lines = [v for v in per_line.values() if v[0] >= params_per_thread * element_bytes]
     total = sum(v[0] for v in element_lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,8 +23,8 @@ CAVEATS = [
     "memory latency can keep a kernel well below both limits.",
     "Pipe limits use per-scheduler rates (hardware.py); shared memory counts bytes/128 wavefronts per "
     "access (no bank conflicts, no broadcast); global memory traffic is bounded by HBM only for the optimizer.",
-    "Recording code (statistics) is weighted by 1/record_every; libdevice's Payne-Hanek path (|x| >= 105615) "
-    "is left out; nested loops other than that are counted once.",
+    "Recording code (statistics) is weighted by 1/record_every; libdevice's Payne-Hanek paths (sinf/cosf for "
+    "|x| >= 105615, sin/cos for |x| >= 2^31) are left out; nested loops other than that are counted once.",
 ]
 
 
@@ -34,40 +35,54 @@ def run_worker(spec: dict, arch: str, out: Path, timeout_s: float) -> dict:
     cmd = [sys.executable, "-m", "inertia_gpu.static_profile.worker", str(capability(arch)), json.dumps(spec),
            str(out)]
     t0 = time.perf_counter()
+    # a session of its own: on timeout the worker and its ptxas are stopped together
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
+        _, stderr = proc.communicate(timeout=timeout_s)
+    except BaseException as exc:  # the time limit, or an interrupt: leave no compiler running
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        if not isinstance(exc, subprocess.TimeoutExpired):
+            raise
         return {"error": f"did not compile within {timeout_s:.0f} s", "compile_s": round(time.perf_counter() - t0, 1)}
-    if done.returncode:
-        lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
-        return {"error": (lines[-1] if lines else f"worker exit {done.returncode}")[:400],
+    if proc.returncode:
+        lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+        return {"error": (lines[-1] if lines else f"worker exit {proc.returncode}")[:400],
                 "compile_s": round(time.perf_counter() - t0, 1)}
     return json.loads((out / "launch.json").read_text())
 
 
 def profile_variant(spec: dict, arch: str, timeout_s: float, sass_dir: Path | None) -> dict:
+    """Compile one variant (worker process) and analyze it; a failure is an entry with its error."""
     from .targets import ensemble_config
-    g = gpu(arch)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         launch = run_worker(spec, arch, out, timeout_s)
-        entry = {"name": spec["name"], "config": _config(spec, ensemble_config)}
         if "error" in launch:
-            return {**entry, **launch}
+            return {"name": spec["name"], "config": _config(spec, ensemble_config), **launch}
         cubin = (out / "kernel.cubin").read_bytes()
-        try:
-            if spec["kind"] == "ensemble":
-                cfg = entry["config"]
-                fig = figures.ensemble_figures(g, cubin, launch, cfg["record_every"], cfg["dim"])
-                entry.update(block=launch["block"], num_warps=launch["num_warps"], **fig)
-            else:
-                size = {"float32": 4, "bfloat16": 2, "float64": 8}[spec["config"]["dtype"]]
-                entry.update(figures.optimizer_figures(g, cubin, launch, size))
-        except Exception as exc:  # a kernel this reader cannot read is an entry, not a crash
-            entry["error"] = f"analysis failed: {type(exc).__name__}: {exc}"[:400]
-        entry["compile_s"] = launch["compile_s"]
-        if sass_dir is not None:
-            _keep(sass_dir, spec["name"], cubin, launch)
+    if sass_dir is not None:
+        _keep(sass_dir, spec["name"], cubin, launch)
+    return analyze(spec, arch, cubin, launch)
+
+
+def analyze(spec: dict, arch: str, cubin: bytes, launch: dict) -> dict:
+    """The profile entry of one compiled variant."""
+    from .targets import ensemble_config
+    g = gpu(arch)
+    entry = {"name": spec["name"], "config": _config(spec, ensemble_config)}
+    try:
+        if spec["kind"] == "ensemble":
+            cfg = entry["config"]
+            fig = figures.ensemble_figures(g, cubin, launch, cfg["record_every"], cfg["dim"])
+            entry.update(block=launch["block"], num_warps=launch["num_warps"], **fig)
+        else:
+            size = {"float32": 4, "bfloat16": 2, "float64": 8}[spec["config"]["dtype"]]
+            entry.update(figures.optimizer_figures(g, cubin, launch, size))
+    except Exception as exc:  # a kernel this reader cannot read is an entry, not a crash
+        entry["error"] = f"analysis failed: {type(exc).__name__}: {exc}"[:400]
+    entry["compile_s"] = launch["compile_s"]
     return entry
 
 

@@ -15,7 +15,7 @@ _LOCATION = re.compile(r'^\s*//## File "(?P<file>[^"]+)", line (?P<line>\d+)'
 _INSTRUCTION = re.compile(r'^\s*/\*(?P<addr>[0-9a-f]+)\*/\s+(?P<body>.*?)\s*;?\s*$')
 _LABEL = re.compile(r'^\s*(?P<label>\.L_x_\d+|\.L_\w+):\s*$')
 _TARGET = re.compile(r'`\((?P<label>[^)]+)\)')
-_FUNCTION = re.compile(r'^\s*\.global\s+(?P<name>\S+)')
+_FUNCTION = re.compile(r'^\s*\.type\s+(?P<name>[^,\s]+),@function')
 
 BRANCHES = ("BRA", "BRX", "JMP", "JMX", "CALL", "RET", "EXIT", "BREAK", "CONT")
 
@@ -46,12 +46,19 @@ class Instruction:
 
 
 def parse(text: str) -> list[Instruction]:
-    """Instructions of the (first) kernel function in the listing, in address order."""
+    """Instructions of the first function in the listing (the kernel), in address order; the
+    subroutines ptxas places after it (libdevice slow paths reached by CALL) are not part of it."""
     raw, labels = [], {}
     chain: list[Location] = []
     building: list[Location] = []
     pending_label = []
+    functions = 0
     for line in text.splitlines():
+        if _FUNCTION.match(line):
+            functions += 1
+            if functions > 1:
+                break
+            continue
         m = _LOCATION.match(line)
         if m:
             building.append(Location(m["file"], int(m["line"])))

@@ -11,17 +11,18 @@ def _e(x) -> str:
 
 def ensemble_table(entries: list[dict]) -> Table:
     t = Table(title="ensemble kernel: SASS per trajectory-step (static prediction)")
-    for col in ("variant", "regs", "spill B", "warps/SM", "SASS/step", "rng", "normal", "dyn", "stats", "ctrl",
+    t.add_column("variant", no_wrap=True)
+    for col in ("regs", "spill B", "warps/SM", "SASS/step", "/coord", "rng", "normal", "dyn", "stats", "ctrl",
                 "binding", "issue lim /s", "pipe lim /s", "compile s"):
-        t.add_column(col, justify="left" if col == "variant" else "right")
+        t.add_column(col, justify="right")
     for e in entries:
         if "error" in e:
-            t.add_row(e["name"], *[""] * 12, str(e.get("compile_s", "")), style="red")
-            t.add_row("", f"[red]{e['error']}[/red]")
+            t.add_row(e["name"], "[red]error[/red]", *[""] * 12, f"{e.get('compile_s', 0):.0f}")
             continue
         b = e["breakdown"]
         t.add_row(e["name"], str(e["registers"]), str(e["spill_bytes"]), str(e["warps_per_sm"]),
-                  f"{e['sass_per_trajectory_step']:.1f}", *(f"{b[k]:.1f}" for k in b), e["binding_pipe"],
+                  f"{e['sass_per_trajectory_step']:.1f}", f"{e['sass_per_coordinate_step']:.1f}",
+                  *(f"{b[k]:.1f}" for k in b), e["binding_pipe"],
                   _e(e["issue_limited_trajectory_steps_per_s"]), _e(e["pipe_limited_trajectory_steps_per_s"]),
                   f"{e['compile_s']:.0f}")
     return t
@@ -29,13 +30,13 @@ def ensemble_table(entries: list[dict]) -> Table:
 
 def optimizer_table(entries: list[dict]) -> Table:
     t = Table(title="SGD kernel: per parameter (static prediction)")
-    for col in ("variant", "regs", "spill B", "warps/SM", "SASS/param", "bytes/param", "widest bits", "binding",
+    t.add_column("variant", no_wrap=True)
+    for col in ("regs", "spill B", "warps/SM", "SASS/param", "bytes/param", "widest bits", "binding",
                 "issue lim /s", "HBM lim /s", "compile s"):
-        t.add_column(col, justify="left" if col == "variant" else "right")
+        t.add_column(col, justify="right")
     for e in entries:
         if "error" in e:
-            t.add_row(e["name"], *[""] * 9, str(e.get("compile_s", "")), style="red")
-            t.add_row("", f"[red]{e['error']}[/red]")
+            t.add_row(e["name"], "[red]error[/red]", *[""] * 8, f"{e.get('compile_s', 0):.0f}")
             continue
         t.add_row(e["name"], str(e["registers"]), str(e["spill_bytes"]), str(e["warps_per_sm"]),
                   f"{e['sass_per_param']:.2f}", f"{e['bytes_per_param']:.1f}", str(e["widest_access_bits"]),
@@ -45,7 +46,7 @@ def optimizer_table(entries: list[dict]) -> Table:
 
 
 def print_profile(result: dict, console: Console | None = None) -> None:
-    console = console or Console(width=max(Console().width, 150))
+    console = console or Console(width=max(Console().width, 190))
     g = result["gpu"]
     console.print(f"[bold]static profile[/bold] {result['arch']} = {g['name']} ({g['sms']} SMs, "
                   f"{g['clock_hz'] / 1e9:.2f} GHz, {g['hbm_bytes_per_s'] / 1e12:.2f} TB/s), triton {result['triton']}")
@@ -53,5 +54,8 @@ def print_profile(result: dict, console: Console | None = None) -> None:
         console.print(ensemble_table(result["ensemble"]))
     if result["optimizer"]:
         console.print(optimizer_table(result["optimizer"]))
+    for e in result["ensemble"] + result["optimizer"]:
+        if "error" in e:
+            console.print(f"[red]{e['name']}: {e['error']}[/red]")
     for line in result["caveats"]:
         console.print(f"  * {line}", style="dim")
