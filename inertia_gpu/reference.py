@@ -15,9 +15,7 @@ import torch
 from . import rng
 from .config import SimulationConfig
 from .problems import Problem, drawn_spectrum, make_problem
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
+from .spec import Integrator, NoiseModel, switches, torch_dtype
 
 SWEEPABLE = ("momentum", "damping", "lr", "noise", "temperature")
 
@@ -31,7 +29,7 @@ def sweep_overrides(config: SimulationConfig, trajectories: torch.Tensor) -> dic
     spec = config.extra.get("sweep") if config.extra else None
     if not spec:
         return {}
-    values = torch.tensor(spec["values"], dtype=DTYPES[config.dtype], device=trajectories.device)
+    values = torch.tensor(spec["values"], dtype=torch_dtype(config.dtype), device=trajectories.device)
     return {spec["name"]: values[trajectories // spec["block"]]}
 
 
@@ -45,7 +43,8 @@ class Model:
     def __init__(self, config: SimulationConfig, overrides: dict | None = None):
         self.config = config
         self.problem: Problem = make_problem(config.problem, config.dim)
-        self.dtype = DTYPES[config.dtype]
+        self.dtype = torch_dtype(config.dtype)
+        self.switches = switches(config)
         self.device = torch.device(config.device)
         self.overrides = overrides or {}
 
@@ -90,9 +89,9 @@ class Model:
         sigma^2 = 2 gamma T).
         """
         cfg = self.config
-        if cfg.noise_model == "additive":
+        if self.switches.noise_model == NoiseModel.ADDITIVE:
             return self.param("noise")
-        if cfg.noise_model == "temperature":
+        if self.switches.noise_model == NoiseModel.TEMPERATURE:
             return torch.sqrt(torch.as_tensor(2.0 * friction * self.param("temperature"), dtype=self.dtype))
         return self.param("noise") * torch.sqrt(torch.clamp(loss, min=0.0))[:, None]  # loss-scaled
 
@@ -112,7 +111,8 @@ class Model:
         """Advance state n -> n + 1 with standard normals xi [n_traj, dim]."""
         cfg = self.config
         grad, loss = self.problem.grad, self.problem.loss
-        if cfg.integrator == "heavy-ball":
+        integrator = self.switches.integrator
+        if integrator == Integrator.HEAVY_BALL:
             mu, lr = self.momentum(n), self.param("lr")
             s = self.noise_std(loss(theta, lam), (1.0 - mu) / lr)
             g = grad(theta, lam) + s * xi
@@ -120,11 +120,11 @@ class Model:
             return theta - lr * mom, mom
         h = cfg.dt
         gamma = self.damping(n)
-        if cfg.integrator == "euler":
+        if integrator == Integrator.EULER:
             sigma = self.noise_std(loss(theta, lam), gamma)
             g = grad(theta, lam)
             return theta + h * mom, mom - h * g - (h * gamma) * mom + (sigma * math.sqrt(h)) * xi
-        if cfg.integrator == "leapfrog":  # B A B O
+        if integrator == Integrator.LEAPFROG:  # B A B O
             mom = mom - (0.5 * h) * grad(theta, lam)
             theta = theta + h * mom
             mom = mom - (0.5 * h) * grad(theta, lam)
@@ -153,7 +153,7 @@ class Model:
         cfg = self.config
         loss = self.problem.loss(theta, lam)
         g = self.problem.grad(theta, lam)
-        if cfg.integrator == "heavy-ball":
+        if self.switches.integrator == Integrator.HEAVY_BALL:
             lr = self.param("lr", per_coordinate=False)
             kinetic = 0.5 * lr * (mom * mom).sum(dim=-1)
             inertia = kinetic + loss

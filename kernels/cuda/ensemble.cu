@@ -6,10 +6,13 @@
 // inertia_gpu/backends/cupy_backend.py::ensemble_defines passes them as -D):
 //   IG_DOUBLE      0: float32, 1: float64 working dtype
 //   IG_DIM         dimension d of theta
-//   IG_PROBLEM     0 quadratic, 1 double-well, 2 chained rosenbrock
-//   IG_INTEGRATOR  0 heavy-ball, 1 leapfrog (BABO), 2 euler, 3 baoab
-//   IG_SCHEDULE    0 constant, 1 nesterov:r
-//   IG_NOISE       0 none (skips the random numbers), 1 additive, 2 temperature, 3 loss-scaled
+//   IG_PROBLEM     IG_QUADRATIC, IG_DOUBLE_WELL, IG_ROSENBROCK (chained)
+//   IG_INTEGRATOR  IG_HEAVY_BALL, IG_EULER, IG_LEAPFROG (B A B O), IG_BAOAB
+//   IG_SCHEDULE    IG_CONSTANT, IG_NESTEROV (mu_n = n / (n + r))
+//   IG_NOISE_MODEL IG_ADDITIVE, IG_TEMPERATURE, IG_LOSS_SCALED
+//   IG_NOISY       0: the noise term vanishes (skips the random numbers), 1: noisy
+// The numbers are those of inertia_gpu/spec.py (this file imports nothing of the library:
+// tests/test_spec.py checks the copies below against it).
 //   IG_REG_MAX     largest d kept in registers (default 32); above it the state lives in a
 //                  coordinate-major global work buffer (coalesced) and noise is drawn per step.
 // The quadratic's eigenvalues come as an array with a row stride: stride 0 for
@@ -26,17 +29,34 @@
 #ifndef IG_DIM
 #define IG_DIM 1
 #endif
+// switch values (spec.Problem, spec.Integrator, spec.Schedule, spec.NoiseModel)
+#define IG_QUADRATIC 0
+#define IG_DOUBLE_WELL 1
+#define IG_ROSENBROCK 2
+#define IG_HEAVY_BALL 0
+#define IG_EULER 1
+#define IG_LEAPFROG 2
+#define IG_BAOAB 3
+#define IG_CONSTANT 0
+#define IG_NESTEROV 1
+#define IG_ADDITIVE 0
+#define IG_TEMPERATURE 1
+#define IG_LOSS_SCALED 2
+
 #ifndef IG_PROBLEM
-#define IG_PROBLEM 0
+#define IG_PROBLEM IG_QUADRATIC
 #endif
 #ifndef IG_INTEGRATOR
-#define IG_INTEGRATOR 0
+#define IG_INTEGRATOR IG_HEAVY_BALL
 #endif
 #ifndef IG_SCHEDULE
-#define IG_SCHEDULE 0
+#define IG_SCHEDULE IG_CONSTANT
 #endif
-#ifndef IG_NOISE
-#define IG_NOISE 0
+#ifndef IG_NOISE_MODEL
+#define IG_NOISE_MODEL IG_ADDITIVE
+#endif
+#ifndef IG_NOISY
+#define IG_NOISY 0
 #endif
 #ifndef IG_REG_MAX
 #define IG_REG_MAX 32
@@ -52,8 +72,12 @@ typedef float ig_real;
 #endif
 
 #define IG_IN_REGS (IG_DIM <= IG_REG_MAX)
-#define IG_GROUP 64
-#define IG_NQ 6
+#define IG_GROUP 64  // spec.GROUP
+#define IG_NQ 6  // spec.N_QUANTITIES
+// spec.FRACTIONS: first passage at the first n with I_n <= f I_0
+#define IG_FRACTION_0 0.5
+#define IG_FRACTION_1 0.36787944117144233
+#define IG_FRACTION_2 0.1
 
 #if IG_IN_REGS
 #define IG_FOR(i) _Pragma("unroll") for (int i = 0; i < IG_DIM; ++i)
@@ -77,7 +101,7 @@ IG_HD bool ig_isfinite(double x) { return x >= -1.7976931348623157e308 && x <= 1
 #define IG_LOSS_GRAD(th, gr, lm, L_out)                                                            \
     do {                                                                                           \
         ig_real acc_ = (ig_real)0;                                                                 \
-        if (IG_PROBLEM == 0) {                                                                     \
+        if (IG_PROBLEM == IG_QUADRATIC) {                                                                     \
             IG_FOR(i_) {                                                                           \
                 ig_real x_ = IG_AT(th, i_);                                                        \
                 ig_real lx_ = lm(i_) * x_;                                                         \
@@ -85,7 +109,7 @@ IG_HD bool ig_isfinite(double x) { return x >= -1.7976931348623157e308 && x <= 1
                 acc_ += lx_ * x_;                                                                  \
             }                                                                                      \
             L_out = (ig_real)0.5 * acc_;                                                           \
-        } else if (IG_PROBLEM == 1) {                                                              \
+        } else if (IG_PROBLEM == IG_DOUBLE_WELL) {                                                              \
             IG_FOR(i_) {                                                                           \
                 ig_real x_ = IG_AT(th, i_);                                                        \
                 ig_real w_ = x_ * x_ - (ig_real)1;                                                 \
@@ -114,13 +138,13 @@ IG_HD bool ig_isfinite(double x) { return x >= -1.7976931348623157e308 && x <= 1
 #define IG_LOSS(th, lm, L_out)                                                                     \
     do {                                                                                           \
         ig_real acc_ = (ig_real)0;                                                                 \
-        if (IG_PROBLEM == 0) {                                                                     \
+        if (IG_PROBLEM == IG_QUADRATIC) {                                                                     \
             IG_FOR(i_) {                                                                           \
                 ig_real x_ = IG_AT(th, i_);                                                        \
                 acc_ += lm(i_) * x_ * x_;                                                          \
             }                                                                                      \
             L_out = (ig_real)0.5 * acc_;                                                           \
-        } else if (IG_PROBLEM == 1) {                                                              \
+        } else if (IG_PROBLEM == IG_DOUBLE_WELL) {                                                              \
             IG_FOR(i_) {                                                                           \
                 ig_real x_ = IG_AT(th, i_);                                                        \
                 ig_real w_ = x_ * x_ - (ig_real)1;                                                 \
@@ -154,7 +178,7 @@ IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool a
                              const ig_real *theta_in, const ig_real *mom_in, const ig_real *inertia0_in,
                              const int *fp_in, ig_real *theta_out, ig_real *mom_out, ig_real *inertia0_out,
                              int *fp_out, ig_real *work, long long ws, Rec &rec) {
-    const bool continuous = IG_INTEGRATOR != 0;
+    const bool continuous = IG_INTEGRATOR != IG_HEAVY_BALL;
     const ig_real lr = (ig_real)P.lr;
     const ig_real h = (ig_real)P.dt;
     const ig_real half_h = (ig_real)(0.5 * P.dt);
@@ -162,11 +186,11 @@ IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool a
     const ig_real half_lr = (ig_real)(0.5 * P.lr);
     const ig_real shadow_c = (ig_real)(P.dt * P.dt / 8.0);
     const ig_real noise = (ig_real)P.noise;
-    const ig_real fr0 = (ig_real)0.5, fr1 = (ig_real)0.36787944117144233, fr2 = (ig_real)0.1;
+    const ig_real fr0 = (ig_real)IG_FRACTION_0, fr1 = (ig_real)IG_FRACTION_1, fr2 = (ig_real)IG_FRACTION_2;
 
 #if IG_IN_REGS
     ig_real th[IG_DIM], mo[IG_DIM], gr[IG_DIM];
-#if IG_PROBLEM == 0
+#if IG_PROBLEM == IG_QUADRATIC
     ig_real lam_r[IG_DIM];
     IG_FOR(i) { lam_r[i] = active ? P.lam[(long long)t * P.lam_stride + i] : (ig_real)0; }
 #define IG_LAM(i) lam_r[i]
@@ -177,7 +201,7 @@ IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool a
     ig_real *th = work + t;
     ig_real *mo = work + (long long)IG_DIM * ws + t;
     ig_real *gr = work + 2ll * IG_DIM * ws + t;
-#if IG_PROBLEM == 0
+#if IG_PROBLEM == IG_QUADRATIC
     const ig_real *lam_p = P.lam + (active ? (long long)t * P.lam_stride : 0ll);
 #define IG_LAM(i) (active ? lam_p[i] : (ig_real)0)
 #else
@@ -249,7 +273,7 @@ IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool a
     // One step n -> n + 1 with noise xi(i); leaves L, gr current for the new theta.
     auto do_step = [&](long long n, auto xi) {
         ig_real mu, gamma;
-        if (IG_SCHEDULE == 0) {
+        if (IG_SCHEDULE == IG_CONSTANT) {
             mu = mu_c;
             gamma = gamma_c;
         } else {
@@ -257,46 +281,46 @@ IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool a
             mu = nt / (nt + (ig_real)P.nesterov_r);
             gamma = ((ig_real)1 - mu) / h;
         }
-        if (IG_INTEGRATOR == 0) {  // heavy ball
+        if (IG_INTEGRATOR == IG_HEAVY_BALL) {  // heavy ball
             ig_real s = (ig_real)0;
-            if (IG_NOISE == 1) s = noise;
-            if (IG_NOISE == 2) {
-                if (IG_SCHEDULE == 0) {
+            if (IG_NOISE_MODEL == IG_ADDITIVE) s = noise;
+            if (IG_NOISE_MODEL == IG_TEMPERATURE) {
+                if (IG_SCHEDULE == IG_CONSTANT) {
                     s = s_temp_hb_c;
                 } else {
                     ig_real fr = ((ig_real)1 - mu) / lr;
                     s = ig_sqrt((ig_real)2 * fr * (ig_real)P.temperature);
                 }
             }
-            if (IG_NOISE == 3) s = noise * ig_sqrt(ig_max0(L));
+            if (IG_NOISE_MODEL == IG_LOSS_SCALED) s = noise * ig_sqrt(ig_max0(L));
             IG_FOR(i) {
                 ig_real g = IG_AT(gr, i);
-                if (IG_NOISE != 0) g = g + s * xi(i);
+                if (IG_NOISY) g = g + s * xi(i);
                 ig_real b = mu * IG_AT(mo, i) + g;
                 IG_AT(mo, i) = b;
                 IG_AT(th, i) = IG_AT(th, i) - lr * b;
             }
             IG_LOSS_GRAD(th, gr, IG_LAM, L);
-        } else if (IG_INTEGRATOR == 2) {  // euler
+        } else if (IG_INTEGRATOR == IG_EULER) {  // euler
             ig_real sigma = (ig_real)0;
-            if (IG_NOISE == 1) sigma = noise;
-            if (IG_NOISE == 2) sigma = IG_SCHEDULE == 0 ? s_temp_euler_c : ig_sqrt((ig_real)2 * gamma * (ig_real)P.temperature);
-            if (IG_NOISE == 3) sigma = noise * ig_sqrt(ig_max0(L));
-            ig_real hg = IG_SCHEDULE == 0 ? h_gamma_c : h * gamma;
+            if (IG_NOISE_MODEL == IG_ADDITIVE) sigma = noise;
+            if (IG_NOISE_MODEL == IG_TEMPERATURE) sigma = IG_SCHEDULE == IG_CONSTANT ? s_temp_euler_c : ig_sqrt((ig_real)2 * gamma * (ig_real)P.temperature);
+            if (IG_NOISE_MODEL == IG_LOSS_SCALED) sigma = noise * ig_sqrt(ig_max0(L));
+            ig_real hg = IG_SCHEDULE == IG_CONSTANT ? h_gamma_c : h * gamma;
             ig_real c = sigma * sqrt_h;
             IG_FOR(i) {
                 ig_real v = IG_AT(mo, i);
                 ig_real vn = v - h * IG_AT(gr, i) - hg * v;
-                if (IG_NOISE != 0) vn = vn + c * xi(i);
+                if (IG_NOISY) vn = vn + c * xi(i);
                 IG_AT(th, i) = IG_AT(th, i) + h * v;
                 IG_AT(mo, i) = vn;
             }
             IG_LOSS_GRAD(th, gr, IG_LAM, L);
         } else {  // leapfrog (B A B O) or baoab (B A O A B)
             ig_real c1 = (ig_real)1, c2 = (ig_real)0;
-            if (IG_SCHEDULE != 0 || P.damping > 0.0) c1 = ig_exp(-gamma * h);
+            if (IG_SCHEDULE != IG_CONSTANT || P.damping > 0.0) c1 = ig_exp(-gamma * h);
             IG_FOR(i) { IG_AT(mo, i) = IG_AT(mo, i) - half_h * IG_AT(gr, i); }
-            if (IG_INTEGRATOR == 1) {
+            if (IG_INTEGRATOR == IG_LEAPFROG) {
                 IG_FOR(i) { IG_AT(th, i) = IG_AT(th, i) + h * IG_AT(mo, i); }
                 IG_LOSS_GRAD(th, gr, IG_LAM, L);
                 IG_FOR(i) { IG_AT(mo, i) = IG_AT(mo, i) - half_h * IG_AT(gr, i); }
@@ -304,13 +328,13 @@ IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool a
                 IG_FOR(i) { IG_AT(th, i) = IG_AT(th, i) + half_h * IG_AT(mo, i); }
             }
             // O-step: v <- c1 v + sigma sqrt((1 - e^{-2 gamma h}) / (2 gamma)) xi
-            if (IG_NOISE != 0) {
+            if (IG_NOISY) {
                 ig_real var = gamma > (ig_real)0 ? -ig_expm1((ig_real)-2 * gamma * h) / ((ig_real)2 * gamma) : h;
                 ig_real sigma = noise;
-                if (IG_NOISE == 2) sigma = ig_sqrt((ig_real)2 * gamma * (ig_real)P.temperature);
-                if (IG_NOISE == 3) {
+                if (IG_NOISE_MODEL == IG_TEMPERATURE) sigma = ig_sqrt((ig_real)2 * gamma * (ig_real)P.temperature);
+                if (IG_NOISE_MODEL == IG_LOSS_SCALED) {
                     ig_real Lnow = L;
-                    if (IG_INTEGRATOR == 3) IG_LOSS(th, IG_LAM, Lnow);
+                    if (IG_INTEGRATOR == IG_BAOAB) IG_LOSS(th, IG_LAM, Lnow);
                     sigma = noise * ig_sqrt(ig_max0(Lnow));
                 }
                 c2 = sigma * ig_sqrt(var);
@@ -318,7 +342,7 @@ IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool a
             } else {
                 IG_FOR(i) { IG_AT(mo, i) = c1 * IG_AT(mo, i); }
             }
-            if (IG_INTEGRATOR == 3) {
+            if (IG_INTEGRATOR == IG_BAOAB) {
                 IG_FOR(i) { IG_AT(th, i) = IG_AT(th, i) + half_h * IG_AT(mo, i); }
                 IG_LOSS_GRAD(th, gr, IG_LAM, L);
                 IG_FOR(i) { IG_AT(mo, i) = IG_AT(mo, i) - half_h * IG_AT(gr, i); }
@@ -343,7 +367,7 @@ IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool a
     if (ne > nb) {
         for (long long q = nb >> 2; q <= (ne - 1) >> 2; ++q) {
             ig_real zq[4][IG_DIM];
-            if (IG_NOISE != 0) {
+            if (IG_NOISY) {
                 IG_FOR(i) {
                     ig_real z[4];
                     ig_counter c = ig_ensemble_counter(traj, (ig_u64)(q << 2), (ig_u32)i, IG_TAG_STEP);
