@@ -4,14 +4,14 @@ This is the whole seam between the static profile and the kernels:
   - ensemble: `backends.triton_ensemble.TritonEnsemble(block=, num_warps=).run(config, start, count,
     step_begin, step_end, state)` (the EnsembleBackend contract) and `default_block(config, count)`,
     asked with the config's device set to "cuda" so it picks what a GPU run picks;
-  - optimizer: `sgd_launch(...)`, below, picks the optimizer's no-launch entry point when it exists
-    (kernel, args, constexprs and grid of a CUDA launch) and otherwise calls the launcher itself.
+  - optimizer: `optim.triton_step.sgd_launch_spec(dtype, momentum, noise, numel)` -> {fn, args,
+    constexprs, grid, num_warps, enable_fp_fusion}: what a CUDA launch would pass, launched here as
+    fn[grid](**args, **constexprs, ...) (before that function existed: the launcher itself).
 A kernel change shows up in the profile without touching this package.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
 
 from .standin import compiling_for
 
@@ -48,58 +48,37 @@ def compile_callable(path: str, function: str, arch: int):
 def compile_optimizer(dtype: str, momentum: bool, noise: bool, arch: int, numel: int = 1 << 20):
     """Launches recorded for one InertiaSGD step over a parameter of `numel` elements."""
     import torch
+    from ..optim import triton_step
     dt = getattr(torch, dtype)
-    p, g = torch.zeros(numel, dtype=dt), torch.zeros(numel, dtype=dt)
-    b = torch.zeros(numel, dtype=dt) if momentum else None
     with compiling_for(arch) as driver:
-        sgd_launch(p, g, b, momentum=0.9 if momentum else 0.0, noise=0.01 if noise else 0.0)
+        if hasattr(triton_step, "sgd_launch_spec"):
+            spec = triton_step.sgd_launch_spec(dt, momentum, noise, numel)
+            spec["fn"][spec["grid"]](**spec["args"], **spec["constexprs"], num_warps=spec["num_warps"],
+                                     enable_fp_fusion=spec["enable_fp_fusion"])
+        else:
+            _launch_through_step(triton_step, dt, momentum, noise, numel)
     return driver.launches, {}
 
 
-def sgd_launch(p, g, b, *, momentum: float, noise: float):
-    """One SGD launch as a CUDA run would make it (see the module docstring for the seam)."""
-    for module_name in ("inertia_gpu.optim.triton_step", "inertia_gpu.backends.sgd_triton"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        plan = getattr(module, "cuda_launch", None)
-        if plan is not None:
-            kernel, args, constexprs, grid = plan([p], [g], [b] if b is not None else None, momentum=momentum,
-                                                  noise=noise)
-            kernel[grid](*args, **constexprs)
-            return
-        if hasattr(module, "sgd_step"):
-            return _legacy_sgd_step(module, p, g, b, momentum, noise)
-    raise RuntimeError("no Triton SGD launcher found")
-
-
-def _legacy_sgd_step(module, p, g, b, momentum, noise):
-    """The launcher of today's main (backends/sgd_triton.sgd_step), with its CUDA block and warps."""
+def _launch_through_step(module, dt, momentum: bool, noise: bool, numel: int):
+    """Before the optimizer exposed sgd_launch_spec: its launcher with CPU tensors, given the block and
+    warps it picks for CUDA tensors (it picks num_warps=1 for CPU ones)."""
     import torch
-    check = module.triton_unavailable_reason
-    module.triton_unavailable_reason = lambda device: None  # CPU tensors stand for CUDA ones here
-    try:
-        return _with_warps(module, p, g, b, momentum, noise, torch)
-    finally:
-        module.triton_unavailable_reason = check
-
-
-def _with_warps(module, p, g, b, momentum, noise, torch):
     from ..kernels import sgd as kernel_module
-    real = kernel_module.sgd_step_kernel
-    warps = module.NUM_WARPS
+    real, warps = kernel_module.sgd_step_kernel, module.NUM_WARPS
 
-    class _Warps:  # sets num_warps as a CUDA launch would
+    class _Warps:
         def __getitem__(self, grid):
             launch = real[grid]
             return lambda *a, **k: launch(*a, **{**k, "num_warps": warps})
 
+    p, g = torch.zeros(numel, dtype=dt), torch.zeros(numel, dtype=dt)
     kernel_module.sgd_step_kernel = _Warps()
     try:
-        return module.sgd_step([p], [g], [b] if b is not None else None, [0], [0], None, lr=0.01,
-                               momentum=momentum, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False,
-                               noise=noise, temperature=None, seed=0, step=torch.zeros((), dtype=torch.int64),
-                               block=module.DEFAULT_BLOCK_CUDA)
+        module.triton_inertia_sgd([p], [g], [torch.zeros_like(p) if momentum else None],
+                                  step=torch.zeros((), dtype=torch.int64), parameter_index=[0], lr=0.01,
+                                  momentum=0.9 if momentum else 0.0, dampening=0.0, weight_decay=0.0,
+                                  nesterov=False, maximize=False, noise=0.01 if noise else 0.0, temperature=None,
+                                  seed=0, grad_scale=None, found_inf=None, block=module.DEFAULT_BLOCK_CUDA)
     finally:
         kernel_module.sgd_step_kernel = real
