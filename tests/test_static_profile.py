@@ -138,6 +138,14 @@ def test_budget_check():
     assert set(budgets.BUDGETS["sm_90"]) <= {v["name"] for v in variants.ENSEMBLE + variants.OPTIMIZER}
 
 
+def test_cli_refuses_unknown_arch_and_variants_in_one_line(capsys):
+    from inertia_gpu.cli import main
+    assert main(["bench", "--static", "--arch", "sm_70"]) == 2
+    assert main(["bench", "--static", "--variants", "d1-nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--arch" in err[0] and "sm_90" in err[0] and "--variants" in err[1]
+
+
 def test_fresh_compile_of_a_known_kernel_counts_as_expected():
     """The whole path on this machine: stand-in driver, worker process, wheel's nvdisasm, counter."""
     spec = {"kind": "callable", "name": "loop", "path": str(KERNELS), "function": "launch_loop"}

@@ -18,7 +18,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..cli import UsageError
+    from ..config import ConfigError as UsageError  # one line, exit 2 (also under python -m inertia_gpu.cli)
     from .hardware import GPUS
     from .variants import ENSEMBLE, OPTIMIZER, by_name
     if args.arch not in GPUS:
