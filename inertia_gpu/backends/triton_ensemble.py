@@ -14,13 +14,10 @@ import os
 import torch
 
 from ..config import SimulationConfig
+from ..spec import switches
 from .base import FRACTIONS, N_QUANTITIES, ChunkState, EnsembleBackend, n_groups, recorded_in_window
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-PROBLEM_IDS = {"quadratic": 0, "double-well": 1, "rosenbrock": 2}
-INTEGRATOR_IDS = {"heavy-ball": 0, "euler": 1, "leapfrog": 2, "baoab": 3}
-NOISE_MODEL_IDS = {"additive": 0, "temperature": 1, "loss-scaled": 2}
-SPECTRUM_IDS = {None: 0, "uniform": 1, "loguniform": 2, "lognormal": 3}
 
 
 def _next_pow2(x: int) -> int:
@@ -193,15 +190,16 @@ class TritonEnsemble(EnsembleBackend):
                    state.first_passage.to(device=device, dtype=torch.int32).contiguous())
 
         grid = (triton_cdiv(count, block),)
+        sw = switches(cfg)
         ensemble_kernel[grid](
             *ins, theta, mom, inertia0, first_passage, lam, coef, partials,
             start, count, groups, step_begin, step_end, row0, cfg.seed,
-            PROBLEM=PROBLEM_IDS[cfg.problem],
-            INTEGRATOR=INTEGRATOR_IDS[cfg.integrator],
-            SCHEDULE=0 if cfg.nesterov_r is None else 1,
-            NOISE_MODEL=NOISE_MODEL_IDS[cfg.noise_model],
-            NOISY=bool(cfg.noisy),
-            DRAWN_SPECTRUM=SPECTRUM_IDS[cfg.distribution[0] if drawn else None],
+            PROBLEM=int(sw.problem),
+            INTEGRATOR=int(sw.integrator),
+            SCHEDULE=int(sw.schedule),
+            NOISE_MODEL=int(sw.noise_model),
+            NOISY=sw.noisy,
+            DRAWN_SPECTRUM=int(sw.spectrum),
             START_FROM_INIT=state is None,
             DIM=dim, DIMP=dimp, LOG2_DIMP=dimp.bit_length() - 1,
             RECORD_EVERY=k, TREE=self.tree, BLOCK=block,
