@@ -7,7 +7,10 @@ A launch walks all parameters of one (group, dtype) through a pointer table,
 so a model with hundreds of tensors costs one launch, not hundreds:
 
     table[row] = (param_ptr, grad_ptr, buffer_ptr, numel, parameter_index,
-                  first_block, local_index, 0)                      int64
+                  first_block, first_step, 0)                       int64
+
+first_step = 1 marks a momentum buffer that does not exist yet: this step writes b = g
+(torch's first step) and counts b_k = 0 in the sums.
     block_row[pid] = row of the tensor program `pid` works on        int32
 
 Each program reads p, g, b once, writes p, b once (20 bytes per float32
@@ -16,8 +19,10 @@ inertia bookkeeping, both of the state *before* the update:
 
     partials[pid] = (sum b_k^2, sum <b_k, d_k>)   d_k = noise-free update direction
 
-The host combines them in float64 (no float atomics: results are
-deterministic). Noise follows docs/CONVENTIONS.md (optimizer stream): one
+in float64: products of the working-dtype values formed exactly in float64, d_k itself formed in
+float64 from the gradient (as the foreach implementation does), weight decay passed as a float32
+pair wd_hi + wd_lo (~48 bits; Triton passes Python floats as fp32). The host adds the partials in
+float64 (no float atomics: results are deterministic). Noise follows docs/CONVENTIONS.md (optimizer stream): one
 Philox call per four consecutive elements, all four normals used.
 """
 import triton
@@ -44,10 +49,27 @@ def _normals4(seed, group, step, parameter, ACC: tl.constexpr):
 
 
 @triton.jit
+def _store_sums(out_ptr, b, g_raw, p_raw, grad_scale_ptr, wd_hi, wd_lo,
+                HAS_GRAD_SCALE: tl.constexpr, MAXIMIZE: tl.constexpr, WEIGHT_DECAY: tl.constexpr):
+    """out = (sum b^2, sum <b, d>) in float64, d = ±g / grad_scale + weight_decay p formed in float64."""
+    b64 = b.to(tl.float64)
+    d = g_raw.to(tl.float64)
+    if MAXIMIZE:
+        d = -d
+    if HAS_GRAD_SCALE:
+        d = d / tl.load(grad_scale_ptr).to(tl.float64)
+    if WEIGHT_DECAY:
+        p64 = p_raw.to(tl.float64)
+        d = d + (p64 * wd_hi + p64 * wd_lo)  # fp32 scalars promote exactly to float64
+    tl.store(out_ptr, tl.sum(b64 * b64, axis=0))
+    tl.store(out_ptr + 1, tl.sum(b64 * d, axis=0))
+
+
+@triton.jit
 def sgd_step_kernel(
-    table_ptr, block_row_ptr, partials_ptr, ready_ptr,
+    table_ptr, block_row_ptr, partials_ptr,
     lr_ptr, lr_value, step_ptr, grad_scale_ptr, found_inf_ptr,
-    momentum, dampening, weight_decay, noise_value, seed,
+    momentum, dampening, weight_decay, wd_hi, wd_lo, noise_value, seed,
     DTYPE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
     MOMENTUM: tl.constexpr, DAMPENING: tl.constexpr, NESTEROV: tl.constexpr,
     WEIGHT_DECAY: tl.constexpr, MAXIMIZE: tl.constexpr,
@@ -57,9 +79,7 @@ def sgd_step_kernel(
     """One heavy-ball step for BLOCK elements of one tensor of the table.
 
     NOISE: noise_value is the std s (TEMPERATURE=False) or the temperature T,
-    s = sqrt(2 (1 - momentum) T / lr) (TEMPERATURE=True). ready_ptr[local]
-    == 0 marks a momentum buffer not yet written, so this step sets b = g
-    (torch's first step); the host raises it after an applied step.
+    s = sqrt(2 (1 - momentum) T / lr) (TEMPERATURE=True).
     """
     pid = tl.program_id(0)
     row = tl.load(block_row_ptr + pid).to(tl.int64)
@@ -82,15 +102,16 @@ def sgd_step_kernel(
         # a skipped AMP step writes nothing: params and buffers stay as they were
         write = offs < tl.where(tl.load(found_inf_ptr) == 0, numel, 0)
 
-    g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(ACC)
+    g_raw = tl.load(g_ptr + offs, mask=mask, other=0.0)
+    g = g_raw.to(ACC)
     if HAS_GRAD_SCALE:
         g = g / tl.load(grad_scale_ptr).to(ACC)
     if MAXIMIZE:
         g = -g
-    p = tl.load(p_ptr + offs, mask=mask, other=0.0).to(ACC)
+    p_raw = tl.load(p_ptr + offs, mask=mask, other=0.0)
+    p = p_raw.to(ACC)
     if WEIGHT_DECAY:
         g = g + weight_decay * p
-    direction = g  # noise-free: the shadow inertia pairs b_k with it
 
     if NOISE:
         parameter = tl.load(entry + 4)
@@ -105,12 +126,12 @@ def sgd_step_kernel(
 
     if MOMENTUM:
         b_ptr = tl.load(entry + 2).to(tl.pointer_type(DTYPE))
-        local = tl.load(entry + 6)
-        first = tl.load(ready_ptr + local) == 0
-        b = tl.load(b_ptr + offs, mask=mask, other=0.0).to(ACC)
-        b = tl.where(first, 0.0, b)  # b_k = 0 before torch's first step, whatever the buffer holds
-        tl.store(partials_ptr + pid * 2, tl.sum(b * b, axis=0))
-        tl.store(partials_ptr + pid * 2 + 1, tl.sum(b * direction, axis=0))
+        first_step = tl.load(entry + 6)
+        first = first_step != 0
+        # b_k = 0 on the first step: the new buffer is not read
+        b = tl.load(b_ptr + offs, mask=offs < tl.where(first, 0, numel), other=0.0).to(ACC)
+        _store_sums(partials_ptr + pid * 2, b, g_raw, p_raw, grad_scale_ptr, wd_hi, wd_lo,
+                    HAS_GRAD_SCALE, MAXIMIZE, WEIGHT_DECAY)
         if DAMPENING:
             b_new = momentum * b + (1.0 - dampening) * g
         else:

@@ -23,6 +23,7 @@ import torch
 from inertia_gpu import rng
 from inertia_gpu.backends import cupy_backend
 from inertia_gpu.backends.base import FRACTIONS, ChunkState, n_groups, record_rows, recorded_in_window
+from inertia_gpu.optim import cuda_step
 from inertia_gpu.config import SimulationConfig
 
 NVCC = shutil.which("nvcc")
@@ -69,7 +70,7 @@ def test_every_cu_compiles_to_ptx(tmp_path):
     jobs = []
     for i, config in enumerate(_configs()):
         jobs.append((cupy_backend.ENSEMBLE_SOURCE, cupy_backend.ensemble_defines(config), f"ensemble_{i}.ptx"))
-    jobs.append((cupy_backend.SGD_SOURCE, [f"-DIG_SGD_BLOCK={cupy_backend.SGD_BLOCK}"], "sgd.ptx"))
+    jobs.append((cuda_step.SGD_SOURCE, [f"-DIG_SGD_BLOCK={cuda_step.SGD_BLOCK}"], "sgd.ptx"))
     assert {p.name for p in KERNEL_DIR.glob("*.cu")} <= {j[0] for j in jobs}, "a .cu file is not covered"
 
     def compile_one(job):
@@ -82,7 +83,7 @@ def test_every_cu_compiles_to_ptx(tmp_path):
         ptxs = list(pool.map(compile_one, jobs))
     for (source, _, _), ptx in zip(jobs, ptxs):
         names = [cupy_backend.ENSEMBLE_KERNEL] if source == cupy_backend.ENSEMBLE_SOURCE \
-            else list(cupy_backend.SGD_KERNELS.values())
+            else list(cuda_step.SGD_KERNELS.values())
         for name in names:
             assert f".entry {name}(" in ptx, f"{name} missing from {source}"
 
@@ -459,7 +460,7 @@ def test_cupy_ensemble_equals_reference(case, dtype):
 ])
 def test_cupy_sgd_step_equals_foreach(dtype, opts):
     _gpu_ready()
-    from inertia_gpu.optim import foreach_step
+    from inertia_gpu.optim import inertia_sgd
     torch.manual_seed(0)
     numel, lr, seed, pidx = 100_003, 0.05, 2 ** 33 + 5, 3
     p0 = torch.randn(numel, dtype=dtype, device="cuda")
@@ -470,8 +471,9 @@ def test_cupy_sgd_step_equals_foreach(dtype, opts):
     p_ref, bufs = p0.clone(), [None]
     p_cu, b_cu = p0.clone(), torch.empty_like(p0)
     for t, g in enumerate(grads):
-        sums_ref = foreach_step([p_ref], [g], bufs, [pidx], group, torch.tensor(t, device="cuda"), None, None)
-        sums_cu = cupy_backend.cupy_sgd_step(p_cu, g, b_cu, lr=lr, momentum=group["momentum"],
+        sums_ref = inertia_sgd([p_ref], [g], bufs, step=torch.tensor(t, device="cuda"), parameter_index=[pidx],
+                               **{k: v for k, v in group.items()}, impl="foreach")
+        sums_cu = cuda_step.cupy_sgd_step(p_cu, g, b_cu, lr=lr, momentum=group["momentum"],
                                              dampening=group["dampening"], weight_decay=group["weight_decay"],
                                              nesterov=group["nesterov"], maximize=group["maximize"],
                                              noise=group["noise"], seed=seed, step=t, parameter=pidx, first=t == 0)

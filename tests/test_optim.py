@@ -106,6 +106,38 @@ def test_foreach_equals_torch_sgd_100_steps(option, two_groups, scheduler):
         _assert_rel(a.detach(), b.detach(), 1e-5)
 
 
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items() if k != "lr"))
+def test_foreach_is_bitwise_torch_sgd_foreach(option):
+    """Without noise the foreach implementation is torch.optim.SGD(foreach=True)'s op sequence: equal bitwise."""
+    seed = _fresh_seed()
+    ref, ref_opt = _run(torch.optim.SGD, seed, 30, option, True, True, foreach=True)
+    got, opt = _run(InertiaSGD, seed, 30, option, True, True, backend="foreach")
+    for a, b in zip(got.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+        if option["momentum"]:
+            assert torch.equal(opt.state[a]["momentum_buffer"], ref_opt.state[b]["momentum_buffer"])
+
+
+def test_functional_none_buffers_are_torch_first_step():
+    """inertia_sgd's one "no buffer yet" is None, as torch.optim.sgd.sgd's: the step fills it with b = g."""
+    from torch.optim.sgd import sgd
+
+    from inertia_gpu.optim import inertia_sgd
+    g = torch.Generator().manual_seed(_fresh_seed())
+    params = [torch.randn(n, generator=g) for n in (3, 17)]
+    grads = [torch.randn(n, generator=g) for n in (3, 17)]
+    mine, theirs = [p.clone() for p in params], [p.clone() for p in params]
+    bufs_mine, bufs_theirs = [None, None], [None, None]
+    kw = dict(lr=0.1, momentum=0.9, dampening=0.2, weight_decay=0.01, nesterov=False, maximize=False)
+    for _ in range(3):
+        step = torch.tensor(0)
+        inertia_sgd(mine, grads, bufs_mine, step=step, impl="foreach", **kw)
+        sgd(theirs, grads, bufs_theirs, foreach=True, **kw)
+        assert int(step) == 1
+        for a, b, ba, bb in zip(mine, theirs, bufs_mine, bufs_theirs):
+            assert torch.equal(a, b) and torch.equal(ba, bb)
+
+
 @pytest.mark.parametrize("option", OPTIONS[::3] + [OPTIONS[-1]],
                          ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items() if k != "lr"))
 def test_triton_equals_torch_sgd(option):
@@ -155,19 +187,20 @@ def test_triton_kernel_equals_foreach(sizes, option):
 
 
 def test_kernel_noise_equals_reference_stream():
-    """Buffers poisoned with NaN: every element must be written with b = xi (first step, g = 0).
+    """No buffers yet, zero gradients: the step creates each buffer and must write every element, b = xi.
 
     Same Philox words bit for bit; the normals differ by at most a few ulp
     (numpy's and torch's log/cos/sin), hence rtol 1e-6 (~8 float32 ulp).
     """
-    from inertia_gpu.backends.sgd_triton import sgd_step
+    from inertia_gpu.optim import inertia_sgd
     sizes, indices, step, seed = [1, 5, BLOCK + 3, 2 * BLOCK], [4, 0, 11, 2**20 + 1], 9, 2**40 + 12345
     params = [torch.zeros(n) for n in sizes]
     grads = [torch.zeros(n) for n in sizes]
-    buffers = [torch.full((n,), float("nan")) for n in sizes]
-    sgd_step(params, grads, buffers, indices, list(range(len(sizes))), torch.zeros(len(sizes), dtype=torch.int32),
-             lr=1.0, momentum=0.5, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False,
-             noise=1.0, temperature=None, seed=seed, step=torch.tensor(step), block=BLOCK)
+    buffers = [None] * len(sizes)
+    counter = torch.tensor(step)
+    inertia_sgd(params, grads, buffers, step=counter, parameter_index=indices, lr=1.0, momentum=0.5,
+                noise=1.0, seed=seed, impl="triton", block=BLOCK)
+    assert int(counter) == step + 1
     for n, i, b, p in zip(sizes, indices, buffers, params):
         ref = rng.optimizer_normals(n, step, i, seed, torch.float32)
         torch.testing.assert_close(b, ref, rtol=1e-6, atol=1e-6)
@@ -227,8 +260,8 @@ def test_inertia_equals_float64_bookkeeping(backend):
                 kinetic += 0.5 * group["lr"] * (b64 * b64).sum().item()
                 correction += 0.5 * group["lr"] * (b64 * d64).sum().item()
         opt.step(loss=loss)
-        # foreach sums in float64; the kernel's per-block partials are float32 (<= BLOCK terms)
-        rel = 1e-12 if backend == "foreach" else 1e-6
+        # both sum exact float64 products of the float32 values (only the order of the sums differs)
+        rel = 1e-12
         if step == 0:
             assert opt.kinetic.item() == 0.0
         else:
@@ -449,9 +482,9 @@ import triton, triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from inertia_gpu.kernels.sgd import sgd_step_kernel as k
-sig = dict(table_ptr="*i64", block_row_ptr="*i32", partials_ptr="*fp32", ready_ptr="*i32", lr_ptr="*fp32",
+sig = dict(table_ptr="*i64", block_row_ptr="*i32", partials_ptr="*fp64", lr_ptr="*fp32",
            lr_value="fp32", step_ptr="*i64", grad_scale_ptr="*fp32", found_inf_ptr="*fp32", momentum="fp32",
-           dampening="fp32", weight_decay="fp32", noise_value="fp32", seed="i64")
+           dampening="fp32", weight_decay="fp32", wd_hi="fp32", wd_lo="fp32", noise_value="fp32", seed="i64")
 flags = ["MOMENTUM", "DAMPENING", "NESTEROV", "WEIGHT_DECAY", "MAXIMIZE", "NOISE", "TEMPERATURE",
          "LR_FROM_PTR", "HAS_GRAD_SCALE", "HAS_FOUND_INF"]
 for dtype, acc, on in [(tl.float32, tl.float32, set(flags) - {"NESTEROV"}), (tl.float32, tl.float32, {"MOMENTUM",

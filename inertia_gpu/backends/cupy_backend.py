@@ -11,8 +11,8 @@ reduction tree. Each configuration (dtype, dim, problem, integrator,
 schedule, noise model) is its own compiled module (-D switches, see
 `ensemble_defines`); CuPy caches the binaries on disk.
 
-`cupy_sgd_step` runs kernels/cuda/sgd.cu in place on one flat parameter
-tensor for the optimizer.
+The optimizer's CUDA C step (kernels/cuda/sgd.cu) lives in inertia_gpu/optim/cuda_step.py and
+uses this module's CuPy plumbing (`_module`, `_OnTorchStream`).
 
 CuPy is imported lazily: importing this module never fails; without CuPy or
 without a GPU, `CupyEnsemble.unavailable_reason` says so in one line.
@@ -36,14 +36,10 @@ from .base import FRACTIONS, GROUP, N_QUANTITIES, BackendUnavailable, ChunkState
 
 KERNEL_PACKAGE = "inertia_gpu.kernels.cuda"
 ENSEMBLE_SOURCE = "ensemble.cu"
-SGD_SOURCE = "sgd.cu"
 HEADERS = ("philox.cuh",)
 ENSEMBLE_KERNEL = "inertia_ensemble"
-SGD_KERNELS = {torch.float32: "inertia_sgd_f32", torch.float64: "inertia_sgd_f64"}
 
 BLOCK = 128  # threads per block of the ensemble kernel (a multiple of GROUP)
-SGD_BLOCK = 256  # must equal IG_SGD_BLOCK in sgd.cu
-SGD_MAX_BLOCKS = 2048  # grid of the SGD step: a function of numel only, so its sums are device-independent
 REG_MAX = 32  # largest dim whose state stays in registers; above it the state lives in a work buffer
 COMPILE_OPTIONS = ("--std=c++17",)
 
@@ -248,55 +244,5 @@ class CupyEnsemble(EnsembleBackend):
         return ChunkState(theta_out, mom_out, inertia0_out, fp_out), sums
 
 
-# --- the fused optimizer step --------------------------------------------------------
-
-def cupy_sgd_step(param: torch.Tensor, grad: torch.Tensor, momentum_buffer: torch.Tensor | None = None, *,
-                  lr: float, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
-                  nesterov: bool = False, maximize: bool = False, noise: float = 0.0, seed: int = 0,
-                  step: int = 0, parameter: int = 0, first: bool = False) -> torch.Tensor:
-    """One torch.optim.SGD step (plus Philox gradient noise) in place on a CUDA tensor, through CuPy.
-
-    param, grad (and momentum_buffer when momentum != 0): contiguous CUDA tensors of one
-    dtype (float32 or float64) and shape. `first` marks a buffer not yet written (torch's
-    first step: b = g). Noise is noise * xi, xi from the optimizer stream (step, parameter,
-    element). Returns float64 [2] on the device, without a host sync:
-    (sum b_old^2, sum <b_old, d>) of the state before the step, d = the noise-free direction
-    (±grad + weight_decay * param); kinetic = lr/2 * first entry.
-    """
-    reason = cupy_unavailable_reason()
-    if reason is not None:
-        raise BackendUnavailable(f"cupy_sgd_step: {reason}")
-    if param.dtype not in SGD_KERNELS:
-        raise TypeError(f"cupy_sgd_step: dtype {param.dtype} not supported (float32, float64)")
-    tensors = [param, grad] + ([momentum_buffer] if momentum != 0 else [])
-    if momentum != 0 and momentum_buffer is None:
-        raise ValueError("cupy_sgd_step: momentum != 0 needs a momentum_buffer (torch.empty_like(param), first=True)")
-    for t in tensors:
-        if not t.is_cuda or t.dtype != param.dtype or t.numel() != param.numel() or not t.is_contiguous():
-            raise ValueError("cupy_sgd_step: param, grad and buffer must be contiguous CUDA tensors of one dtype and size")
-    if not (0 <= step < 1 << 32 and 0 <= parameter < 1 << 32 and 0 <= seed < 1 << 64):
-        raise ValueError("cupy_sgd_step: step and parameter must lie in [0, 2**32), seed in [0, 2**64)")
-    device = param.device
-    numel = param.numel()
-    nquads = (numel + 3) // 4
-    blocks = max(1, min(SGD_MAX_BLOCKS, (nquads + SGD_BLOCK - 1) // SGD_BLOCK))
-    partial = torch.zeros(blocks, 2, dtype=torch.float64, device=device)
-    if numel == 0:
-        return partial.sum(0)
-    kernel = _module(SGD_SOURCE, (f"-DIG_SGD_BLOCK={SGD_BLOCK}",), device.index).get_function(SGD_KERNELS[param.dtype])
-    has_buf = momentum != 0
-    buf = momentum_buffer if has_buf else param  # not touched without momentum
-    with _OnTorchStream(device) as ctx:
-        args = (
-            ctx.view(param.view(-1)), ctx.view(grad.reshape(-1)), ctx.view(buf.view(-1)), ctx.view(partial),
-            np.int64(numel), np.float64(float(lr)), np.float64(momentum), np.float64(dampening),
-            np.float64(weight_decay), np.float64(noise), np.int32(bool(nesterov)), np.int32(bool(maximize)),
-            np.int32(bool(first)), np.int32(has_buf), np.uint32(seed & 0xFFFFFFFF), np.uint32(seed >> 32),
-            np.uint32(int(step)), np.uint32(int(parameter)),
-        )
-        kernel((blocks,), (SGD_BLOCK,), args)
-    return partial.sum(0)
-
-
-__all__ = ["CupyEnsemble", "cupy_sgd_step", "cupy_unavailable_reason", "ensemble_defines", "kernel_dir",
+__all__ = ["CupyEnsemble", "cupy_unavailable_reason", "ensemble_defines", "kernel_dir",
            "read_source"]
