@@ -30,7 +30,7 @@ def group_sums(inertia, kinetic, loss, shadow) -> torch.Tensor:
 
 def update_first_passage(first_passage, inertia, inertia0, n: int) -> None:
     for j, f in enumerate(FRACTIONS):
-        hit = (first_passage[:, j] < 0) & (inertia <= f * inertia0)
+        hit = (first_passage[:, j] < 0) & (inertia <= f * inertia0.double())
         first_passage[:, j] = torch.where(hit, torch.full_like(first_passage[:, j], n), first_passage[:, j])
 
 
@@ -41,13 +41,14 @@ class TorchEnsemble(EnsembleBackend):
             state: ChunkState | None):
         device = torch.device(config.device)
         traj = torch.arange(start, start + count, device=device, dtype=torch.int64)
-        model = Model(config, sweep_overrides(config, traj))  # per-trajectory options of a sweep, else none
+        # per-trajectory options of a sweep, else none
+        model = Model(config, sweep_overrides(config, traj), window=(step_begin, step_end))
         lam = model.eigenvalues(traj)
         recorded = set(recorded_in_window(config, step_begin, step_end))
         partials = []
         if state is None:
             theta, mom = model.initial_state(traj)
-            inertia0 = model.observe(theta, mom, lam)[0]
+            inertia0 = model.observe(theta, mom, lam)[0].to(model.dtype)
             first_passage = torch.full((count, len(FRACTIONS)), -1, dtype=torch.int32, device=device)
             if 0 in recorded:
                 partials.append(group_sums(*model.observe(theta, mom, lam)))
