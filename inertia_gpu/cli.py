@@ -54,6 +54,9 @@ def build_parser() -> Parser:
             importlib.import_module(module).add_arguments(p)
         except ImportError:
             p.set_defaults(unavailable=module)
+        if name == "bench":
+            from .static_profile.cli import add_arguments as add_static_arguments
+            add_static_arguments(p)
     return parser
 
 
@@ -117,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"{args.command}: not available in this installation ({args.unavailable} missing)")
         if args.command == "simulate":
             return run_simulate(args)
+        if args.command == "bench" and getattr(args, "static", False):
+            from .static_profile.cli import run as run_static
+            return run_static(args)
         return int(importlib.import_module(SUBCOMMANDS[args.command][0]).run(args) or 0)
     except (UsageError, ConfigError, BackendUnavailable) as exc:
         print(f"inertia-gpu: error: {exc}", file=sys.stderr)

@@ -116,7 +116,7 @@ COEF_INDEX = {k: int(v.value) for k, v in dict(globals()).items() if k.startswit
 # float64 scalars of the observables (the `obs` vector)
 OBS_KINETIC: tl.constexpr = tl.constexpr(0)  # 0.5 lr (heavy ball: K = 0.5 lr |b|^2) | 0.5 (continuous)
 OBS_SHADOW: tl.constexpr = tl.constexpr(1)  # 0.5 lr (heavy ball: + 0.5 lr b.g) | h^2 / 8 (continuous: - h^2/8 |g|^2)
-OBS_DIVERGE: tl.constexpr = tl.constexpr(2)  # diverge_above (inf: only non-finite inertia diverges)
+OBS_DIVERGE: tl.constexpr = tl.constexpr(2)  # min(diverge_above, largest float64): non-finite inertia always diverges
 OBS_NAN: tl.constexpr = tl.constexpr(3)  # a NaN: the state of a diverged trajectory (a constexpr NaN breaks jit caching)
 N_OBS = 4
 OBS_INDEX = {k: int(v.value) for k, v in dict(globals()).items() if k.startswith("OBS_")}
@@ -221,12 +221,15 @@ def _observe64(theta, mom, lam, cols, kin_c, shadow_c, PROBLEM: tl.constexpr, IN
 @triton.jit
 def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, shadow,
                 TPT: tl.constexpr, WIDTH: tl.constexpr):
-    """partials[row, grp, :] = group sums of [count, I, K, L, shadow, I^2] over the kept trajectories."""
+    """partials[row, grp, :] = group sums of [count, I, K, L, shadow, I^2] over the kept trajectories.
+
+    The count is summed as an integer (exact, one shuffle word instead of two).
+    """
     zero = tl.zeros_like(inertia)
     i64 = tl.where(kept, inertia, zero)
     base = partials_ptr + (row.to(tl.int64) * n_groups + grp) * N_QUANTITIES
     gmask = grp < n_groups
-    tl.store(base + 0, _group_sum(tl.where(kept, 1.0, zero), TPT, WIDTH), mask=gmask)
+    tl.store(base + 0, _group_sum(kept.to(tl.int32), TPT, WIDTH).to(tl.float64), mask=gmask)
     tl.store(base + 1, _group_sum(i64, TPT, WIDTH), mask=gmask)
     tl.store(base + 2, _group_sum(tl.where(kept, kinetic, zero), TPT, WIDTH), mask=gmask)
     tl.store(base + 3, _group_sum(tl.where(kept, loss, zero), TPT, WIDTH), mask=gmask)
@@ -238,10 +241,14 @@ def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, 
 def _record(theta, mom, g, lam, cols, n, row, inertia0, fp0, fp1, fp2, partials_ptr, grp, n_groups, valid,
             kin_c, shadow_c, diverge, nan64, PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, DIM: tl.constexpr,
             PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr):
-    """Statistics of the state at recorded step n (partial-sum row `row`), divergence, first passage."""
+    """Statistics of the state at recorded step n (partial-sum row `row`), divergence, first passage.
+
+    `diverge` is min(diverge_above, largest float64), so the one compare `I <= diverge` is false for
+    NaN, for +inf and above the bound.
+    """
     inertia, kinetic, loss, shadow = _observe64(theta, mom, lam, cols, kin_c, shadow_c, PROBLEM, INTEGRATOR,
                                                 DIM, PAD)
-    ok = (inertia - inertia == 0.0) & (inertia <= diverge)  # false for nan, inf and above the bound
+    ok = inertia <= diverge
     _store_sums(partials_ptr, row, grp, n_groups, valid & ok, inertia, kinetic, loss, shadow, TPT, WIDTH)
     keep = ok[:, None, :]
     nan = nan64.to(theta.dtype)
@@ -249,10 +256,12 @@ def _record(theta, mom, g, lam, cols, n, row, inertia0, fp0, fp1, fp2, partials_
     mom = tl.where(keep, mom, nan)
     if INTEGRATOR == LEAPFROG or INTEGRATOR == BAOAB:
         g = tl.where(keep, g, nan)
+    # a diverged trajectory cannot pass: its inertia fails every compare (NaN), or exceeds f I_0
+    # (I_0 <= diverge_above, else it diverged at step 0 and is NaN since)
     n32 = n.to(tl.int32)
-    fp0 = tl.where((fp0 < 0) & ok & (inertia <= FRACTION_0 * inertia0), n32, fp0)
-    fp1 = tl.where((fp1 < 0) & ok & (inertia <= FRACTION_1 * inertia0), n32, fp1)
-    fp2 = tl.where((fp2 < 0) & ok & (inertia <= FRACTION_2 * inertia0), n32, fp2)
+    fp0 = tl.where((fp0 < 0) & (inertia <= FRACTION_0 * inertia0), n32, fp0)
+    fp1 = tl.where((fp1 < 0) & (inertia <= FRACTION_1 * inertia0), n32, fp1)
+    fp2 = tl.where((fp2 < 0) & (inertia <= FRACTION_2 * inertia0), n32, fp2)
     return theta, mom, g, fp0, fp1, fp2
 
 
@@ -410,27 +419,26 @@ def _quad(theta, mom, g, lam, cols, colmask, traj_u32, q, lo, hi, seed, rec_ptr,
         c1 = zero + q.to(tl.uint32)
         c2 = zero + cols.to(tl.uint32)
         c3 = zero + TAG_STEP
-        z0, z1, z2, z3 = philox_normals4(seed, zero + traj_u32, c1, c2, c3, theta.dtype)
-        if PAD:
-            z0 = tl.where(colmask, z0, 0.0)
-            z1 = tl.where(colmask, z1, 0.0)
-            z2 = tl.where(colmask, z2, 0.0)
-            z3 = tl.where(colmask, z3, 0.0)
-    else:
-        z0 = 0.0
-        z1 = 0.0
-        z2 = 0.0
-        z3 = 0.0
+        # the raw words, not four normals: the second Box-Muller pair is transformed only at lane 2,
+        # so at most one pending normal per coordinate is live (registers: float64 and d > 1)
+        x0, x1, x2, x3 = tl.philox(seed, zero + traj_u32, c1, c2, c3)
     base = q * 4
     for lane in tl.static_range(4):
-        if lane == 0:
-            xi = z0
-        elif lane == 1:
-            xi = z1
-        elif lane == 2:
-            xi = z2
+        if NOISY:
+            if lane == 0:
+                z0, z1 = box_muller(x0, x1, theta.dtype)
+                xi = z0
+            elif lane == 1:
+                xi = z1
+            elif lane == 2:
+                z2, z3 = box_muller(x2, x3, theta.dtype)
+                xi = z2
+            else:
+                xi = z3
+            if PAD:
+                xi = tl.where(colmask, xi, 0.0)
         else:
-            xi = z3
+            xi = 0.0
         n = base + lane
         if GUARD:
             if (n >= lo) & (n < hi):

@@ -301,3 +301,74 @@ def test_unavailable_reason(monkeypatch):
     else:
         assert TritonEnsemble.unavailable_reason(cfg) is None
     assert math.isfinite(0.0)
+
+
+# --- contracts: recording table, float64 observables, divergence ---------------------------------
+
+
+def test_records_exactly_the_steps_the_table_names(monkeypatch):
+    """The kernel records where recorded_in_window says, not where n % record_every == 0."""
+    from inertia_gpu.backends import torch_ref
+    steps = {0, 1, 2, 5, 9, 10, 17, 20}
+
+    def irregular(config, begin, end):
+        first = 0 if begin == 0 else begin + 1
+        return [n for n in range(first, end + 1) if n in steps]
+
+    monkeypatch.setattr(triton_ensemble, "recorded_in_window", irregular)
+    monkeypatch.setattr(torch_ref, "recorded_in_window", irregular)
+    cfg = make_config("quadratic", "leapfrog", steps=20)
+    compare_windows(cfg, [(0, 6), (6, 13), (13, 14), (14, 20)])  # a window without a recorded step too
+
+
+def test_float32_deep_decay_keeps_float64_observables():
+    """I_n falls to ~1e-42, below float32's smallest normal (1.2e-38): a float32 run's statistics still
+    agree with float64 (the observables are formed from the float64-converted state) and exact theory.
+
+    lr lam = 0.5 and momentum 0: theta_{n+1} = theta_n / 2 exactly in either dtype, so the float32 state
+    is the float64 one rounded once at the start; the inertia decays by 4 per step.
+    """
+    opts = dict(spectrum=[1.0], lr=0.5, momentum=0.0, noise=0.0, steps=72, trajectories=256, replicates=4,
+                init_velocity_std=0.0)
+    f32 = simulate(make_config("quadratic", "heavy-ball", **opts))
+    f64 = simulate(make_config("quadratic", "heavy-ball", dtype="float64", backend="torch", **opts),
+                   with_theory=False)
+    mean32, mean64 = f32.stats["inertia_mean"], f64.stats["inertia_mean"]
+    assert mean64[-1] < 1e-40 and np.all(mean32 > 0)
+    np.testing.assert_allclose(mean32, mean64, rtol=1e-6)
+    theory = np.asarray(f32.theory["inertia"])
+    z = (mean32 - theory) / f32.stats["inertia_sem"]
+    assert np.all(np.isfinite(z)) and np.max(np.abs(z)) < 4.0, z
+
+
+def test_divergence_turns_the_state_to_nan_and_drops_it_from_the_sums():
+    """diverge_above: at each recorded step a trajectory with float64 inertia above the bound gets NaN state
+    and leaves every sum; the others run on, bit for bit as without the bound."""
+    from inertia_gpu.reference import Model
+    cfg = make_config("quadratic", "heavy-ball", spectrum=[0.5, 4.2, 1.0], lr=0.5, momentum=0.3, noise=0.2,
+                      steps=8)  # the stiff mode (lr lam = 2.1) oscillates near its limit: some trajectories cross
+    free = TritonEnsemble(poison=True)
+    bounded = TritonEnsemble(poison=True)
+    cfg_b = dataclasses.replace(cfg)
+    object.__setattr__(cfg_b, "diverge_above", 40.0)
+    model64 = Model(dataclasses.replace(cfg, dtype="float64"))
+    # the eigenvalues the float32 dynamics use, converted (the observables measure the simulated system)
+    lam = torch.tensor(cfg.spectrum, dtype=torch.float32).double()[None, :]
+    s_f = s_b = None
+    gone = torch.zeros(N, dtype=torch.bool)
+    saw_divergence = False
+    for n in range(cfg.steps):
+        s_f, _ = free.run(cfg, 0, N, n, n + 1, s_f)
+        s_b, p_b = bounded.run(cfg_b, 0, N, n, n + 1, s_b if n else None)
+        if n == 0:
+            gone |= ~(s_f.inertia0 <= 40.0)  # step 0 is recorded too
+        inertia = model64.observe(s_f.theta.double(), s_f.momentum.double(), lam)[0]
+        gone |= ~(inertia <= 40.0)
+        saw_divergence |= bool(gone.any())
+        assert torch.isnan(s_b.theta[gone]).all() and torch.isnan(s_b.momentum[gone]).all()
+        assert torch.equal(s_b.theta[~gone], s_f.theta[~gone]) and torch.equal(s_b.momentum[~gone], s_f.momentum[~gone])
+        kept = (~gone).reshape(-1, 64)
+        assert torch.equal(p_b[-1, :, 0], kept.sum(dim=1).double())
+        want = torch.where(~gone, inertia, 0.0).reshape(-1, 64).sum(dim=1)
+        torch.testing.assert_close(p_b[-1, :, 1], want, rtol=1e-12, atol=0)
+    assert saw_divergence and not gone.all()

@@ -12,19 +12,16 @@ thread count.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from .. import rng
+from ..coefficients import Step, step_table
 from ..config import SimulationConfig
+from ..spec import switches
 from ..reference import Model
 from .base import FRACTIONS, N_QUANTITIES, ChunkState, EnsembleBackend, n_groups, recorded_in_window
 
-INTEGRATOR_CODE = {"heavy-ball": 0, "euler": 1, "leapfrog": 2, "baoab": 3}
-PROBLEM_CODE = {"quadratic": 0, "double-well": 1, "rosenbrock": 2}
-NOISE_CODE = {"additive": 0, "temperature": 1, "loss-scaled": 2}
 NP_DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -33,50 +30,16 @@ def _kernels():
     return cpu_ensemble
 
 
-def _scalar(x, dtype: torch.dtype) -> float:
-    """A reference scalar (Python float or 0-dim tensor) as the working dtype rounds it."""
-    return float(torch.as_tensor(x, dtype=dtype))
-
-
 def step_coefficients(model: Model, step_begin: int, step_end: int) -> np.ndarray:
     """[step_end - step_begin, 3] per-step scalars in the working dtype (see kernels/cpu_ensemble.py).
 
-    Each entry is computed by the same torch expression as in `inertia_gpu.reference`,
-    so it is bit-identical to the scalar the reference multiplies by.
+    Taken from `inertia_gpu.coefficients` (the table the reference multiplies by), with the
+    O step's columns in this kernel's order [c1, sqrt(vf), XI].
     """
-    cfg = model.config
-    dt = model.dtype
-    loss_scaled = cfg.noise_model == "loss-scaled"
-
-    def row(n: int) -> tuple[float, float, float]:
-        if cfg.integrator == "heavy-ball":
-            mu = model.momentum(n)
-            s = cfg.noise if loss_scaled else model.noise_std(None, (1.0 - mu) / cfg.lr)
-            return _scalar(mu, dt), _scalar(s, dt), 0.0
-        h = cfg.dt
-        gamma = model.damping(n)
-        if cfg.integrator == "euler":
-            hg = h * gamma
-            if loss_scaled:
-                return _scalar(hg, dt), _scalar(cfg.noise, dt), _scalar(math.sqrt(h), dt)
-            sigma = model.noise_std(None, gamma)
-            return _scalar(hg, dt), _scalar(sigma * math.sqrt(h), dt), 0.0
-        # O-step of leapfrog / baoab, as Model.ou_step
-        gamma = torch.as_tensor(gamma, dtype=dt)
-        c1 = torch.exp(-gamma * h)
-        var_factor = torch.where(gamma > 0, -torch.expm1(-2.0 * gamma * h) / (2.0 * torch.clamp(gamma, min=1e-300)),
-                                 torch.as_tensor(h, dtype=dt))
-        sq = torch.sqrt(var_factor)
-        if loss_scaled:
-            return _scalar(c1, dt), _scalar(sq, dt), _scalar(cfg.noise, dt)
-        sigma = model.noise_std(None, gamma)
-        return _scalar(c1, dt), _scalar(sq, dt), _scalar(sigma * sq, dt)
-
-    count = step_end - step_begin
-    npdt = NP_DTYPES[cfg.dtype]
-    if cfg.nesterov_r is None:
-        return np.tile(np.asarray(row(step_begin), dtype=npdt), (count, 1))
-    return np.asarray([row(n) for n in range(step_begin, step_end)], dtype=npdt).reshape(count, 3)
+    table = step_table(model.config, step_begin, step_end).numpy()
+    if model.config.integrator in ("leapfrog", "baoab"):
+        table = table[:, [Step.DECAY, Step.SPREAD, Step.XI]]
+    return np.ascontiguousarray(table)
 
 
 def kernel_constants(config: SimulationConfig) -> np.ndarray:
@@ -141,6 +104,7 @@ class NumbaEnsemble(EnsembleBackend):
             state: ChunkState | None):
         k = _kernels()
         model = Model(config)
+        sw = switches(config)
         npdt = NP_DTYPES[config.dtype]
         dim = config.dim
         if config.problem == "quadratic":
@@ -173,8 +137,7 @@ class NumbaEnsemble(EnsembleBackend):
             raise ValueError("trajectory or step index outside the Philox counter's range")
         k.ensemble_window(theta, mom, inertia0, first_passage, lam, coef, kernel_constants(config), out,
                           start, step_begin, step_end, config.record_every, 1 if state is None else 0,
-                          key0, key1, INTEGRATOR_CODE[config.integrator], PROBLEM_CODE[config.problem],
-                          NOISE_CODE[config.noise_model], 1 if config.noisy else 0)
+                          key0, key1, int(sw.integrator), int(sw.problem), int(sw.noise_model), int(sw.noisy))
         partials = torch.from_numpy(out).permute(1, 0, 2).contiguous()
         new_state = ChunkState(torch.from_numpy(theta), torch.from_numpy(mom), torch.from_numpy(inertia0),
                                torch.from_numpy(first_passage))

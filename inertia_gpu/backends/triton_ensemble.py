@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 import torch
 
@@ -254,7 +255,8 @@ def observable_scalars(cfg: SimulationConfig) -> torch.Tensor:
     else:
         values[OBS_INDEX["OBS_KINETIC"]] = 0.5
         values[OBS_INDEX["OBS_SHADOW"]] = cfg.dt ** 2 / 8.0
-    values[OBS_INDEX["OBS_DIVERGE"]] = float(getattr(cfg, "diverge_above", math.inf))
+    # one compare in the kernel, I <= bound, also rejects +inf (and NaN)
+    values[OBS_INDEX["OBS_DIVERGE"]] = min(float(getattr(cfg, "diverge_above", math.inf)), sys.float_info.max)
     values[OBS_INDEX["OBS_NAN"]] = math.nan
     return torch.tensor(values, dtype=torch.float64)
 
