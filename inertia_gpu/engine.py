@@ -134,7 +134,6 @@ class SimulationResult:
         s = self.stats
         out = {
             "config": self.config.to_dict(),
-            "diverge_above": getattr(self.config, "diverge_above", None),
             "backend": self.backend,
             "device": self.device_name,
             "elapsed_s": self.elapsed_s,

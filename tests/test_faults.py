@@ -165,7 +165,7 @@ def test_runaway_trajectories_diverge_alike_in_float32_and_float64(tmp_path):
         assert max(d["diverged"]) > 0
         for m, n_div in zip(d["inertia_mean"], d["diverged"]):
             if n_div < 2000:
-                assert m is not None and m <= d["diverge_above"]
+                assert m is not None and m <= d["config"]["diverge_above"]
     assert counts[0] == counts[1]
 
 
