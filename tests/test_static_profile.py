@@ -164,7 +164,6 @@ ARCH = "sm_90"
 # kernels being redesigned for their budgets: expected to fail until the redesign lands
 PENDING = {
     "d1-heavy-ball-noise-rec1": "ensemble kernel: recorded-step statistics still above the 100-instruction budget",
-    "sgd-float32-momentum-noise": "SGD kernel: 128-bit accesses and 16 warps/SM pending",
 }
 
 
