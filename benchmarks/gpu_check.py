@@ -507,9 +507,9 @@ def _max_rel(a_list, b_list) -> float:
 
 def _triton_sgd_reason(ck: Check) -> str | None:
     try:
-        from inertia_gpu.backends.sgd_triton import triton_unavailable_reason
+        from inertia_gpu.optim.triton_step import triton_unavailable_reason
     except Exception as exc:  # noqa: BLE001
-        return f"inertia_gpu.backends.sgd_triton not importable: {_first_line(exc)}"
+        return f"inertia_gpu.optim.triton_step not importable: {_first_line(exc)}"
     return triton_unavailable_reason(ck.torch.device(ck.device))
 
 
@@ -566,7 +566,7 @@ def optimizer_correctness(ck: Check, rec: dict) -> None:
 
 def _cupy_sgd_check(ck: Check, noise: float) -> dict:
     torch = ck.torch
-    from inertia_gpu.backends.cupy_backend import cupy_sgd_step, cupy_unavailable_reason
+    from inertia_gpu.optim.cuda_step import cupy_sgd_step, cupy_unavailable_reason
     from inertia_gpu.optim import InertiaSGD
     reason = cupy_unavailable_reason()
     if reason is not None:
@@ -896,7 +896,7 @@ def optimizer_throughput(ck: Check, rec: dict) -> None:
         ck.entry(rec, f"optimizer/{name}", run, kind="optimizer", backend=name, parameters=n)
 
     def cupy_step():
-        from inertia_gpu.backends.cupy_backend import cupy_sgd_step, cupy_unavailable_reason
+        from inertia_gpu.optim.cuda_step import cupy_sgd_step, cupy_unavailable_reason
         reason = cupy_unavailable_reason()
         if reason is not None:
             raise Skip(f"cupy: {reason}")

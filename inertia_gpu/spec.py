@@ -11,6 +11,7 @@ use it without paying for the import.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import NamedTuple
 
 
 class _Named(IntEnum):
@@ -49,6 +50,11 @@ class Schedule(_Named):
     CONSTANT = 0
     NESTEROV = 1  # mu_n = n / (n + r); continuous integrators: gamma_n = (1 - mu_n) / h
 
+    @classmethod
+    def from_option(cls, value: str) -> "Schedule":
+        """`constant` or `nesterov:R` (the option carries its parameter R)."""
+        return super().from_option(value.split(":", 1)[0])
+
 
 class NoiseModel(_Named):
     ADDITIVE = 0
@@ -63,6 +69,25 @@ class SpectrumDist(_Named):
     UNIFORM = 1
     LOGUNIFORM = 2
     LOGNORMAL = 3
+
+
+class Switches(NamedTuple):
+    """A configuration's switch values, as every launcher passes them to its kernel."""
+
+    problem: Problem
+    integrator: Integrator
+    schedule: Schedule
+    noise_model: NoiseModel
+    spectrum: SpectrumDist
+    noisy: bool  # False: the noise term vanishes, so kernels may skip the draws (not a noise model)
+
+
+def switches(config) -> Switches:
+    """The switch values of a validated SimulationConfig (duck-typed: spec imports nothing of the library)."""
+    drawn = config.distribution
+    return Switches(Problem.from_option(config.problem), Integrator.from_option(config.integrator),
+                    Schedule.from_option(config.momentum_schedule), NoiseModel.from_option(config.noise_model),
+                    SpectrumDist.FIXED if drawn is None else SpectrumDist.from_option(drawn[0]), bool(config.noisy))
 
 
 # Working dtypes by name; `torch_dtype` / `numpy_dtype` map them without a table per backend.

@@ -2,51 +2,66 @@
 
 One `@triton.jit` kernel, `ensemble_kernel`; every variant of the dynamics
 is a `tl.constexpr` switch, so each combination compiles to straight-line
-code with no dead branches:
+code with no dead branches (codes: inertia_gpu/spec.py, copied below):
 
     PROBLEM        0 quadratic, 1 double-well, 2 rosenbrock
-    INTEGRATOR     0 heavy-ball, 1 euler, 2 leapfrog (BABO), 3 baoab
-    SCHEDULE       0 constant, 1 nesterov:r (mu_n = n / (n + r), gamma_n = (1 - mu_n) / h)
+    INTEGRATOR     0 heavy-ball, 1 euler, 2 leapfrog, 3 baoab
+    SCHEDULE       0 constant, 1 nesterov
     NOISE_MODEL    0 additive, 1 temperature, 2 loss-scaled
+    DRAWN_SPECTRUM 0 fixed, 1 uniform, 2 loguniform, 3 lognormal
     NOISY          False compiles the Philox draws out entirely
-    DRAWN_SPECTRUM 0 fixed eigenvalues (loaded), 1 uniform, 2 loguniform, 3 lognormal (drawn in-kernel)
     START_FROM_INIT  draw the initial state from Philox (window starting at step 0) instead of loading it
-    DIM, DIMP, LOG2_DIMP   dimension, its next power of two (tile width) and log2 of that
-    RECORD_EVERY   record statistics at steps n with n % RECORD_EVERY == 0
-    TREE           fixed pairwise reduction trees (bitwise independent of BLOCK / warps / layout)
-    BLOCK          trajectories per program, a multiple of GROUP = 64
+    DIM, DIMP      dimension and its next power of two (tile width; padding coordinates stay exactly 0)
+    TPT, WIDTH     trajectories per thread and threads per program (WIDTH = 32 num_warps): a program
+                   owns BLOCK = TPT * WIDTH consecutive trajectories, thread t the TPT consecutive ones
+                   t * TPT .. t * TPT + TPT - 1
     GUARD          per-step window guards (needed unless step_begin and step_end are multiples of 4)
 
 The working dtype (float32 or float64) is the element type of the state pointers.
 
-A program owns BLOCK consecutive trajectories as [BLOCK, DIMP] register tiles
-(padding columns are kept exactly zero: their noise is masked, so every
-integrator maps 0 to 0). It loads the state once (or draws it), then walks
-the window [step_begin, step_end) in quads of four steps: ONE Philox call per
-coordinate per quad (counter (trajectory, n // 4, coordinate, 0),
-docs/CONVENTIONS.md), whose four lanes feed the four steps 4q .. 4q + 3. With
-GUARD (the default) each of the four steps is wrapped in a uniform scalar
-branch `lo <= n < hi`, so one instantiation serves windows cut anywhere (the
-head and tail quads of an unaligned window run only their steps inside the
-window); GUARD=False drops the branches for windows aligned to 4 at both
-ends (the launcher checks).
+Layout. The state is a [TPT, DIMP, WIDTH] register tile. Triton's default
+layout gives the last axis to the threads (WIDTH = 32 num_warps covers them
+exactly), so each thread holds whole trajectories: sums over coordinates
+never leave the thread, and the 64 trajectories of a statistics group
+(GROUP, spec.py) live in 64 / TPT adjacent lanes of one warp (TPT >= 2).
 
-The gradient at the current theta is carried across steps (one gradient per
-step for every integrator: the closing half-kick of leapfrog / BAOAB and the
-statistics reuse it). At a recorded step the program computes per-trajectory
-(inertia, kinetic, loss, shadow), updates first passage, and writes only
-per-GROUP float64 sums of [count_finite, I, K, L, shadow, I^2] to
-partials[row, group, :] -- a reshape to [BLOCK // 64, 64] and a fixed
-pairwise tree, never atomics, so the sums do not depend on BLOCK, the number
-of warps or the launch split. Sums over coordinates use the same kind of
-tree. At the end the program stores theta, momentum, I_0 and first passage.
+Steps. The program walks the window [step_begin, step_end) in quads of four
+steps: ONE Philox call per coordinate per quad (counter (trajectory, n // 4,
+coordinate, TAG_STEP), docs/CONVENTIONS.md), whose four lanes feed the steps
+4q .. 4q + 3. With GUARD each step is wrapped in a uniform branch
+`lo <= n < hi`, so one instantiation serves windows cut anywhere. The
+gradient at the current theta is carried across steps.
+
+Recording is table-driven: rec[k] is the partial-sum row of step
+step_begin + k, or -1 when that step is not recorded (the launcher builds
+the table from backends.base.recorded_in_window). At a recorded step each
+trajectory's inertia, kinetic energy, loss and shadow inertia are formed in
+float64 from the state converted to float64 (float32 runs stay right down to
+1e-38 and never form subnormal products); first passage compares
+I_n <= f I_0 in float64 (I_0 is kept in float64). A trajectory whose
+inertia is not finite or above `diverge_above` is diverged: its theta and
+momentum become NaN (so it stays diverged) and it is left out of every sum.
+The kept trajectories are summed per group in float64 off the critical path:
+each thread adds its TPT trajectories in order, then the 64 / TPT lanes of
+the group combine by a butterfly of warp shuffles (no shared memory, no
+barrier). The group sums are therefore identical for any chunking, window
+cut or rank count (a group is always reduced by the same code); changing TPT
+(the block size at fixed warps) may change their last bits.
+
+Floating-point contraction. The launcher compiles with
+enable_fp_fusion=False: every product and sum is rounded as the torch
+reference rounds it (no fused multiply-add), so states agree with
+reference.py to the working dtype's rounding step for step instead of
+drifting by an FMA's extra precision. Fusion would be faster by a few
+instructions per step and statistically equivalent, but it would no longer
+be the reference's arithmetic.
 
 Scalars that the reference forms in Python double and then rounds to the
 working dtype (lr, 0.5 lr, constant-schedule noise scales, ...) arrive
-precomputed in the coefficient vector `coef` (working dtype, see
-COEF_* below), so the kernel multiplies by exactly the reference's values;
-nesterov schedules compute their per-step scalars in the working dtype in
-the same order of operations as the reference.
+precomputed in the coefficient vector `coef` (working dtype, see COEF_*
+below); the float64 observables take their own float64 scalars from `obs`
+(OBS_*). Nesterov schedules compute their per-step scalars in the working
+dtype in the same order of operations as the reference.
 """
 import triton
 import triton.language as tl
@@ -54,7 +69,6 @@ import triton.language as tl
 from .philox import box_muller, philox_normals4, uniform24
 
 GROUP: tl.constexpr = tl.constexpr(64)
-LOG2_GROUP: tl.constexpr = tl.constexpr(6)
 N_QUANTITIES: tl.constexpr = tl.constexpr(6)
 FRACTION_0: tl.constexpr = tl.constexpr(0.5)
 FRACTION_1: tl.constexpr = tl.constexpr(0.36787944117144233)
@@ -63,7 +77,7 @@ TAG_STEP: tl.constexpr = tl.constexpr(0)
 TAG_INIT: tl.constexpr = tl.constexpr(1)
 TAG_SPECTRUM: tl.constexpr = tl.constexpr(2)
 
-# switch values (mirrored by the launcher in inertia_gpu/backends/triton_ensemble.py)
+# switch codes (copies of inertia_gpu/spec.py; tests/test_spec.py checks them)
 QUADRATIC: tl.constexpr = tl.constexpr(0)
 DOUBLE_WELL: tl.constexpr = tl.constexpr(1)
 ROSENBROCK: tl.constexpr = tl.constexpr(2)
@@ -76,6 +90,10 @@ NESTEROV: tl.constexpr = tl.constexpr(1)
 ADDITIVE: tl.constexpr = tl.constexpr(0)
 TEMPERATURE: tl.constexpr = tl.constexpr(1)
 LOSS_SCALED: tl.constexpr = tl.constexpr(2)
+SPECTRUM_FIXED: tl.constexpr = tl.constexpr(0)
+SPECTRUM_UNIFORM: tl.constexpr = tl.constexpr(1)
+SPECTRUM_LOGUNIFORM: tl.constexpr = tl.constexpr(2)
+SPECTRUM_LOGNORMAL: tl.constexpr = tl.constexpr(3)
 
 # coefficient vector layout (working dtype)
 COEF_LR_H: tl.constexpr = tl.constexpr(0)  # lr (heavy ball) | h = dt (continuous)
@@ -95,27 +113,32 @@ COEF_SQRT_VF: tl.constexpr = tl.constexpr(13)  # constant O-step sqrt((1 - e^{-2
 N_COEF = 16
 COEF_INDEX = {k: int(v.value) for k, v in dict(globals()).items() if k.startswith("COEF_")}
 
+# float64 scalars of the observables (the `obs` vector)
+OBS_KINETIC: tl.constexpr = tl.constexpr(0)  # 0.5 lr (heavy ball: K = 0.5 lr |b|^2) | 0.5 (continuous)
+OBS_SHADOW: tl.constexpr = tl.constexpr(1)  # 0.5 lr (heavy ball: + 0.5 lr b.g) | h^2 / 8 (continuous: - h^2/8 |g|^2)
+OBS_DIVERGE: tl.constexpr = tl.constexpr(2)  # min(diverge_above, largest float64): non-finite inertia always diverges
+OBS_NAN: tl.constexpr = tl.constexpr(3)  # a NaN: the state of a diverged trajectory (a constexpr NaN breaks jit caching)
+N_OBS = 4
+OBS_INDEX = {k: int(v.value) for k, v in dict(globals()).items() if k.startswith("OBS_")}
 
-# --- reductions with a fixed order --------------------------------------------------------
 
-
-@triton.jit
-def _row_sum(x, R: tl.constexpr, LOG2C: tl.constexpr, TREE: tl.constexpr):
-    """Sum of x [R, 2**LOG2C] along the last axis -> [R]; TREE: pairwise tree (a fixed order)."""
-    if TREE:
-        for _ in tl.static_range(LOG2C):
-            a, b = tl.split(tl.reshape(x, [R, x.shape[1] // 2, 2]))
-            x = a + b
-        out = tl.reshape(x, [R])
-    else:
-        out = tl.sum(x, axis=1)
-    return out
+# --- sums over coordinates (in-thread) and over groups (in-warp) --------------------------
 
 
 @triton.jit
-def _group_sum(x, BLOCK: tl.constexpr, TREE: tl.constexpr):
-    """Sums of consecutive runs of GROUP entries of x [BLOCK] -> [BLOCK // GROUP]."""
-    return _row_sum(tl.reshape(x, [BLOCK // GROUP, GROUP]), BLOCK // GROUP, LOG2_GROUP, TREE)
+def _coord_sum(x):
+    """[TPT, DIMP, WIDTH] -> [TPT, WIDTH]: the coordinates of a trajectory live in one thread."""
+    return tl.sum(x, axis=1)
+
+
+@triton.jit
+def _group_sum(x, TPT: tl.constexpr, WIDTH: tl.constexpr):
+    """[TPT, WIDTH] -> [TPT * WIDTH // GROUP]: sums over runs of GROUP consecutive trajectories.
+
+    In-thread over TPT, then over the GROUP // TPT lanes of the group (warp shuffles).
+    """
+    per_thread = tl.sum(x, axis=0)
+    return tl.sum(tl.reshape(per_thread, [WIDTH * TPT // GROUP, GROUP // TPT]), axis=1)
 
 
 # --- problems -----------------------------------------------------------------------------
@@ -123,12 +146,16 @@ def _group_sum(x, BLOCK: tl.constexpr, TREE: tl.constexpr):
 
 @triton.jit
 def _shift(x, cols, DIM: tl.constexpr, OFFSET: tl.constexpr):
-    """out[:, i] = x[:, i + OFFSET] (0 where i + OFFSET is outside [0, DIM)); exact (adds zeros)."""
+    """out[:, i, :] = x[:, i + OFFSET, :] (0 where i + OFFSET is outside [0, DIM)); exact (adds zeros).
+
+    The coordinates are in-thread, so the masks are compile-time constants per register and the
+    selects fold away: O(DIM) adds, not O(DIM^2).
+    """
     out = tl.zeros_like(x)
     for j in tl.static_range(DIM):
         if (j - OFFSET >= 0) and (j - OFFSET < DIM):
             col = tl.sum(tl.where(cols == j, x, 0.0), axis=1)
-            out = tl.where(cols == j - OFFSET, col[:, None], out)
+            out = tl.where(cols == j - OFFSET, col[:, None, :], out)
     return out
 
 
@@ -150,23 +177,23 @@ def _grad(theta, lam, cols, PROBLEM: tl.constexpr, DIM: tl.constexpr):
 
 
 @triton.jit
-def _loss(theta, lam, cols, PROBLEM: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr,
-          BLOCK: tl.constexpr, LOG2_DIMP: tl.constexpr, TREE: tl.constexpr):
+def _loss(theta, lam, cols, PROBLEM: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr):
+    """Per-trajectory loss [TPT, WIDTH] in the dtype of theta."""
     if PROBLEM == QUADRATIC:
-        out = 0.5 * _row_sum(lam * theta * theta, BLOCK, LOG2_DIMP, TREE)
+        out = 0.5 * _coord_sum(lam * theta * theta)
     elif PROBLEM == DOUBLE_WELL:
         w = theta * theta - 1.0
         ww = w * w
         if PAD:
             ww = tl.where(cols < DIM, ww, 0.0)
-        out = 0.25 * _row_sum(ww, BLOCK, LOG2_DIMP, TREE)
+        out = 0.25 * _coord_sum(ww)
     else:
         y = _shift(theta, cols, DIM, 1)
         r = y - theta * theta
         one_m = 1.0 - theta
         t = 100.0 * (r * r) + one_m * one_m
         t = tl.where(cols < DIM - 1, t, 0.0)
-        out = _row_sum(t, BLOCK, LOG2_DIMP, TREE)
+        out = _coord_sum(t)
     return out
 
 
@@ -174,57 +201,68 @@ def _loss(theta, lam, cols, PROBLEM: tl.constexpr, DIM: tl.constexpr, PAD: tl.co
 
 
 @triton.jit
-def _observe(theta, mom, g, lam, cols, half, shadow_c, PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr,
-             DIM: tl.constexpr, PAD: tl.constexpr, BLOCK: tl.constexpr, LOG2_DIMP: tl.constexpr,
-             TREE: tl.constexpr):
-    """(inertia, kinetic, loss, shadow) per trajectory, as reference.Model.observe."""
-    loss = _loss(theta, lam, cols, PROBLEM, DIM, PAD, BLOCK, LOG2_DIMP, TREE)
+def _observe64(theta, mom, lam, cols, kin_c, shadow_c, PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr,
+               DIM: tl.constexpr, PAD: tl.constexpr):
+    """(inertia, kinetic, loss, shadow) per trajectory [TPT, WIDTH] in float64, as reference.Model.observe."""
+    t64 = theta.to(tl.float64)
+    m64 = mom.to(tl.float64)
+    l64 = lam.to(tl.float64)
+    loss = _loss(t64, l64, cols, PROBLEM, DIM, PAD)
+    g64 = _grad(t64, l64, cols, PROBLEM, DIM)
+    kinetic = kin_c * _coord_sum(m64 * m64)
+    inertia = kinetic + loss
     if INTEGRATOR == HEAVY_BALL:
-        kinetic = half * _row_sum(mom * mom, BLOCK, LOG2_DIMP, TREE)
-        inertia = kinetic + loss
-        shadow = inertia + half * _row_sum(mom * g, BLOCK, LOG2_DIMP, TREE)
+        shadow = inertia + shadow_c * _coord_sum(m64 * g64)
     else:
-        kinetic = 0.5 * _row_sum(mom * mom, BLOCK, LOG2_DIMP, TREE)
-        inertia = kinetic + loss
-        shadow = inertia - shadow_c * _row_sum(g * g, BLOCK, LOG2_DIMP, TREE)
+        shadow = inertia - shadow_c * _coord_sum(g64 * g64)
     return inertia, kinetic, loss, shadow
 
 
 @triton.jit
-def _store_sums(partials_ptr, row, grp, n_groups, valid, inertia, kinetic, loss, shadow,
-                BLOCK: tl.constexpr, TREE: tl.constexpr):
-    """partials[row, grp, :] = group sums of [finite, I, K, L, shadow, I^2] over finite trajectories."""
-    finite = valid & ((inertia - inertia) == 0.0)  # false for inf and nan
-    c = tl.where(finite, 1.0, 0.0).to(tl.float64)
-    i64 = tl.where(finite, inertia.to(tl.float64), 0.0)
-    k64 = tl.where(finite, kinetic.to(tl.float64), 0.0)
-    l64 = tl.where(finite, loss.to(tl.float64), 0.0)
-    s64 = tl.where(finite, shadow.to(tl.float64), 0.0)
+def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, shadow,
+                TPT: tl.constexpr, WIDTH: tl.constexpr):
+    """partials[row, grp, :] = group sums of [count, I, K, L, shadow, I^2] over the kept trajectories.
+
+    The count is summed as an integer (exact, one shuffle word instead of two).
+    """
+    zero = tl.zeros_like(inertia)
+    i64 = tl.where(kept, inertia, zero)
     base = partials_ptr + (row.to(tl.int64) * n_groups + grp) * N_QUANTITIES
     gmask = grp < n_groups
-    tl.store(base + 0, _group_sum(c, BLOCK, TREE), mask=gmask)
-    tl.store(base + 1, _group_sum(i64, BLOCK, TREE), mask=gmask)
-    tl.store(base + 2, _group_sum(k64, BLOCK, TREE), mask=gmask)
-    tl.store(base + 3, _group_sum(l64, BLOCK, TREE), mask=gmask)
-    tl.store(base + 4, _group_sum(s64, BLOCK, TREE), mask=gmask)
-    tl.store(base + 5, _group_sum(i64 * i64, BLOCK, TREE), mask=gmask)
+    tl.store(base + 0, _group_sum(kept.to(tl.int32), TPT, WIDTH).to(tl.float64), mask=gmask)
+    tl.store(base + 1, _group_sum(i64, TPT, WIDTH), mask=gmask)
+    tl.store(base + 2, _group_sum(tl.where(kept, kinetic, zero), TPT, WIDTH), mask=gmask)
+    tl.store(base + 3, _group_sum(tl.where(kept, loss, zero), TPT, WIDTH), mask=gmask)
+    tl.store(base + 4, _group_sum(tl.where(kept, shadow, zero), TPT, WIDTH), mask=gmask)
+    tl.store(base + 5, _group_sum(i64 * i64, TPT, WIDTH), mask=gmask)
 
 
 @triton.jit
-def _record(theta, mom, g, lam, cols, n1, inertia0, fp0, fp1, fp2, partials_ptr, row0, grp, n_groups, valid,
-            half, shadow_c, PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, DIM: tl.constexpr,
-            PAD: tl.constexpr, BLOCK: tl.constexpr, LOG2_DIMP: tl.constexpr, TREE: tl.constexpr,
-            RECORD_EVERY: tl.constexpr):
-    """Statistics of the state at step n1 >= 1 (a recorded step) and the first-passage update."""
-    inertia, kinetic, loss, shadow = _observe(theta, mom, g, lam, cols, half, shadow_c, PROBLEM, INTEGRATOR,
-                                              DIM, PAD, BLOCK, LOG2_DIMP, TREE)
-    _store_sums(partials_ptr, n1 // RECORD_EVERY - row0, grp, n_groups, valid, inertia, kinetic, loss, shadow,
-                BLOCK, TREE)
-    n32 = n1.to(tl.int32)
+def _record(theta, mom, g, lam, cols, n, row, inertia0, fp0, fp1, fp2, partials_ptr, grp, n_groups, valid,
+            kin_c, shadow_c, diverge, nan64, PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, DIM: tl.constexpr,
+            PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr):
+    """Statistics of the state at recorded step n (partial-sum row `row`), divergence, first passage.
+
+    `diverge` is min(diverge_above, largest float64), so the one compare `I <= diverge` is false for
+    NaN, for +inf and above the bound.
+    """
+    inertia, kinetic, loss, shadow = _observe64(theta, mom, lam, cols, kin_c, shadow_c, PROBLEM, INTEGRATOR,
+                                                DIM, PAD)
+    ok = inertia <= diverge
+    _store_sums(partials_ptr, row, grp, n_groups, valid & ok, inertia, kinetic, loss, shadow, TPT, WIDTH)
+    keep = ok[:, None, :]
+    nan = nan64.to(theta.dtype)
+    theta = tl.where(keep, theta, nan)
+    mom = tl.where(keep, mom, nan)
+    if INTEGRATOR == LEAPFROG or INTEGRATOR == BAOAB:
+        g = tl.where(keep, g, nan)
+    # a diverged trajectory cannot pass: its inertia fails every compare (NaN), or exceeds f I_0
+    # (I_0 <= diverge_above, else it diverged at step 0 and is NaN since)
+    n32 = n.to(tl.int32)
     fp0 = tl.where((fp0 < 0) & (inertia <= FRACTION_0 * inertia0), n32, fp0)
     fp1 = tl.where((fp1 < 0) & (inertia <= FRACTION_1 * inertia0), n32, fp1)
     fp2 = tl.where((fp2 < 0) & (inertia <= FRACTION_2 * inertia0), n32, fp2)
-    return fp0, fp1, fp2
+    return theta, mom, g, fp0, fp1, fp2
 
 
 # --- dynamics -----------------------------------------------------------------------------
@@ -242,15 +280,15 @@ def _neg_expm1(x):
 @triton.jit
 def _ou(v, xi, theta, lam, cols, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf,
         PROBLEM: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr, NOISY: tl.constexpr,
-        DIM: tl.constexpr, PAD: tl.constexpr, BLOCK: tl.constexpr, LOG2_DIMP: tl.constexpr, TREE: tl.constexpr):
+        DIM: tl.constexpr, PAD: tl.constexpr):
     """Exact Ornstein-Uhlenbeck step v <- c1 v + c2 xi (reference.Model.ou_step)."""
     if SCHEDULE == CONSTANT:
         out = c_mu * v
         if NOISY:
             if NOISE_MODEL == LOSS_SCALED:
-                loss = _loss(theta, lam, cols, PROBLEM, DIM, PAD, BLOCK, LOG2_DIMP, TREE)
+                loss = _loss(theta, lam, cols, PROBLEM, DIM, PAD)
                 sigma = noise_c * tl.sqrt(tl.where(loss < 0.0, 0.0, loss))
-                out = out + (sigma * sqrt_vf)[:, None] * xi
+                out = out + (sigma * sqrt_vf)[:, None, :] * xi
             else:
                 out = out + c_s * xi
     else:
@@ -263,9 +301,9 @@ def _ou(v, xi, theta, lam, cols, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf,
             vf = tl.where(gamma > 0.0, _neg_expm1(-2.0 * gamma * h) / (2.0 * gamma), h)
             sq = tl.sqrt(vf)
             if NOISE_MODEL == LOSS_SCALED:
-                loss = _loss(theta, lam, cols, PROBLEM, DIM, PAD, BLOCK, LOG2_DIMP, TREE)
+                loss = _loss(theta, lam, cols, PROBLEM, DIM, PAD)
                 sigma = noise_c * tl.sqrt(tl.where(loss < 0.0, 0.0, loss))
-                out = out + (sigma * sq)[:, None] * xi
+                out = out + (sigma * sq)[:, None, :] * xi
             elif NOISE_MODEL == TEMPERATURE:
                 sigma = tl.sqrt(2.0 * gamma * temp_c)
                 out = out + (sigma * sq) * xi
@@ -277,9 +315,13 @@ def _ou(v, xi, theta, lam, cols, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf,
 @triton.jit
 def _advance(theta, mom, g, lam, xi, cols, n, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf,
              PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr,
-             NOISE_MODEL: tl.constexpr, NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr,
-             BLOCK: tl.constexpr, LOG2_DIMP: tl.constexpr, TREE: tl.constexpr):
-    """State n -> n + 1 (docs/CONVENTIONS.md, Dynamics); g = grad L(theta) in and out."""
+             NOISE_MODEL: tl.constexpr, NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr):
+    """State n -> n + 1 (docs/CONVENTIONS.md, Dynamics).
+
+    Leapfrog and BAOAB carry g = grad L(theta) in and out (their closing half-kick's gradient opens the
+    next step); heavy ball and Euler compute it at the start of the step and carry nothing (g = 0.0),
+    which saves a register per coordinate.
+    """
     if INTEGRATOR == HEAVY_BALL:
         lr = lr_h
         if SCHEDULE == CONSTANT:
@@ -287,12 +329,13 @@ def _advance(theta, mom, g, lam, xi, cols, n, lr_h, c_mu, c_s, noise_c, half, r_
         else:
             nf = n.to(theta.dtype)
             mu = nf / (nf + r_c)
+        g = _grad(theta, lam, cols, PROBLEM, DIM)  # at the start: nothing is carried across steps
         gn = g
         if NOISY:
             if NOISE_MODEL == LOSS_SCALED:
-                loss = _loss(theta, lam, cols, PROBLEM, DIM, PAD, BLOCK, LOG2_DIMP, TREE)
+                loss = _loss(theta, lam, cols, PROBLEM, DIM, PAD)
                 s = noise_c * tl.sqrt(tl.where(loss < 0.0, 0.0, loss))
-                gn = g + s[:, None] * xi
+                gn = g + s[:, None, :] * xi
             elif NOISE_MODEL == TEMPERATURE and SCHEDULE == NESTEROV:
                 friction = (1.0 - mu) / lr
                 gn = g + tl.sqrt(2.0 * friction * temp_c) * xi
@@ -300,7 +343,7 @@ def _advance(theta, mom, g, lam, xi, cols, n, lr_h, c_mu, c_s, noise_c, half, r_
                 gn = g + c_s * xi
         mom = mu * mom + gn
         theta = theta - lr * mom
-        g = _grad(theta, lam, cols, PROBLEM, DIM)
+        g = 0.0
     elif INTEGRATOR == EULER:
         h = lr_h
         if SCHEDULE == CONSTANT:
@@ -310,19 +353,20 @@ def _advance(theta, mom, g, lam, xi, cols, n, lr_h, c_mu, c_s, noise_c, half, r_
             mu = nf / (nf + r_c)
             gamma = (1.0 - mu) / h
             hg = h * gamma
+        g = _grad(theta, lam, cols, PROBLEM, DIM)
         new_mom = mom - h * g - hg * mom
         if NOISY:
             if NOISE_MODEL == LOSS_SCALED:
-                loss = _loss(theta, lam, cols, PROBLEM, DIM, PAD, BLOCK, LOG2_DIMP, TREE)
+                loss = _loss(theta, lam, cols, PROBLEM, DIM, PAD)
                 sigma = noise_c * tl.sqrt(tl.where(loss < 0.0, 0.0, loss))
-                new_mom = new_mom + (sigma * sqrt_h)[:, None] * xi
+                new_mom = new_mom + (sigma * sqrt_h)[:, None, :] * xi
             elif NOISE_MODEL == TEMPERATURE and SCHEDULE == NESTEROV:
                 new_mom = new_mom + (tl.sqrt(2.0 * gamma * temp_c) * sqrt_h) * xi
             else:
                 new_mom = new_mom + c_s * xi
         theta = theta + h * mom
         mom = new_mom
-        g = _grad(theta, lam, cols, PROBLEM, DIM)
+        g = 0.0
     elif INTEGRATOR == LEAPFROG:  # B A B O
         h = lr_h
         mom = mom - half * g
@@ -330,13 +374,13 @@ def _advance(theta, mom, g, lam, xi, cols, n, lr_h, c_mu, c_s, noise_c, half, r_
         g = _grad(theta, lam, cols, PROBLEM, DIM)
         mom = mom - half * g
         mom = _ou(mom, xi, theta, lam, cols, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf, PROBLEM, SCHEDULE,
-                  NOISE_MODEL, NOISY, DIM, PAD, BLOCK, LOG2_DIMP, TREE)
+                  NOISE_MODEL, NOISY, DIM, PAD)
     else:  # baoab: B A O A B
         h = lr_h
         mom = mom - half * g
         theta = theta + half * mom
         mom = _ou(mom, xi, theta, lam, cols, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf, PROBLEM, SCHEDULE,
-                  NOISE_MODEL, NOISY, DIM, PAD, BLOCK, LOG2_DIMP, TREE)
+                  NOISE_MODEL, NOISY, DIM, PAD)
         theta = theta + half * mom
         g = _grad(theta, lam, cols, PROBLEM, DIM)
         mom = mom - half * g
@@ -344,108 +388,113 @@ def _advance(theta, mom, g, lam, xi, cols, n, lr_h, c_mu, c_s, noise_c, half, r_
 
 
 @triton.jit
-def _step(theta, mom, g, lam, xi, cols, n, inertia0, fp0, fp1, fp2, partials_ptr, row0, grp, n_groups, valid,
-          lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, shadow_c,
+def _step(theta, mom, g, lam, xi, cols, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp, n_groups,
+          valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, kin_c, shadow_c, diverge, nan64,
           PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
-          NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, BLOCK: tl.constexpr,
-          LOG2_DIMP: tl.constexpr, TREE: tl.constexpr, RECORD_EVERY: tl.constexpr):
-    """One step plus, when n + 1 is a recorded step, its statistics."""
+          NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr):
+    """One step n -> n + 1 plus, when the table says n + 1 is recorded, its statistics."""
     theta, mom, g = _advance(theta, mom, g, lam, xi, cols, n, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c,
-                             sqrt_h, sqrt_vf, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD,
-                             BLOCK, LOG2_DIMP, TREE)
-    n1 = n + 1
-    if RECORD_EVERY == 1:
-        fp0, fp1, fp2 = _record(theta, mom, g, lam, cols, n1, inertia0, fp0, fp1, fp2, partials_ptr, row0, grp,
-                                n_groups, valid, half, shadow_c, PROBLEM, INTEGRATOR, DIM, PAD, BLOCK,
-                                LOG2_DIMP, TREE, RECORD_EVERY)
-    else:
-        if n1 % RECORD_EVERY == 0:
-            fp0, fp1, fp2 = _record(theta, mom, g, lam, cols, n1, inertia0, fp0, fp1, fp2, partials_ptr, row0,
-                                    grp, n_groups, valid, half, shadow_c, PROBLEM, INTEGRATOR, DIM, PAD, BLOCK,
-                                    LOG2_DIMP, TREE, RECORD_EVERY)
+                             sqrt_h, sqrt_vf, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD)
+    row = tl.load(rec_ptr + (n + 1 - lo))
+    if row >= 0:
+        theta, mom, g, fp0, fp1, fp2 = _record(theta, mom, g, lam, cols, n + 1, row, inertia0, fp0, fp1, fp2,
+                                               partials_ptr, grp, n_groups, valid, kin_c, shadow_c, diverge, nan64,
+                                               PROBLEM, INTEGRATOR, DIM, PAD, TPT, WIDTH)
     return theta, mom, g, fp0, fp1, fp2
 
 
 @triton.jit
-def _quad(theta, mom, g, lam, cols, colmask, traj_u32, q, lo, hi, seed, inertia0, fp0, fp1, fp2, partials_ptr,
-          row0, grp, n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, shadow_c,
+def _quad(theta, mom, g, lam, cols, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, fp0, fp1, fp2,
+          partials_ptr, grp, n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf,
+          kin_c, shadow_c, diverge, nan64,
           PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
-          NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, BLOCK: tl.constexpr,
-          LOG2_DIMP: tl.constexpr, TREE: tl.constexpr, RECORD_EVERY: tl.constexpr, GUARD: tl.constexpr):
+          NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr,
+          GUARD: tl.constexpr):
     """Steps 4q .. 4q + 3 from one Philox call per coordinate (lane = n % 4).
 
     GUARD: only the steps n with lo <= n < hi run (head and tail of an unaligned window).
     """
     if NOISY:
-        c1 = tl.zeros_like(traj_u32) + q.to(tl.uint32)
-        c2 = tl.zeros_like(traj_u32) + cols.to(tl.uint32)
-        c3 = tl.zeros_like(traj_u32) + TAG_STEP
-        z0, z1, z2, z3 = philox_normals4(seed, traj_u32, c1, c2, c3, theta.dtype)
-        if PAD:
-            z0 = tl.where(colmask, z0, 0.0)
-            z1 = tl.where(colmask, z1, 0.0)
-            z2 = tl.where(colmask, z2, 0.0)
-            z3 = tl.where(colmask, z3, 0.0)
-    else:
-        z0 = 0.0
-        z1 = 0.0
-        z2 = 0.0
-        z3 = 0.0
+        zero = tl.zeros(theta.shape, dtype=tl.uint32)
+        c1 = zero + q.to(tl.uint32)
+        c2 = zero + cols.to(tl.uint32)
+        c3 = zero + TAG_STEP
+        # the raw words, not four normals: the second Box-Muller pair is transformed only at lane 2,
+        # so at most one pending normal per coordinate is live (registers: float64 and d > 1)
+        x0, x1, x2, x3 = tl.philox(seed, zero + traj_u32, c1, c2, c3)
     base = q * 4
     for lane in tl.static_range(4):
-        if lane == 0:
-            xi = z0
-        elif lane == 1:
-            xi = z1
-        elif lane == 2:
-            xi = z2
+        if NOISY:
+            if lane == 0:
+                z0, z1 = box_muller(x0, x1, theta.dtype)
+                xi = z0
+            elif lane == 1:
+                xi = z1
+            elif lane == 2:
+                z2, z3 = box_muller(x2, x3, theta.dtype)
+                xi = z2
+            else:
+                xi = z3
+            if PAD:
+                xi = tl.where(colmask, xi, 0.0)
         else:
-            xi = z3
+            xi = 0.0
         n = base + lane
         if GUARD:
             if (n >= lo) & (n < hi):
                 theta, mom, g, fp0, fp1, fp2 = _step(
-                    theta, mom, g, lam, xi, cols, n, inertia0, fp0, fp1, fp2, partials_ptr, row0, grp, n_groups,
-                    valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, shadow_c, PROBLEM,
-                    INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, BLOCK, LOG2_DIMP, TREE, RECORD_EVERY)
+                    theta, mom, g, lam, xi, cols, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp,
+                    n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, kin_c, shadow_c,
+                    diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH)
         else:
             theta, mom, g, fp0, fp1, fp2 = _step(
-                theta, mom, g, lam, xi, cols, n, inertia0, fp0, fp1, fp2, partials_ptr, row0, grp, n_groups,
-                valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, shadow_c, PROBLEM,
-                INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, BLOCK, LOG2_DIMP, TREE, RECORD_EVERY)
+                theta, mom, g, lam, xi, cols, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp,
+                n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, kin_c, shadow_c,
+                diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH)
     return theta, mom, g, fp0, fp1, fp2
 
 
 # --- the kernel ---------------------------------------------------------------------------
 
 
-@triton.jit(do_not_specialize=["start", "count", "n_groups", "step_begin", "step_end", "row0", "seed"])
+@triton.jit(do_not_specialize=["start", "count", "n_groups", "step_begin", "step_end", "seed"])
 def ensemble_kernel(
     theta_in, mom_in, inertia0_in, fp_in,
     theta_out, mom_out, inertia0_out, fp_out,
-    lam_ptr, coef_ptr, partials_ptr,
-    start, count, n_groups, step_begin, step_end, row0, seed,
+    lam_ptr, coef_ptr, obs_ptr, rec_ptr, partials_ptr,
+    start, count, n_groups, step_begin, step_end, seed,
     PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
     NOISY: tl.constexpr, DRAWN_SPECTRUM: tl.constexpr, START_FROM_INIT: tl.constexpr,
-    DIM: tl.constexpr, DIMP: tl.constexpr, LOG2_DIMP: tl.constexpr, RECORD_EVERY: tl.constexpr,
-    TREE: tl.constexpr, BLOCK: tl.constexpr, GUARD: tl.constexpr = True,
+    DIM: tl.constexpr, DIMP: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr, GUARD: tl.constexpr = True,
 ):
     """Advance trajectories [start, start + count) over steps [step_begin, step_end).
 
-    theta/mom: [count, DIM] row-major, working dtype; inertia0 [count]; fp [count, 3] int32;
-    partials [rows, n_groups, 6] float64, row = n // RECORD_EVERY - row0 for recorded step n.
+    Per-trajectory buffers are blocked per program (padded to whole programs; the launcher permutes):
+    theta/mom [programs, TPT, DIM, WIDTH] working dtype; inertia0 [programs, TPT, WIDTH] float64;
+    fp [programs, TPT, 3, WIDTH] int32; trajectory pid * BLOCK + t * TPT + i sits at [pid, i, ., t].
+    rec [step_end - step_begin + 1] int32 (row of step step_begin + k, -1 = not recorded);
+    partials [rows, n_groups, 6] float64; obs float64 [N_OBS].
     """
     ACC = theta_out.dtype.element_ty
     PAD: tl.constexpr = DIMP != DIM
+    BLOCK: tl.constexpr = TPT * WIDTH
+    CARRY_G: tl.constexpr = INTEGRATOR == LEAPFROG or INTEGRATOR == BAOAB
     pid = tl.program_id(0)
-    rows = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    valid = rows < count
-    traj = start.to(tl.int64) + rows
-    cols = tl.arange(0, DIMP)[None, :]
+    # element (i, j, t): trajectory pid * BLOCK + t * TPT + i, coordinate j
+    ii = tl.arange(0, TPT)[:, None, None]
+    tt = tl.arange(0, WIDTH)[None, None, :]
+    cols = tl.arange(0, DIMP)[None, :, None]
+    rows = pid.to(tl.int64) * BLOCK + (tt * TPT + ii).to(tl.int64)  # [TPT, 1, WIDTH]
+    valid = tl.reshape(rows < count, [TPT, WIDTH])
     colmask = cols < DIM
-    mask2 = valid[:, None] & colmask
-    offs2 = rows[:, None] * DIM + cols
-    traj_u32 = (traj[:, None] + tl.zeros([BLOCK, DIMP], dtype=tl.int64)).to(tl.uint32)
+    # the state buffers are blocked per program as [TPT, DIM, WIDTH] (the launcher permutes them), so
+    # consecutive threads touch consecutive addresses: the loads' coalesced layout is the compute layout
+    offs3 = ((pid.to(tl.int64) * TPT + ii) * DIM + cols) * WIDTH + tt
+    i2 = tl.arange(0, TPT)[:, None]
+    t2 = tl.arange(0, WIDTH)[None, :]
+    offs2 = (pid.to(tl.int64) * TPT + i2) * WIDTH + t2
+    offs_fp = (pid.to(tl.int64) * TPT + i2) * (3 * WIDTH) + t2
+    traj_u32 = (start.to(tl.int64) + rows).to(tl.uint32)  # [TPT, 1, WIDTH]; Philox broadcasts it
     grp = pid.to(tl.int64) * (BLOCK // GROUP) + tl.arange(0, BLOCK // GROUP).to(tl.int64)
 
     lr_h = tl.load(coef_ptr + COEF_LR_H)
@@ -455,33 +504,36 @@ def ensemble_kernel(
     half = tl.load(coef_ptr + COEF_HALF)
     r_c = tl.load(coef_ptr + COEF_R)
     temp_c = tl.load(coef_ptr + COEF_T)
-    shadow_c = tl.load(coef_ptr + COEF_SHADOW)
     sqrt_h = tl.load(coef_ptr + COEF_SQRT_H)
     sqrt_vf = tl.load(coef_ptr + COEF_SQRT_VF)
+    kin_c = tl.load(obs_ptr + OBS_KINETIC)
+    shadow_c = tl.load(obs_ptr + OBS_SHADOW)
+    diverge = tl.load(obs_ptr + OBS_DIVERGE)
+    nan64 = tl.load(obs_ptr + OBS_NAN)
 
     # eigenvalues of the quadratic: shared (loaded) or per trajectory (drawn from the spectrum stream)
     if PROBLEM == QUADRATIC:
-        if DRAWN_SPECTRUM == 0:
-            lam = tl.load(lam_ptr + cols, mask=colmask, other=0.0).to(ACC)
+        if DRAWN_SPECTRUM == SPECTRUM_FIXED:
+            lam = tl.load(lam_ptr + cols, mask=colmask, other=0.0).to(ACC)  # [1, DIMP, 1]: shared
         else:
             spec_a = tl.load(coef_ptr + COEF_SPEC_A)
             spec_b = tl.load(coef_ptr + COEF_SPEC_B)
-            zero = tl.zeros_like(traj_u32)
-            x0, x1, _x2, _x3 = tl.philox(seed, traj_u32, zero, zero + cols.to(tl.uint32), zero + TAG_SPECTRUM)
-            if DRAWN_SPECTRUM == 1:
+            zero = tl.zeros([TPT, DIMP, WIDTH], dtype=tl.uint32)
+            x0, x1, _x2, _x3 = tl.philox(seed, zero + traj_u32, zero, zero + cols.to(tl.uint32), zero + TAG_SPECTRUM)
+            if DRAWN_SPECTRUM == SPECTRUM_UNIFORM:
                 lam = spec_a + spec_b * uniform24(x0, ACC)
-            elif DRAWN_SPECTRUM == 2:
+            elif DRAWN_SPECTRUM == SPECTRUM_LOGUNIFORM:
                 lam = tl.exp(spec_a + spec_b * uniform24(x0, ACC))
             else:
                 z, _z1 = box_muller(x0, x1, ACC)
                 lam = tl.exp(spec_a + spec_b * z)
             lam = tl.where(colmask, lam, 0.0)
     else:
-        lam = tl.zeros([BLOCK, DIMP], dtype=ACC)
+        lam = tl.zeros([TPT, DIMP, WIDTH], dtype=ACC)
 
     if START_FROM_INIT:
-        zero = tl.zeros_like(traj_u32)
-        z_theta, z_v, _z2, _z3 = philox_normals4(seed, traj_u32, zero, zero + cols.to(tl.uint32), zero + TAG_INIT,
+        zero = tl.zeros([TPT, DIMP, WIDTH], dtype=tl.uint32)
+        z_theta, z_v, _z2, _z3 = philox_normals4(seed, zero + traj_u32, zero, zero + cols.to(tl.uint32), zero + TAG_INIT,
                                                  ACC)
         theta = tl.where(colmask, tl.load(coef_ptr + COEF_INIT_THETA) * z_theta, 0.0)
         v = tl.where(colmask, tl.load(coef_ptr + COEF_INIT_V) * z_v, 0.0)
@@ -489,37 +541,50 @@ def ensemble_kernel(
             mom = -v / lr_h
         else:
             mom = v
-        g = _grad(theta, lam, cols, PROBLEM, DIM)
-        inertia0, kinetic, loss, shadow = _observe(theta, mom, g, lam, cols, half, shadow_c, PROBLEM, INTEGRATOR,
-                                                   DIM, PAD, BLOCK, LOG2_DIMP, TREE)
-        _store_sums(partials_ptr, row0 * 0, grp, n_groups, valid, inertia0, kinetic, loss, shadow, BLOCK, TREE)
-        fp0 = tl.full([BLOCK], -1, dtype=tl.int32)
-        fp1 = tl.full([BLOCK], -1, dtype=tl.int32)
-        fp2 = tl.full([BLOCK], -1, dtype=tl.int32)
+        g = _grad(theta, lam, cols, PROBLEM, DIM) if CARRY_G else 0.0
+        inertia0, _k, _l, _s = _observe64(theta, mom, lam, cols, kin_c, shadow_c, PROBLEM, INTEGRATOR, DIM, PAD)
+        fp0 = tl.full([TPT, WIDTH], -1, dtype=tl.int32)
+        fp1 = tl.full([TPT, WIDTH], -1, dtype=tl.int32)
+        fp2 = tl.full([TPT, WIDTH], -1, dtype=tl.int32)
+        row = tl.load(rec_ptr)
+        if row >= 0:  # step 0 is recorded whenever the run starts (backends.base.recorded_in_window)
+            theta, mom, g, fp0, fp1, fp2 = _record(theta, mom, g, lam, cols, step_begin * 0, row, inertia0, fp0,
+                                                   fp1, fp2, partials_ptr, grp, n_groups, valid, kin_c, shadow_c,
+                                                   diverge, nan64, PROBLEM, INTEGRATOR, DIM, PAD, TPT, WIDTH)
     else:
-        theta = tl.load(theta_in + offs2, mask=mask2, other=0.0).to(ACC)
-        mom = tl.load(mom_in + offs2, mask=mask2, other=0.0).to(ACC)
-        inertia0 = tl.load(inertia0_in + rows, mask=valid, other=0.0).to(ACC)
-        fp0 = tl.load(fp_in + rows * 3 + 0, mask=valid, other=-1)
-        fp1 = tl.load(fp_in + rows * 3 + 1, mask=valid, other=-1)
-        fp2 = tl.load(fp_in + rows * 3 + 2, mask=valid, other=-1)
-        g = _grad(theta, lam, cols, PROBLEM, DIM)
+        if PAD:
+            theta = tl.load(theta_in + offs3, mask=colmask, other=0.0).to(ACC)
+            mom = tl.load(mom_in + offs3, mask=colmask, other=0.0).to(ACC)
+        else:
+            theta = tl.load(theta_in + offs3).to(ACC)
+            mom = tl.load(mom_in + offs3).to(ACC)
+        inertia0 = tl.load(inertia0_in + offs2).to(tl.float64)
+        fp0 = tl.load(fp_in + offs_fp)
+        fp1 = tl.load(fp_in + offs_fp + WIDTH)
+        fp2 = tl.load(fp_in + offs_fp + 2 * WIDTH)
+        g = _grad(theta, lam, cols, PROBLEM, DIM) if CARRY_G else 0.0
 
     lo = step_begin.to(tl.int64)
     hi = step_end.to(tl.int64)
-    q_first = lo // 4
+    # a while loop, not `for q in range(lo // 4, ...)`: triton 3.6's interpreter hands range() the bounds
+    # as shape-(1,) arrays, which numpy >= 2.4 refuses to turn into Python ints
+    q = lo // 4
     q_last = (hi - 1) // 4  # inclusive; the window has at least one step
-    for qi in range(q_first, q_last + 1):
-        q = lo * 0 + qi  # an int64 tensor also under the interpreter (which iterates Python ints)
+    while q <= q_last:
         theta, mom, g, fp0, fp1, fp2 = _quad(
-            theta, mom, g, lam, cols, colmask, traj_u32, q, lo, hi, seed, inertia0, fp0, fp1, fp2, partials_ptr,
-            row0, grp, n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, shadow_c,
-            PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, BLOCK, LOG2_DIMP, TREE, RECORD_EVERY,
+            theta, mom, g, lam, cols, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, fp0, fp1, fp2,
+            partials_ptr, grp, n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf,
+            kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH,
             GUARD)
+        q += 1
 
-    tl.store(theta_out + offs2, theta.to(theta_out.dtype.element_ty), mask=mask2)
-    tl.store(mom_out + offs2, mom.to(mom_out.dtype.element_ty), mask=mask2)
-    tl.store(inertia0_out + rows, inertia0.to(inertia0_out.dtype.element_ty), mask=valid)
-    tl.store(fp_out + rows * 3 + 0, fp0, mask=valid)
-    tl.store(fp_out + rows * 3 + 1, fp1, mask=valid)
-    tl.store(fp_out + rows * 3 + 2, fp2, mask=valid)
+    if PAD:
+        tl.store(theta_out + offs3, theta.to(theta_out.dtype.element_ty), mask=colmask)
+        tl.store(mom_out + offs3, mom.to(mom_out.dtype.element_ty), mask=colmask)
+    else:
+        tl.store(theta_out + offs3, theta.to(theta_out.dtype.element_ty))
+        tl.store(mom_out + offs3, mom.to(mom_out.dtype.element_ty))
+    tl.store(inertia0_out + offs2, inertia0)
+    tl.store(fp_out + offs_fp, fp0)
+    tl.store(fp_out + offs_fp + WIDTH, fp1)
+    tl.store(fp_out + offs_fp + 2 * WIDTH, fp2)

@@ -22,7 +22,8 @@ import torch
 
 from inertia_gpu import rng
 from inertia_gpu.backends import cupy_backend
-from inertia_gpu.backends.base import FRACTIONS, ChunkState, n_groups, recorded_in_window
+from inertia_gpu.backends.base import FRACTIONS, ChunkState, n_groups, record_rows, recorded_in_window
+from inertia_gpu.optim import cuda_step
 from inertia_gpu.config import SimulationConfig
 
 NVCC = shutil.which("nvcc")
@@ -69,7 +70,7 @@ def test_every_cu_compiles_to_ptx(tmp_path):
     jobs = []
     for i, config in enumerate(_configs()):
         jobs.append((cupy_backend.ENSEMBLE_SOURCE, cupy_backend.ensemble_defines(config), f"ensemble_{i}.ptx"))
-    jobs.append((cupy_backend.SGD_SOURCE, [f"-DIG_SGD_BLOCK={cupy_backend.SGD_BLOCK}"], "sgd.ptx"))
+    jobs.append((cuda_step.SGD_SOURCE, [f"-DIG_SGD_BLOCK={cuda_step.SGD_BLOCK}"], "sgd.ptx"))
     assert {p.name for p in KERNEL_DIR.glob("*.cu")} <= {j[0] for j in jobs}, "a .cu file is not covered"
 
     def compile_one(job):
@@ -82,7 +83,7 @@ def test_every_cu_compiles_to_ptx(tmp_path):
         ptxs = list(pool.map(compile_one, jobs))
     for (source, _, _), ptx in zip(jobs, ptxs):
         names = [cupy_backend.ENSEMBLE_KERNEL] if source == cupy_backend.ENSEMBLE_SOURCE \
-            else list(cupy_backend.SGD_KERNELS.values())
+            else list(cuda_step.SGD_KERNELS.values())
         for name in names:
             assert f".entry {name}(" in ptx, f"{name} missing from {source}"
 
@@ -193,11 +194,11 @@ ENSEMBLE_MAIN = r"""
 #include <vector>
 
 struct HostRecorder {
-    std::vector<double> *out;  // [R][count][4]
+    std::vector<double> *out;  // [R][count][5]: kept, I, K, L, S
     long long count, t;
-    void operator()(long long r, ig_real I, ig_real K, ig_real L, ig_real S) {
-        double *row = out->data() + (r * count + t) * 4;
-        row[0] = I; row[1] = K; row[2] = L; row[3] = S;
+    void operator()(long long r, bool kept, double I, double K, double L, double S) {
+        double *row = out->data() + (r * count + t) * 5;
+        row[0] = kept ? 1.0 : 0.0; row[1] = I; row[2] = K; row[3] = L; row[4] = S;
     }
 };
 
@@ -206,76 +207,103 @@ static long long ri() { long long x; if (scanf("%lld", &x) != 1) exit(3); return
 
 int main() {
     IgParams P;
-    P.lr = rd(); P.momentum = rd(); P.nesterov_r = rd(); P.dt = rd(); P.damping = rd(); P.noise = rd();
-    P.temperature = rd(); P.init_theta_std = rd(); P.init_velocity_std = rd();
+    long long n_const = ri(), n_table = ri();
+    std::vector<ig_real> consts(n_const), table(n_table);
+    for (auto &x : consts) x = (ig_real)rd();
+    for (auto &x : table) x = (ig_real)rd();
+    P.consts = consts.data();
+    P.table = table.data();
+    P.table_stride = ri();
+    P.half_lr64 = rd(); P.shadow64 = rd(); P.diverge_above = rd();
     P.k0 = (ig_u32)ri(); P.k1 = (ig_u32)ri();
     long long start = ri(), count = ri();
-    P.step_begin = ri(); P.step_end = ri(); P.record_every = ri();
+    P.step_begin = ri(); P.step_end = ri();
+    std::vector<int> rows(P.step_end - P.step_begin + 1);
+    for (auto &x : rows) x = (int)ri();
+    P.record_row = rows.data();
     P.lam_stride = ri();
     long long n_lam = ri(), records = ri(), init = ri();
-    std::vector<ig_real> lam(n_lam + 1), th(count * IG_DIM), mo(count * IG_DIM), i0(count);
+    std::vector<ig_real> lam(n_lam + 1), th(count * IG_DIM), mo(count * IG_DIM);
+    std::vector<double> i0(count);
     std::vector<int> fp(count * 3);
     for (long long i = 0; i < n_lam; ++i) lam[i] = (ig_real)rd();
     P.lam = lam.data();
     if (!init) {
         for (auto &x : th) x = (ig_real)rd();
         for (auto &x : mo) x = (ig_real)rd();
-        for (auto &x : i0) x = (ig_real)rd();
+        for (auto &x : i0) x = rd();
         for (auto &x : fp) x = (int)ri();
     }
-    std::vector<ig_real> tho(count * IG_DIM), moo(count * IG_DIM), i0o(count), work(3 * IG_DIM * count);
+    std::vector<ig_real> tho(count * IG_DIM), moo(count * IG_DIM), work(3 * IG_DIM * count);
+    std::vector<double> i0o(count);
     std::vector<int> fpo(count * 3);
-    std::vector<double> out(records * count * 4 + 1, 0.0);
+    std::vector<double> out(records * count * 5 + 1, 0.0);
     for (long long t = 0; t < count; ++t) {
         HostRecorder rec{&out, count, t};
         ig_run_trajectory(P, (ig_u32)(start + t), t, true, init ? nullptr : th.data(), mo.data(), i0.data(), fp.data(),
                           tho.data(), moo.data(), i0o.data(), fpo.data(), work.data(), count, rec);
     }
-    for (long long i = 0; i < records * count * 4; ++i) printf("%.17e\n", out[i]);
+    for (long long i = 0; i < records * count * 5; ++i) printf("%.17e\n", out[i]);
     for (auto x : tho) printf("%.17e\n", (double)x);
     for (auto x : moo) printf("%.17e\n", (double)x);
-    for (auto x : i0o) printf("%.17e\n", (double)x);
+    for (auto x : i0o) printf("%.17e\n", x);
     for (auto x : fpo) printf("%d\n", x);
     return 0;
 }
 """
 
 
+def _floats(values) -> str:
+    return " ".join(repr(float(x)) for x in values)
+
+
 def _host_window(exe: Path, config: SimulationConfig, start: int, count: int, step_begin: int, step_end: int,
                  state: ChunkState | None):
-    """Run the host build of ensemble.cu; returns (per-trajectory obs [R, count, 4], ChunkState) in float64."""
+    """Run the host build of ensemble.cu; returns (per-trajectory obs [R, count, 5], ChunkState) in float64.
+
+    obs columns: kept (0/1), I, K, L, S. The kernel gets exactly what CupyEnsemble passes:
+    the coefficient table, the record-row table and the observables' float64 constants.
+    """
+    from inertia_gpu.coefficients import N_STEP, Obs, coefficients
     dim = config.dim
     records = len(recorded_in_window(config, step_begin, step_end))
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
     if config.problem == "quadratic" and config.distribution is not None:
         from inertia_gpu.problems import drawn_spectrum
         name, params = config.distribution
-        dtype = torch.float64 if config.dtype == "float64" else torch.float32
         lam = drawn_spectrum(name, params, torch.arange(start, start + count), dim, config.seed, dtype).reshape(-1)
         stride = dim
     elif config.problem == "quadratic":
-        lam, stride = torch.tensor(config.spectrum, dtype=torch.float64), 0
+        lam, stride = torch.tensor(config.spectrum, dtype=dtype), 0
     else:
         lam, stride = torch.zeros(0), 0
-    r = config.nesterov_r
-    head = [config.lr, config.momentum, 0.0 if r is None else r, config.dt, config.damping, config.noise,
-            config.temperature, config.init_theta_std, config.init_velocity_std,
-            config.seed & 0xFFFFFFFF, config.seed >> 32, start, count, step_begin, step_end, config.record_every,
-            stride, lam.numel(), records, 1 if state is None else 0]
-    parts = [" ".join(repr(v) if isinstance(v, float) else str(v) for v in head)]
-    parts.append(" ".join(repr(float(x)) for x in lam.double().tolist()))
+    coef = coefficients(config, step_begin, step_end)
+    table = coef.rows.reshape(-1)
+    head = [len(coef.constants), table.numel()]
+    parts = [" ".join(map(str, head)), _floats(coef.constants.tolist()), _floats(table.tolist())]
+    tail = [0 if coef.constant_schedule else N_STEP, float(coef.observe[Obs.HALF_LR]), float(coef.observe[Obs.SHADOW]),
+            float(getattr(config, "diverge_above", math.inf)), config.seed & 0xFFFFFFFF, config.seed >> 32,
+            start, count, step_begin, step_end]
+    parts.append(" ".join(repr(v) if isinstance(v, float) else str(v) for v in tail))
+    parts.append(" ".join(str(int(r)) for r in record_rows(config, step_begin, step_end).tolist()))
+    parts.append(" ".join(map(str, [stride, lam.numel(), records, 1 if state is None else 0])))
+    parts.append(_floats(lam.double().tolist()))
     if state is not None:
         for t in (state.theta, state.momentum, state.inertia0):
-            parts.append(" ".join(repr(float(x)) for x in t.double().reshape(-1).tolist()))
+            parts.append(_floats(t.double().reshape(-1).tolist()))
         parts.append(" ".join(str(int(x)) for x in state.first_passage.reshape(-1).tolist()))
     vals = _run([str(exe)], input="\n".join(parts) + "\n").split()
-    obs_n = records * count * 4
-    obs = np.array([float(v) for v in vals[:obs_n]]).reshape(records, count, 4)
+    obs_n = records * count * 5
+    obs = np.array([float(v) for v in vals[:obs_n]]).reshape(records, count, 5)
     rest = vals[obs_n:]
     theta = np.array([float(v) for v in rest[:count * dim]]).reshape(count, dim)
     mom = np.array([float(v) for v in rest[count * dim:2 * count * dim]]).reshape(count, dim)
     i0 = np.array([float(v) for v in rest[2 * count * dim:2 * count * dim + count]])
     fp = np.array([int(v) for v in rest[2 * count * dim + count:]], dtype=np.int32).reshape(count, len(FRACTIONS))
-    return obs, ChunkState(*(torch.from_numpy(a) for a in (theta, mom, i0, fp)))
+    np_dtype = np.float64 if config.dtype == "float64" else np.float32
+    state = ChunkState(torch.from_numpy(theta.astype(np_dtype)), torch.from_numpy(mom.astype(np_dtype)),
+                       torch.from_numpy(i0), torch.from_numpy(fp))
+    return obs, state
 
 
 HOST_CASES = [
@@ -302,9 +330,11 @@ def _reference(config, start, count, step_begin, step_end, state):
 
 
 def _group_sums_from_obs(obs: np.ndarray):
+    """Group sums of the host observables; a trajectory the kernel did not keep enters with I = NaN (left out)."""
     from inertia_gpu.backends.torch_ref import group_sums
     t = torch.from_numpy(obs)
-    return torch.stack([group_sums(t[r, :, 0], t[r, :, 1], t[r, :, 2], t[r, :, 3]) for r in range(t.shape[0])])
+    inertia = torch.where(t[..., 0] > 0, t[..., 1], torch.full_like(t[..., 1], math.nan))
+    return torch.stack([group_sums(inertia[r], t[r, :, 2], t[r, :, 3], t[r, :, 4]) for r in range(t.shape[0])])
 
 
 @needs_cxx
@@ -338,14 +368,40 @@ def test_host_ensemble_equals_reference(tmp_path, case, regs):
                                                           host_state.inertia0, host_state.first_passage)))
 
 
+FLOAT32_CASES = HOST_CASES + [
+    # temperature noise under both schedules and every integrator: the scale comes from the one table
+    dict(problem="quadratic", condition=10.0, dim=3, integrator="heavy-ball", lr=0.2, momentum=0.7,
+         noise_model="temperature", temperature=0.3),
+    dict(problem="quadratic", condition=4.0, dim=2, integrator="leapfrog", dt=0.2, damping=0.7,
+         noise_model="temperature", temperature=0.4),
+    dict(problem="double-well", dim=3, integrator="baoab", dt=0.1, momentum_schedule="nesterov:2",
+         noise_model="temperature", temperature=0.2),
+    dict(problem="quadratic", spectrum_distribution="loguniform:0.1,2", dim=3, integrator="euler", dt=0.05,
+         momentum_schedule="nesterov:4", noise_model="temperature", temperature=0.5),
+]
+
+
 @needs_cxx
-def test_host_ensemble_float32_close_to_reference(tmp_path):
-    config = SimulationConfig(trajectories=200, steps=9, dtype="float32", **HOST_CASES[2]).validate()
+@pytest.mark.parametrize("case", range(len(FLOAT32_CASES)))
+def test_host_ensemble_float32_equals_reference(tmp_path, case):
+    """float32: the kernel multiplies by the reference's own coefficients, so states agree to rounding."""
+    config = SimulationConfig(trajectories=200, steps=13, record_every=1, seed=99 + case, dtype="float32",
+                              **FLOAT32_CASES[case]).validate()
     exe = _build(tmp_path, "ensemble32", ENSEMBLE_MAIN, cupy_backend.ensemble_defines(config))
-    ref_state, ref_sums = _reference(config, 0, 64, 0, 9, None)
-    obs, state = _host_window(exe, config, 0, 64, 0, 9, None)
-    np.testing.assert_allclose(_group_sums_from_obs(obs).numpy(), ref_sums.numpy(), rtol=2e-5, atol=1e-5)
-    np.testing.assert_allclose(state.theta.numpy(), ref_state.theta.double().numpy(), rtol=1e-4, atol=1e-5)
+    start, count = 64, 130
+    ref_state, ref_sums = _reference(config, start, count, 0, 13, None)
+    obs, state = _host_window(exe, config, start, count, 0, 13, None)
+    sums = _group_sums_from_obs(obs)
+    rtol = 3e-5
+    for name in ("theta", "momentum"):
+        x, y = getattr(state, name), getattr(ref_state, name)
+        assert x.dtype == y.dtype == torch.float32, name
+        scale = float(y.abs().max())
+        torch.testing.assert_close(x, y, rtol=rtol, atol=rtol * scale, msg=lambda m: f"{name}: {m}")
+    assert torch.equal(sums[..., 0], ref_sums[..., 0])  # the same trajectories kept
+    scale = ref_sums.abs().amax(dim=(0, 1), keepdim=True).clamp(min=1e-30)
+    torch.testing.assert_close(sums / scale, ref_sums / scale, rtol=0, atol=4 * rtol)
+    assert (state.first_passage != ref_state.first_passage).any(dim=1).float().mean() <= 0.02
 
 
 # --- (d) on a GPU ----------------------------------------------------------------------------------
@@ -404,7 +460,7 @@ def test_cupy_ensemble_equals_reference(case, dtype):
 ])
 def test_cupy_sgd_step_equals_foreach(dtype, opts):
     _gpu_ready()
-    from inertia_gpu.optim import foreach_step
+    from inertia_gpu.optim import inertia_sgd
     torch.manual_seed(0)
     numel, lr, seed, pidx = 100_003, 0.05, 2 ** 33 + 5, 3
     p0 = torch.randn(numel, dtype=dtype, device="cuda")
@@ -415,8 +471,9 @@ def test_cupy_sgd_step_equals_foreach(dtype, opts):
     p_ref, bufs = p0.clone(), [None]
     p_cu, b_cu = p0.clone(), torch.empty_like(p0)
     for t, g in enumerate(grads):
-        sums_ref = foreach_step([p_ref], [g], bufs, [pidx], group, torch.tensor(t, device="cuda"), None, None)
-        sums_cu = cupy_backend.cupy_sgd_step(p_cu, g, b_cu, lr=lr, momentum=group["momentum"],
+        sums_ref = inertia_sgd([p_ref], [g], bufs, step=torch.tensor(t, device="cuda"), parameter_index=[pidx],
+                               **{k: v for k, v in group.items()}, impl="foreach")
+        sums_cu = cuda_step.cupy_sgd_step(p_cu, g, b_cu, lr=lr, momentum=group["momentum"],
                                              dampening=group["dampening"], weight_decay=group["weight_decay"],
                                              nesterov=group["nesterov"], maximize=group["maximize"],
                                              noise=group["noise"], seed=seed, step=t, parameter=pidx, first=t == 0)

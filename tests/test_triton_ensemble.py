@@ -7,7 +7,8 @@ What these tests prove, on tiny sizes (the interpreter is slow per program):
   rounding, per-group partial sums, first passage exactly; every output is poisoned
   (NaN / INT32_MIN) before the launch, so an element the kernel does not write fails;
 - the noise the kernel applies is the reference Philox stream, sample for sample;
-- the statistics are bitwise identical for different chunkings, step windows and BLOCK;
+- the statistics are bitwise identical for any chunking, window cut and rank count, and BLOCK
+  changes them only within the float64 summation bound;
 - the mean inertia lies within 4 standard errors of the exact theory.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ pytest.importorskip("triton")
 
 from conftest import HAS_CUDA  # noqa: E402
 
-from inertia_gpu import rng  # noqa: E402
+from inertia_gpu import distributed, rng  # noqa: E402
 from inertia_gpu.backends import triton_ensemble  # noqa: E402
 from inertia_gpu.backends.torch_ref import TorchEnsemble  # noqa: E402
 from inertia_gpu.backends.triton_ensemble import TritonEnsemble  # noqa: E402
@@ -210,23 +211,69 @@ def test_philox_helpers_match_rng():
         torch.testing.assert_close(z.cpu(), want_z, rtol=0, atol=2e-6 if dt == torch.float32 else 1e-13)
 
 
-# --- statistics do not depend on chunking, windows or BLOCK ---------------------------------------
+# --- statistics: bitwise for any chunking, window cut or rank count; BLOCK changes rounding only -----
 
 
-def test_statistics_identical_for_any_split(monkeypatch):
-    cfg = make_config("quadratic", "heavy-ball", spectrum=[1.0], trajectories=320, steps=10, replicates=5,
-                      noise_kind="loss-scaled", record_every=1)
-    runs = []
-    for block, chunk, window in [(256, None, None), (64, 64, 3), (128, 192, 4), (64, 128, 7)]:
-        monkeypatch.setattr(triton_ensemble, "default_block", lambda config, count, b=block: (b, 4))
-        runs.append(simulate(dataclasses.replace(cfg), chunk=chunk, window=window, with_theory=False))
-    first = runs[0]
-    for other in runs[1:]:
-        assert np.array_equal(first.replicate_sums, other.replicate_sums)
-        assert np.array_equal(first.first_passage_hist, other.first_passage_hist)
+class _LocalShard(distributed.Shard):
+    """A rank of a world run one after another in this process; merge returns only its own rows."""
+
+    def merge(self, table, hist, own):
+        self.own, self.table, self.hist = own, table.copy(), hist.copy()
+        return table, hist
+
+
+def _split_config():
+    return make_config("quadratic", "heavy-ball", spectrum=[1.0], trajectories=320, steps=10, replicates=5,
+                       noise_kind="loss-scaled", record_every=1)
+
+
+def test_statistics_identical_for_any_chunking_window_and_rank_count():
+    cfg = _split_config()
+    first = simulate(dataclasses.replace(cfg), with_theory=False)
+    for chunk, window in [(64, 3), (192, 4), (128, 7), (256, 5)]:
+        other = simulate(dataclasses.replace(cfg), chunk=chunk, window=window, with_theory=False)
+        assert np.array_equal(first.replicate_sums, other.replicate_sums), (chunk, window)
+        assert np.array_equal(first.first_passage_hist, other.first_passage_hist), (chunk, window)
+    world = 3
+    table = np.zeros_like(first.replicate_sums)
+    hist = np.zeros_like(first.first_passage_hist)
+    for rank in range(world):
+        shard = _LocalShard(rank, world)
+        simulate(dataclasses.replace(cfg), with_theory=False, shard=shard, chunk=128, window=6)
+        a, b = shard.own
+        table[:, a:b] = shard.table[:, a:b]
+        hist += shard.hist
+    assert np.array_equal(table, first.replicate_sums)
+    assert np.array_equal(hist, first.first_passage_hist)
     ref = simulate(dataclasses.replace(cfg, backend="torch"), with_theory=False)
     np.testing.assert_allclose(first.stats["inertia_mean"], ref.stats["inertia_mean"], rtol=1e-5)
     assert np.array_equal(first.first_passage_hist, ref.first_passage_hist)
+
+
+def test_block_size_changes_only_the_summation_order(monkeypatch):
+    """BLOCK (trajectories per thread) reorders the float64 group sums, nothing else.
+
+    Each trajectory's float64 observables do not depend on BLOCK, so two runs' replicate sums are two
+    orders of the same n terms: |difference| <= 2 (n - 1) 2^-53 sum|x_i| (the classical bound on
+    recursive summation, for each order). For count, I, K, L and I^2 the terms are >= 0, so sum|x_i| is
+    the sum itself; the shadow inertia I + (lr/2) b.g has |x_i| <= 2 I_i for a stable heavy ball
+    (|(lr/2) b lam theta| <= sqrt(lr lam) (K + L) / 2 <= I with lr lam <= 4).
+    """
+    cfg = _split_config()
+    runs = []
+    for block in (64, 256, 1024):
+        monkeypatch.setattr(triton_ensemble, "default_block", lambda config, count, b=block: (b, 4))
+        runs.append(simulate(dataclasses.replace(cfg), with_theory=False, chunk=192, window=7))
+    n = cfg.trajectories // cfg.replicates
+    sums = runs[0].replicate_sums
+    scale = sums.copy()
+    scale[..., 4] = 2.0 * sums[..., 1]
+    bound = 2 * (n - 1) * 2.0 ** -53 * np.abs(scale)
+    for other in runs[1:]:
+        diff = np.abs(other.replicate_sums - sums)
+        assert np.all(diff <= bound), float(np.max(diff / np.maximum(bound, 1e-300)))
+        assert np.array_equal(other.replicate_sums[..., 0], sums[..., 0])  # counts are exact
+        assert np.array_equal(other.first_passage_hist, runs[0].first_passage_hist)
 
 
 # --- against theory -------------------------------------------------------------------------------
@@ -254,3 +301,74 @@ def test_unavailable_reason(monkeypatch):
     else:
         assert TritonEnsemble.unavailable_reason(cfg) is None
     assert math.isfinite(0.0)
+
+
+# --- contracts: recording table, float64 observables, divergence ---------------------------------
+
+
+def test_records_exactly_the_steps_the_table_names(monkeypatch):
+    """The kernel records where recorded_in_window says, not where n % record_every == 0."""
+    from inertia_gpu.backends import torch_ref
+    steps = {0, 1, 2, 5, 9, 10, 17, 20}
+
+    def irregular(config, begin, end):
+        first = 0 if begin == 0 else begin + 1
+        return [n for n in range(first, end + 1) if n in steps]
+
+    monkeypatch.setattr(triton_ensemble, "recorded_in_window", irregular)
+    monkeypatch.setattr(torch_ref, "recorded_in_window", irregular)
+    cfg = make_config("quadratic", "leapfrog", steps=20)
+    compare_windows(cfg, [(0, 6), (6, 13), (13, 14), (14, 20)])  # a window without a recorded step too
+
+
+def test_float32_deep_decay_keeps_float64_observables():
+    """I_n falls to ~1e-42, below float32's smallest normal (1.2e-38): a float32 run's statistics still
+    agree with float64 (the observables are formed from the float64-converted state) and exact theory.
+
+    lr lam = 0.5 and momentum 0: theta_{n+1} = theta_n / 2 exactly in either dtype, so the float32 state
+    is the float64 one rounded once at the start; the inertia decays by 4 per step.
+    """
+    opts = dict(spectrum=[1.0], lr=0.5, momentum=0.0, noise=0.0, steps=72, trajectories=256, replicates=4,
+                init_velocity_std=0.0)
+    f32 = simulate(make_config("quadratic", "heavy-ball", **opts))
+    f64 = simulate(make_config("quadratic", "heavy-ball", dtype="float64", backend="torch", **opts),
+                   with_theory=False)
+    mean32, mean64 = f32.stats["inertia_mean"], f64.stats["inertia_mean"]
+    assert mean64[-1] < 1e-40 and np.all(mean32 > 0)
+    np.testing.assert_allclose(mean32, mean64, rtol=1e-6)
+    theory = np.asarray(f32.theory["inertia"])
+    z = (mean32 - theory) / f32.stats["inertia_sem"]
+    assert np.all(np.isfinite(z)) and np.max(np.abs(z)) < 4.0, z
+
+
+def test_divergence_turns_the_state_to_nan_and_drops_it_from_the_sums():
+    """diverge_above: at each recorded step a trajectory with float64 inertia above the bound gets NaN state
+    and leaves every sum; the others run on, bit for bit as without the bound."""
+    from inertia_gpu.reference import Model
+    cfg = make_config("quadratic", "heavy-ball", spectrum=[0.5, 4.2, 1.0], lr=0.5, momentum=0.3, noise=0.2,
+                      steps=8)  # the stiff mode (lr lam = 2.1) oscillates near its limit: some trajectories cross
+    free = TritonEnsemble(poison=True)
+    bounded = TritonEnsemble(poison=True)
+    cfg_b = dataclasses.replace(cfg)
+    object.__setattr__(cfg_b, "diverge_above", 40.0)
+    model64 = Model(dataclasses.replace(cfg, dtype="float64"))
+    # the eigenvalues the float32 dynamics use, converted (the observables measure the simulated system)
+    lam = torch.tensor(cfg.spectrum, dtype=torch.float32).double()[None, :]
+    s_f = s_b = None
+    gone = torch.zeros(N, dtype=torch.bool)
+    saw_divergence = False
+    for n in range(cfg.steps):
+        s_f, _ = free.run(cfg, 0, N, n, n + 1, s_f)
+        s_b, p_b = bounded.run(cfg_b, 0, N, n, n + 1, s_b if n else None)
+        if n == 0:
+            gone |= ~(s_f.inertia0 <= 40.0)  # step 0 is recorded too
+        inertia = model64.observe(s_f.theta.double(), s_f.momentum.double(), lam)[0]
+        gone |= ~(inertia <= 40.0)
+        saw_divergence |= bool(gone.any())
+        assert torch.isnan(s_b.theta[gone]).all() and torch.isnan(s_b.momentum[gone]).all()
+        assert torch.equal(s_b.theta[~gone], s_f.theta[~gone]) and torch.equal(s_b.momentum[~gone], s_f.momentum[~gone])
+        kept = (~gone).reshape(-1, 64)
+        assert torch.equal(p_b[-1, :, 0], kept.sum(dim=1).double())
+        want = torch.where(~gone, inertia, 0.0).reshape(-1, 64).sum(dim=1)
+        torch.testing.assert_close(p_b[-1, :, 1], want, rtol=1e-12, atol=0)
+    assert saw_divergence and not gone.all()

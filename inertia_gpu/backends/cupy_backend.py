@@ -11,8 +11,8 @@ reduction tree. Each configuration (dtype, dim, problem, integrator,
 schedule, noise model) is its own compiled module (-D switches, see
 `ensemble_defines`); CuPy caches the binaries on disk.
 
-`cupy_sgd_step` runs kernels/cuda/sgd.cu in place on one flat parameter
-tensor for the optimizer.
+The optimizer's CUDA C step (kernels/cuda/sgd.cu) lives in inertia_gpu/optim/cuda_step.py and
+uses this module's CuPy plumbing (`_module`, `_OnTorchStream`).
 
 CuPy is imported lazily: importing this module never fails; without CuPy or
 without a GPU, `CupyEnsemble.unavailable_reason` says so in one line.
@@ -20,34 +20,29 @@ without a GPU, `CupyEnsemble.unavailable_reason` says so in one line.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from importlib import resources
 
 import numpy as np
 import torch
 
+from .. import spec
 from ..config import SimulationConfig
 from ..problems import drawn_spectrum
+from ..coefficients import N_STEP, Obs, coefficients
 from .base import FRACTIONS, GROUP, N_QUANTITIES, BackendUnavailable, ChunkState, EnsembleBackend, n_groups, \
-    recorded_in_window
+    record_rows, recorded_in_window
 
 KERNEL_PACKAGE = "inertia_gpu.kernels.cuda"
 ENSEMBLE_SOURCE = "ensemble.cu"
-SGD_SOURCE = "sgd.cu"
 HEADERS = ("philox.cuh",)
 ENSEMBLE_KERNEL = "inertia_ensemble"
-SGD_KERNELS = {torch.float32: "inertia_sgd_f32", torch.float64: "inertia_sgd_f64"}
 
 BLOCK = 128  # threads per block of the ensemble kernel (a multiple of GROUP)
-SGD_BLOCK = 256  # must equal IG_SGD_BLOCK in sgd.cu
-SGD_MAX_BLOCKS = 2048  # grid of the SGD step: a function of numel only, so its sums are device-independent
 REG_MAX = 32  # largest dim whose state stays in registers; above it the state lives in a work buffer
 COMPILE_OPTIONS = ("--std=c++17",)
 
-PROBLEM_CODES = {"quadratic": 0, "double-well": 1, "rosenbrock": 2}
-INTEGRATOR_CODES = {"heavy-ball": 0, "leapfrog": 1, "euler": 2, "baoab": 3}
-NOISE_CODES = {"additive": 1, "temperature": 2, "loss-scaled": 3}
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 # --- sources -------------------------------------------------------------------
@@ -76,14 +71,15 @@ def _source_and_include(name: str) -> tuple[str, tuple[str, ...]]:
 
 def ensemble_defines(config: SimulationConfig) -> list[str]:
     """The -D switches that select the ensemble kernel for `config` (also used by the tests)."""
-    noise = NOISE_CODES[config.noise_model] if config.noisy else 0
+    sw = spec.switches(config)
     return [
         f"-DIG_DOUBLE={1 if config.dtype == 'float64' else 0}",
         f"-DIG_DIM={int(config.dim)}",
-        f"-DIG_PROBLEM={PROBLEM_CODES[config.problem]}",
-        f"-DIG_INTEGRATOR={INTEGRATOR_CODES[config.integrator]}",
-        f"-DIG_SCHEDULE={0 if config.nesterov_r is None else 1}",
-        f"-DIG_NOISE={noise}",
+        f"-DIG_PROBLEM={int(sw.problem)}",
+        f"-DIG_INTEGRATOR={int(sw.integrator)}",
+        f"-DIG_SCHEDULE={int(sw.schedule)}",
+        f"-DIG_NOISE_MODEL={int(sw.noise_model)}",
+        f"-DIG_NOISY={int(sw.noisy)}",
         f"-DIG_REG_MAX={REG_MAX}",
         f"-DIG_BLOCK={BLOCK}",
     ]
@@ -178,7 +174,7 @@ class CupyEnsemble(EnsembleBackend):
             raise ValueError("state must be None exactly when step_begin == 0")
         if not 0 <= start and start + count <= 1 << 32:
             raise ValueError("trajectory indices must lie in [0, 2**32)")
-        dtype = DTYPES[config.dtype]
+        dtype = spec.torch_dtype(config.dtype)
         dim = int(config.dim)
         device = _cuda_device(state.theta if state is not None else None)
         defines = tuple(ensemble_defines(config))
@@ -195,7 +191,7 @@ class CupyEnsemble(EnsembleBackend):
         real = dict(dtype=dtype, device=device)
         theta_out = torch.empty(count, dim, **real)
         mom_out = torch.empty(count, dim, **real)
-        inertia0_out = torch.empty(count, **real)
+        inertia0_out = torch.empty(count, **f64)  # I_0 in float64 (first passage compares in float64)
         fp_out = torch.empty(count, len(FRACTIONS), dtype=torch.int32, device=device)
         partial = torch.zeros(max(1, records * n_warps * N_QUANTITIES), **f64)
         work = torch.empty(3 * dim * threads if dim > REG_MAX else 1, **real)
@@ -220,23 +216,25 @@ class CupyEnsemble(EnsembleBackend):
             init = 0
             theta_in = state.theta.to(device=device, dtype=dtype).contiguous()
             mom_in = state.momentum.to(device=device, dtype=dtype).contiguous()
-            inertia0_in = state.inertia0.to(device=device, dtype=dtype).contiguous()
+            inertia0_in = state.inertia0.to(device=device, dtype=torch.float64).contiguous()
             fp_in = state.first_passage.to(device=device, dtype=torch.int32).contiguous()
 
         seed = int(config.seed)
-        r = config.nesterov_r
+        coef = coefficients(config, step_begin, step_end)
+        consts = coef.constants.to(device)
+        table = coef.rows.contiguous().to(device)
+        rows = record_rows(config, step_begin, step_end).to(device)
         with _OnTorchStream(device) as ctx:
             args = (
                 ctx.view(lam), np.int64(lam_stride), np.int32(init),
                 ctx.view(theta_in), ctx.view(mom_in), ctx.view(inertia0_in), ctx.view(fp_in),
                 ctx.view(theta_out), ctx.view(mom_out), ctx.view(inertia0_out), ctx.view(fp_out),
                 ctx.view(partial), np.int64(n_warps), ctx.view(work),
-                np.float64(config.lr), np.float64(config.momentum), np.float64(0.0 if r is None else r),
-                np.float64(config.dt), np.float64(config.damping), np.float64(config.noise),
-                np.float64(config.temperature), np.float64(config.init_theta_std),
-                np.float64(config.init_velocity_std),
+                ctx.view(consts), ctx.view(table), np.int64(0 if coef.constant_schedule else N_STEP), ctx.view(rows),
+                np.float64(coef.observe[Obs.HALF_LR]), np.float64(coef.observe[Obs.SHADOW]),
+                np.float64(getattr(config, "diverge_above", math.inf)),
                 np.uint32(seed & 0xFFFFFFFF), np.uint32(seed >> 32), np.uint32(start), np.int64(count),
-                np.int64(step_begin), np.int64(step_end), np.int64(config.record_every),
+                np.int64(step_begin), np.int64(step_end),
             )
             kernel((blocks,), (BLOCK,), args)
 
@@ -246,55 +244,5 @@ class CupyEnsemble(EnsembleBackend):
         return ChunkState(theta_out, mom_out, inertia0_out, fp_out), sums
 
 
-# --- the fused optimizer step --------------------------------------------------------
-
-def cupy_sgd_step(param: torch.Tensor, grad: torch.Tensor, momentum_buffer: torch.Tensor | None = None, *,
-                  lr: float, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
-                  nesterov: bool = False, maximize: bool = False, noise: float = 0.0, seed: int = 0,
-                  step: int = 0, parameter: int = 0, first: bool = False) -> torch.Tensor:
-    """One torch.optim.SGD step (plus Philox gradient noise) in place on a CUDA tensor, through CuPy.
-
-    param, grad (and momentum_buffer when momentum != 0): contiguous CUDA tensors of one
-    dtype (float32 or float64) and shape. `first` marks a buffer not yet written (torch's
-    first step: b = g). Noise is noise * xi, xi from the optimizer stream (step, parameter,
-    element). Returns float64 [2] on the device, without a host sync:
-    (sum b_old^2, sum <b_old, d>) of the state before the step, d = the noise-free direction
-    (±grad + weight_decay * param); kinetic = lr/2 * first entry.
-    """
-    reason = cupy_unavailable_reason()
-    if reason is not None:
-        raise BackendUnavailable(f"cupy_sgd_step: {reason}")
-    if param.dtype not in SGD_KERNELS:
-        raise TypeError(f"cupy_sgd_step: dtype {param.dtype} not supported (float32, float64)")
-    tensors = [param, grad] + ([momentum_buffer] if momentum != 0 else [])
-    if momentum != 0 and momentum_buffer is None:
-        raise ValueError("cupy_sgd_step: momentum != 0 needs a momentum_buffer (torch.empty_like(param), first=True)")
-    for t in tensors:
-        if not t.is_cuda or t.dtype != param.dtype or t.numel() != param.numel() or not t.is_contiguous():
-            raise ValueError("cupy_sgd_step: param, grad and buffer must be contiguous CUDA tensors of one dtype and size")
-    if not (0 <= step < 1 << 32 and 0 <= parameter < 1 << 32 and 0 <= seed < 1 << 64):
-        raise ValueError("cupy_sgd_step: step and parameter must lie in [0, 2**32), seed in [0, 2**64)")
-    device = param.device
-    numel = param.numel()
-    nquads = (numel + 3) // 4
-    blocks = max(1, min(SGD_MAX_BLOCKS, (nquads + SGD_BLOCK - 1) // SGD_BLOCK))
-    partial = torch.zeros(blocks, 2, dtype=torch.float64, device=device)
-    if numel == 0:
-        return partial.sum(0)
-    kernel = _module(SGD_SOURCE, (f"-DIG_SGD_BLOCK={SGD_BLOCK}",), device.index).get_function(SGD_KERNELS[param.dtype])
-    has_buf = momentum != 0
-    buf = momentum_buffer if has_buf else param  # not touched without momentum
-    with _OnTorchStream(device) as ctx:
-        args = (
-            ctx.view(param.view(-1)), ctx.view(grad.reshape(-1)), ctx.view(buf.view(-1)), ctx.view(partial),
-            np.int64(numel), np.float64(float(lr)), np.float64(momentum), np.float64(dampening),
-            np.float64(weight_decay), np.float64(noise), np.int32(bool(nesterov)), np.int32(bool(maximize)),
-            np.int32(bool(first)), np.int32(has_buf), np.uint32(seed & 0xFFFFFFFF), np.uint32(seed >> 32),
-            np.uint32(int(step)), np.uint32(int(parameter)),
-        )
-        kernel((blocks,), (SGD_BLOCK,), args)
-    return partial.sum(0)
-
-
-__all__ = ["CupyEnsemble", "cupy_sgd_step", "cupy_unavailable_reason", "ensemble_defines", "kernel_dir",
+__all__ = ["CupyEnsemble", "cupy_unavailable_reason", "ensemble_defines", "kernel_dir",
            "read_source"]

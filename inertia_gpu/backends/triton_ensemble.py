@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 import torch
 
+from .. import spec
 from ..config import SimulationConfig
-from .base import FRACTIONS, N_QUANTITIES, ChunkState, EnsembleBackend, n_groups, recorded_in_window
+from .base import FRACTIONS, GROUP, N_QUANTITIES, ChunkState, EnsembleBackend, n_groups, recorded_in_window
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-PROBLEM_IDS = {"quadratic": 0, "double-well": 1, "rosenbrock": 2}
-INTEGRATOR_IDS = {"heavy-ball": 0, "euler": 1, "leapfrog": 2, "baoab": 3}
-NOISE_MODEL_IDS = {"additive": 0, "temperature": 1, "loss-scaled": 2}
-SPECTRUM_IDS = {None: 0, "uniform": 1, "loguniform": 2, "lognormal": 3}
+
+# The kernel's contraction setting, passed explicitly (triton 3.10 changes the default): no fused
+# multiply-add, so every product and sum rounds as the torch reference's do and the states agree with
+# reference.py to the working dtype's rounding (kernels/ensemble.py, "Floating-point contraction").
+ENABLE_FP_FUSION = False
 
 
 def _next_pow2(x: int) -> int:
@@ -31,14 +34,20 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def default_tpt(config: SimulationConfig) -> int:
+    """Trajectories per thread: several at d = 1 (the per-step scalar work and the group reduction are
+    shared by them), fewer as the per-trajectory state grows, so the state stays in registers."""
+    words = _next_pow2(config.dim) * (2 if config.dtype == "float64" else 1)
+    return {1: 4, 2: 2, 4: 2}.get(words, 1)
+
+
 def default_block(config: SimulationConfig, count: int) -> tuple[int, int]:
-    """(BLOCK, num_warps): ~2048 tile elements per program on a GPU; larger tiles under the interpreter."""
-    dimp = _next_pow2(config.dim)
-    if config.device == "cuda":
-        block = max(64, min(512, 2048 // dimp))
-        return block, 4 if block * dimp <= 2048 else 8
-    block = max(64, min(1024, _next_pow2(count), 16384 // dimp))
-    return block, 4
+    """(BLOCK, num_warps): BLOCK = TPT * 32 * num_warps trajectories per program.
+
+    A function of the configuration alone (never of `count`): the block fixes TPT, TPT fixes the order
+    of the group sums, and the sums must not depend on how the trajectories are chunked.
+    """
+    return default_tpt(config) * 32 * 4, 4
 
 
 def coefficients(config: SimulationConfig, dtype: torch.dtype) -> torch.Tensor:
@@ -106,12 +115,12 @@ def coefficients(config: SimulationConfig, dtype: torch.dtype) -> torch.Tensor:
 class TritonEnsemble(EnsembleBackend):
     """EnsembleBackend over kernels.ensemble.ensemble_kernel.
 
-    block / num_warps override the defaults (tests use them to show the statistics do not
-    depend on them); poison fills every output with NaN (int: INT32_MIN) before the launch,
-    so an element the kernel fails to write shows up; tree=False uses tl.sum instead of the
-    fixed reduction trees (faster on some GPUs, but the sums' rounding may then depend on BLOCK);
-    guard=True compiles one kernel that serves any window, guard="auto" compiles the
-    branch-free variant for windows aligned to 4 at both ends (one more compile per config).
+    block / num_warps override the defaults (BLOCK = TPT * 32 * num_warps: a different block at
+    the same warps changes TPT, which may change the statistics' last bits, never more);
+    poison fills every output with NaN (int: INT32_MIN) before the launch, so an element the
+    kernel fails to write shows up; `tree` is accepted and ignored (the group sums always have
+    a fixed order now); guard=True compiles one kernel that serves any window, guard="auto"
+    compiles the branch-free variant for windows aligned to 4 at both ends (one more compile).
     """
 
     name = "triton"
@@ -120,6 +129,8 @@ class TritonEnsemble(EnsembleBackend):
                  tree: bool = True, guard: bool | str = True):
         if block is not None and (block < 64 or block % 64 or block & (block - 1)):
             raise ValueError(f"block must be a power of two >= 64, got {block}")
+        if num_warps is not None and (num_warps < 1 or num_warps & (num_warps - 1)):
+            raise ValueError(f"num_warps must be a power of two, got {num_warps}")
         self.block = block
         self.num_warps = num_warps
         self.poison = poison if poison is not None else os.environ.get("INERTIA_GPU_POISON", "0") == "1"
@@ -157,13 +168,22 @@ class TritonEnsemble(EnsembleBackend):
         dim = cfg.dim
         dimp = _next_pow2(dim)
         block, num_warps = default_block(cfg, count)
-        block = self.block or block
-        num_warps = self.num_warps or num_warps
+        if self.num_warps:
+            num_warps = self.num_warps
+            block = default_tpt(cfg) * 32 * num_warps
+        if self.block:
+            block = self.block
+        width = 32 * num_warps
+        if block < width:
+            width = block
+        tpt = block // width
+        if GROUP % tpt:
+            raise ValueError(f"block {block} with {num_warps} warps: more than {GROUP} trajectories per thread")
 
-        k = cfg.record_every
         recorded = recorded_in_window(cfg, step_begin, step_end)
-        row0 = 0 if step_begin == 0 else -(-(step_begin + 1) // k)
-        assert not recorded or recorded[0] // k == row0
+        table = [-1] * (step_end - step_begin + 1)
+        for row, n in enumerate(recorded):
+            table[n - step_begin] = row
         groups = n_groups(count)
 
         def out(shape, dt):
@@ -172,13 +192,17 @@ class TritonEnsemble(EnsembleBackend):
             fill = float("nan") if dt.is_floating_point else torch.iinfo(dt).min
             return torch.full(shape, fill, dtype=dt, device=device)
 
+        programs = triton_cdiv(count, block)
+        nf = len(FRACTIONS)
         partials = out((len(recorded), groups, N_QUANTITIES), torch.float64)
-        theta = out((count, dim), dtype)
-        mom = out((count, dim), dtype)
-        inertia0 = out((count,), dtype)
-        first_passage = out((count, len(FRACTIONS)), torch.int32)
+        theta = out((programs, tpt, dim, width), dtype)
+        mom = out((programs, tpt, dim, width), dtype)
+        inertia0 = out((programs, tpt, width), torch.float64)
+        first_passage = out((programs, tpt, nf, width), torch.int32)
 
         coef = coefficients(cfg, dtype).to(device)
+        obs = observable_scalars(cfg).to(device)
+        rec = torch.tensor(table, dtype=torch.int32, device=device)
         drawn = cfg.distribution is not None
         if cfg.problem == "quadratic" and not drawn:
             lam = torch.tensor(cfg.spectrum, dtype=dtype, device=device)
@@ -187,28 +211,71 @@ class TritonEnsemble(EnsembleBackend):
         if state is None:
             ins = (theta, mom, inertia0, first_passage)  # not read: the kernel draws the initial state
         else:
-            ins = (state.theta.to(device=device, dtype=dtype).contiguous(),
-                   state.momentum.to(device=device, dtype=dtype).contiguous(),
-                   state.inertia0.to(device=device, dtype=dtype).contiguous(),
-                   state.first_passage.to(device=device, dtype=torch.int32).contiguous())
+            ins = (to_blocked(state.theta.to(device=device, dtype=dtype), tpt, width),
+                   to_blocked(state.momentum.to(device=device, dtype=dtype), tpt, width),
+                   to_blocked(state.inertia0.to(device=device, dtype=torch.float64)[:, None], tpt, width),
+                   to_blocked(state.first_passage.to(device=device, dtype=torch.int32), tpt, width))
 
-        grid = (triton_cdiv(count, block),)
+        grid = (programs,)
         ensemble_kernel[grid](
-            *ins, theta, mom, inertia0, first_passage, lam, coef, partials,
-            start, count, groups, step_begin, step_end, row0, cfg.seed,
-            PROBLEM=PROBLEM_IDS[cfg.problem],
-            INTEGRATOR=INTEGRATOR_IDS[cfg.integrator],
-            SCHEDULE=0 if cfg.nesterov_r is None else 1,
-            NOISE_MODEL=NOISE_MODEL_IDS[cfg.noise_model],
-            NOISY=bool(cfg.noisy),
-            DRAWN_SPECTRUM=SPECTRUM_IDS[cfg.distribution[0] if drawn else None],
-            START_FROM_INIT=state is None,
-            DIM=dim, DIMP=dimp, LOG2_DIMP=dimp.bit_length() - 1,
-            RECORD_EVERY=k, TREE=self.tree, BLOCK=block,
+            *ins, theta, mom, inertia0, first_passage, lam, coef, obs, rec, partials,
+            start, count, groups, step_begin, step_end, cfg.seed,
+            **kernel_switches(cfg, state is None),
+            DIM=dim, DIMP=dimp, TPT=tpt, WIDTH=width,
             GUARD=self.guard is True or step_begin % 4 != 0 or step_end % 4 != 0,
-            num_warps=num_warps,
+            num_warps=max(1, width // 32),
+            enable_fp_fusion=ENABLE_FP_FUSION,
         )
-        return ChunkState(theta, mom, inertia0, first_passage), partials
+        return ChunkState(from_blocked(theta, count), from_blocked(mom, count),
+                          from_blocked(inertia0[:, :, None, :], count)[:, 0],
+                          from_blocked(first_passage, count)), partials
+
+
+def kernel_switches(cfg: SimulationConfig, start_from_init: bool) -> dict:
+    """The constexpr switch codes of a configuration (inertia_gpu/spec.py)."""
+    drawn = cfg.distribution is not None
+    return dict(
+        PROBLEM=int(spec.Problem.from_option(cfg.problem)),
+        INTEGRATOR=int(spec.Integrator.from_option(cfg.integrator)),
+        SCHEDULE=int(spec.Schedule.CONSTANT if cfg.nesterov_r is None else spec.Schedule.NESTEROV),
+        NOISE_MODEL=int(spec.NoiseModel.from_option(cfg.noise_model)),
+        NOISY=bool(cfg.noisy),
+        DRAWN_SPECTRUM=int(spec.SpectrumDist.from_option(cfg.distribution[0]) if drawn else spec.SpectrumDist.FIXED),
+        START_FROM_INIT=start_from_init,
+    )
+
+
+def observable_scalars(cfg: SimulationConfig) -> torch.Tensor:
+    """The float64 scalars of the observables (kernels/ensemble.py OBS_*), formed as reference.Model.observe."""
+    from ..kernels.ensemble import N_OBS, OBS_INDEX
+    values = [0.0] * N_OBS
+    if cfg.integrator == "heavy-ball":
+        values[OBS_INDEX["OBS_KINETIC"]] = 0.5 * cfg.lr
+        values[OBS_INDEX["OBS_SHADOW"]] = 0.5 * cfg.lr
+    else:
+        values[OBS_INDEX["OBS_KINETIC"]] = 0.5
+        values[OBS_INDEX["OBS_SHADOW"]] = cfg.dt ** 2 / 8.0
+    # one compare in the kernel, I <= bound, also rejects +inf (and NaN)
+    values[OBS_INDEX["OBS_DIVERGE"]] = min(float(getattr(cfg, "diverge_above", math.inf)), sys.float_info.max)
+    values[OBS_INDEX["OBS_NAN"]] = math.nan
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def to_blocked(x: torch.Tensor, tpt: int, width: int) -> torch.Tensor:
+    """[count, k] -> [programs, TPT, k, WIDTH] (padded with zeros): the kernel's per-program blocks, in
+    which trajectory p * BLOCK + t * TPT + i sits at [p, i, :, t]."""
+    count, k = x.shape
+    block = tpt * width
+    programs = triton_cdiv(count, block)
+    padded = x.new_zeros((programs * block, k))
+    padded[:count] = x
+    return padded.view(programs, width, tpt, k).permute(0, 2, 3, 1).contiguous()
+
+
+def from_blocked(y: torch.Tensor, count: int) -> torch.Tensor:
+    """The inverse of to_blocked: [programs, TPT, k, WIDTH] -> [count, k]."""
+    programs, tpt, k, width = y.shape
+    return y.permute(0, 3, 1, 2).reshape(programs * width * tpt, k)[:count].contiguous()
 
 
 def triton_cdiv(a: int, b: int) -> int:

@@ -1,0 +1,132 @@
+"""The multi-tensor (torch._foreach_*) step of InertiaSGD: any device, torch.optim.SGD's numerics.
+
+With noise 0 and no grad_scale the parameter and buffer updates are torch.optim.SGD(foreach=True)'s
+own sequence of foreach ops, so the two agree bitwise. The inertia sums are exact float64 dot
+products over cache-sized slices (converting whole tensors to float64 first costs more than the
+step itself).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import rng
+
+
+def optimizer_noise(sizes: list[int], step: torch.Tensor, parameters: list[int], seed: int,
+                    dtype: torch.dtype) -> list[torch.Tensor]:
+    """rng.optimizer_normals for several tensors in one Philox evaluation, step as a device tensor (no sync)."""
+    device = step.device
+    groups = [torch.arange((n + 3) // 4, device=device, dtype=torch.int64) for n in sizes]
+    c0 = torch.cat(groups)
+    c2 = torch.cat([torch.full_like(g, i) for g, i in zip(groups, parameters)])
+    k0, k1 = rng.seed_key(seed)
+    x0, x1, x2, x3 = rng.philox4x32(c0 & rng.MASK32, step.to(torch.int64), c2,
+                                    rng.TAG_OPTIMIZER + (c0 >> 32) * 16, k0, k1)
+    z0, z1 = rng.box_muller(x0, x1, dtype)
+    z2, z3 = rng.box_muller(x2, x3, dtype)
+    z = torch.stack((z0, z1, z2, z3), dim=-1).reshape(-1)
+    return [chunk[:n] for chunk, n in zip(torch.split(z, [4 * g.numel() for g in groups]), sizes)]
+
+
+def inertia_sums(buffers, grads, params, *, maximize: bool, weight_decay: float,
+                 grad_scale: torch.Tensor | None, chunk: int | None = None) -> torch.Tensor:
+    """float64 (sum |b|^2, sum <b, d>), d = ±g / grad_scale + weight_decay theta; None buffers count 0.
+
+    Exact float64 dot products over slices of at most `chunk` elements: on the CPU a slice
+    small enough to stay in cache, on a GPU large slices (few launches).
+    """
+    device = params[0].device
+    if chunk is None:
+        chunk = 1 << 24 if device.type == "cuda" else 1 << 16
+    scale = None if grad_scale is None else grad_scale.to(device=device, dtype=torch.float64)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
+    for b, g, p in zip(buffers, grads, params):
+        if b is None:
+            continue
+        b, g, p = b.reshape(-1), g.reshape(-1), p.detach().reshape(-1)
+        for start in range(0, b.numel(), chunk):
+            bb = b[start:start + chunk].to(torch.float64)
+            d = g[start:start + chunk].to(torch.float64, copy=True)  # modified in place below
+            if maximize:
+                d = d.neg_()
+            if scale is not None:
+                d = d.div_(scale)
+            if weight_decay != 0:
+                d = d.add_(p[start:start + chunk].to(torch.float64), alpha=weight_decay)
+            sums[0] += torch.dot(bb, bb)
+            sums[1] += torch.dot(bb, d)
+    return sums
+
+
+def _noise_terms(params, step, parameter_index, seed) -> list[torch.Tensor]:
+    """xi per parameter, drawn in the working dtype as the kernels do (float64 or float32), cast to the param's."""
+    xis: list = [None] * len(params)
+    for compute in (torch.float32, torch.float64):
+        rows = [k for k, p in enumerate(params) if (p.dtype == torch.float64) == (compute == torch.float64)]
+        if rows:
+            draws = optimizer_noise([params[k].numel() for k in rows], step,
+                                    [parameter_index[k] for k in rows], seed, compute)
+            for k, xi in zip(rows, draws):
+                xis[k] = xi.reshape(params[k].shape).to(params[k].dtype)
+    return xis
+
+
+def noise_std(noise: float, temperature: float | None, momentum: float, lr) -> float | torch.Tensor:
+    """Gradient-noise std s: `noise`, or sqrt(2 (1 - momentum) T / lr) for a temperature T."""
+    if temperature is None:
+        return noise
+    scale = 2.0 * (1.0 - momentum) * temperature
+    if isinstance(lr, torch.Tensor):
+        return torch.sqrt(scale / lr)
+    return math.sqrt(scale / lr) if lr > 0 else 0.0
+
+
+def foreach_inertia_sgd(params, grads, momentum_buffers, *, step, parameter_index, lr, momentum, dampening,
+                        weight_decay, nesterov, maximize, noise, temperature, seed, grad_scale, found_inf,
+                        block=None) -> torch.Tensor:
+    """One step in place (see functional.inertia_sgd); `momentum_buffers` None entries become b = g."""
+    del block  # a Triton tuning knob; the signature is shared by every implementation
+    device = params[0].device
+    std = noise_std(noise, temperature, momentum, lr)
+    if momentum != 0:
+        sums = inertia_sums(momentum_buffers, grads, params, maximize=maximize,
+                            weight_decay=weight_decay, grad_scale=grad_scale)
+    else:
+        sums = torch.zeros(2, dtype=torch.float64, device=device)
+    if found_inf is not None and bool(found_inf.item()):  # host read: this path is for the CPU
+        return sums
+    if grad_scale is not None:
+        grads = torch._foreach_div(grads, grad_scale.to(device))
+    if maximize:
+        grads = torch._foreach_neg(grads)
+    if weight_decay != 0:
+        grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    if isinstance(std, torch.Tensor) or std != 0:
+        xis = _noise_terms(params, step, parameter_index, seed)
+        if isinstance(std, torch.Tensor):
+            grads = torch._foreach_add(grads, torch._foreach_mul(xis, std.to(device)))
+        else:
+            grads = torch._foreach_add(grads, xis, alpha=std)
+    if momentum != 0:
+        _update_buffers(momentum_buffers, grads, momentum, dampening)
+        grads = torch._foreach_add(grads, momentum_buffers, alpha=momentum) if nesterov else momentum_buffers
+    if isinstance(lr, torch.Tensor):
+        torch._foreach_add_(params, torch._foreach_mul(grads, lr.to(device)), alpha=-1)
+    else:
+        torch._foreach_add_(params, grads, alpha=-lr)
+    return sums
+
+
+def _update_buffers(buffers: list, grads: list, momentum: float, dampening: float) -> None:
+    """torch.optim.SGD's buffer update: b = momentum b + (1 - dampening) g, or b = g.clone() where b is None."""
+    if all(b is not None for b in buffers):
+        torch._foreach_mul_(buffers, momentum)
+        torch._foreach_add_(buffers, grads, alpha=1 - dampening)
+        return
+    for k, (b, g) in enumerate(zip(buffers, grads)):
+        if b is None:
+            buffers[k] = g.detach().clone()
+        else:
+            b.mul_(momentum).add_(g, alpha=1 - dampening)
