@@ -42,10 +42,11 @@ Integer switches (copies of inertia_gpu/spec.py, checked by tests/test_spec.py):
     problem     0 quadratic, 1 double-well, 2 rosenbrock
     noise_model 0 additive, 1 temperature, 2 loss-scaled
 
-coef columns per step:
-    heavy-ball  [mu_n, s_n (loss-scaled: noise), 0]
+coef columns per step (inertia_gpu/coefficients.py: DECAY, XI, SPREAD):
+    heavy-ball  [mu_n, s_n (loss-scaled: noise), 1]
     euler       [h*gamma_n, sigma_n*sqrt(h) (loss-scaled: noise), sqrt(h)]
-    leapfrog/baoab (O-step)  [c1_n, sqrt(var_n), sigma_n*sqrt(var_n) (loss-scaled: noise)]
+    leapfrog/baoab (O-step)  [c1_n, sigma_n*sqrt(var_n) (loss-scaled: noise), sqrt(var_n)]
+The noise multiplier is XI, or (XI * sqrt(max(L, 0))) * SPREAD for the loss-scaled model.
 
 Recording (table-driven): rec_row[n - step_begin] is the row of `out` that
 receives the state after step n (-1: not recorded); init_row the row of the
@@ -409,7 +410,7 @@ def _step(integrator, problem, loss_scaled, ca, cb, cc, lr, h, half_h, th, v, g,
     """
     dim = th.shape[0]
     if integrator == INTEGRATOR_HEAVY_BALL:
-        _noise_scale(sc, cb, L, one, loss_scaled, one)
+        _noise_scale(sc, cb, L, cc, loss_scaled, one)
         for k in range(dim):
             for j in range(GROUP):
                 v[k, j] = ca * v[k, j] + (g[k, j] + sc[j] * z[lane, k, j])
@@ -427,7 +428,7 @@ def _step(integrator, problem, loss_scaled, ca, cb, cc, lr, h, half_h, th, v, g,
                 v[k, j] = v[k, j] - half_h * g[k, j]
                 th[k, j] = th[k, j] + h * v[k, j]
         _grad_loss(problem, th, lm, g, L, one)
-        _noise_scale(sc, cc, L, cb, loss_scaled, one)
+        _noise_scale(sc, cb, L, cc, loss_scaled, one)
         for k in range(dim):
             for j in range(GROUP):
                 v[k, j] = ca * (v[k, j] - half_h * g[k, j]) + sc[j] * z[lane, k, j]
@@ -439,7 +440,7 @@ def _step(integrator, problem, loss_scaled, ca, cb, cc, lr, h, half_h, th, v, g,
                 th[k, j] = th[k, j] + half_h * v[k, j]
         if loss_scaled:
             _grad_loss(problem, th, lm, g, L, one)  # the loss at the midpoint scales the O-step
-        _noise_scale(sc, cc, L, cb, loss_scaled, one)
+        _noise_scale(sc, cb, L, cc, loss_scaled, one)
         for k in range(dim):
             for j in range(GROUP):
                 v[k, j] = ca * v[k, j] + sc[j] * z[lane, k, j]

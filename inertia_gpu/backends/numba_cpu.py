@@ -107,6 +107,7 @@ def warm_up(dtype: str = "float32") -> None:
 
 class NumbaEnsemble(EnsembleBackend):
     name = "numba"
+    records_any_steps = True  # the kernel records from a per-window table of rows (window_rows)
 
     @classmethod
     def unavailable_reason(cls, config: SimulationConfig) -> str | None:
