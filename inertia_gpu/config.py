@@ -40,7 +40,7 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
-from .problems import PROBLEMS, SPECTRUM_DISTRIBUTIONS, log_spaced_spectrum
+from .problems import PROBLEMS, SPECTRUM_DISTRIBUTIONS
 from .rng import MAX_STEPS, MAX_TRAJECTORIES
 
 INTEGRATORS = ("heavy-ball", "leapfrog", "euler", "baoab")

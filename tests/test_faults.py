@@ -181,6 +181,7 @@ def test_extreme_values_run_and_report(args, tmp_path):
     d = strict_load(out)
     assert d["theory"] is None or isinstance(d["theory"], dict)
     assert cli.main(argv) == 0  # the rerun of a finished checkpoint reports again
+    assert cli.main([a for a in argv if a != "--quiet"]) == 0  # and so does the terminal summary
 
 
 @pytest.mark.parametrize("args,option", [(["--lr", "1e-320", "--dtype", "float64"], "--lr"),
