@@ -314,13 +314,8 @@ def _attach_theory(result: SimulationResult) -> None:
     if cfg.problem != "quadratic":
         return
     from . import theory
-    spectra = None
-    if cfg.distribution is not None:
-        from .reference import Model
-        sample = min(cfg.trajectories, 100_000)
-        import dataclasses
-        model = Model(dataclasses.replace(cfg, dtype="float64", device="cpu"))
-        spectra = model.eigenvalues(torch.arange(sample)).numpy()
+    from .problems import sample_spectra
+    spectra = sample_spectra(cfg)
     try:
         result.theory = theory.expected(cfg, spectra=spectra)
     except (NotImplementedError, ValueError):

@@ -202,14 +202,8 @@ def asymptotic_fit(steps, mean, sem, floor: float, model: str, time_per_step: fl
 
 def _spectra(cfg: SimulationConfig, first_traj: int):
     """The drawn eigenvalues of this configuration's trajectories (None for a shared spectrum)."""
-    if cfg.distribution is None:
-        return None
-    import torch
-
-    from .reference import Model
-    model = Model(dataclasses.replace(cfg, dtype="float64", device="cpu"))
-    n = min(cfg.trajectories, 100_000)
-    return model.eigenvalues(torch.arange(first_traj, first_traj + n)).numpy()
+    from .problems import sample_spectra
+    return sample_spectra(cfg, first_traj)
 
 
 def theory_curves(base: SimulationConfig, name: str, lo: float, hi: float, points: int = 400) -> dict:
