@@ -112,15 +112,3 @@ def drawn_spectrum(distribution: str, params: tuple[float, float], trajectories:
         return torch.exp(a + b * u)
     return torch.exp(a + b * z)
 
-
-# Trajectories whose drawn eigenvalues the exact theory averages over (engine and sweep).
-SPECTRUM_SAMPLE = 100_000
-
-
-def sample_spectra(config, first_trajectory: int = 0):
-    """float64 numpy [min(trajectories, SPECTRUM_SAMPLE), dim] drawn eigenvalues, or None for a fixed spectrum."""
-    if config.distribution is None:
-        return None
-    name, params = config.distribution
-    traj = torch.arange(first_trajectory, first_trajectory + min(config.trajectories, SPECTRUM_SAMPLE))
-    return drawn_spectrum(name, params, traj, config.dim, config.seed, torch.float64).numpy()

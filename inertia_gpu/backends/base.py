@@ -32,15 +32,15 @@ class ChunkState:
 
 
 def recorded_in_window(config: SimulationConfig, step_begin: int, step_end: int) -> list[int]:
-    """Recorded step indices a window [step_begin, step_end] reports.
+    """Recorded step indices a window [step_begin, step_end] reports: config.recorded_steps inside it.
 
     step_begin == 0 means the window starts from the initial state and
     records it; otherwise the state at step_begin was recorded by the
     previous window.
     """
-    k = config.record_every
+    from ..recording import recorded_between
     first = 0 if step_begin == 0 else step_begin + 1
-    return [n for n in range(first, step_end + 1) if n % k == 0]
+    return recorded_between(config.steps, config.record_every, first, step_end)
 
 
 def record_rows(config: SimulationConfig, step_begin: int, step_end: int) -> torch.Tensor:

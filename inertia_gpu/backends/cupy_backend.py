@@ -163,6 +163,7 @@ class CupyEnsemble(EnsembleBackend):
     so an element the kernel fails to write shows up (tests, the conformance matrix)."""
 
     name = "cupy"
+    records_any_steps = True  # recording follows the per-window row table (record_rows)
 
     def __init__(self, poison: bool | None = None):
         self.poison = poison if poison is not None else os.environ.get("INERTIA_GPU_POISON", "0") == "1"
