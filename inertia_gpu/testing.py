@@ -253,6 +253,7 @@ class HostCudaEnsemble(EnsembleBackend):
     """
 
     name = "cuda-host"
+    records_any_steps = True  # the kernel reads the record-row table
 
     def __init__(self, build_dir: str | os.PathLike | None = None, reg_max: int | None = None):
         self.build_dir = Path(build_dir or Path(tempfile.gettempdir()) / "inertia-gpu-host-build")
