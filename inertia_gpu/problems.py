@@ -3,8 +3,8 @@
 Every problem acts on theta of shape [trajectories, dim] and returns the
 per-trajectory loss [trajectories] and gradient [trajectories, dim]. Exact
 theory (inertia_gpu/theory.py) exists for the quadratic (the second-moment
-recursion, docs/THEORY.md §4) and, at stationarity, for separable potentials
-such as the double well (Gibbs quadrature, §6); Rosenbrock has neither.
+recursion, docs/THEORY.md §3) and, at stationarity, for separable potentials
+such as the double well (Gibbs quadrature, §4); Rosenbrock has neither.
 """
 from __future__ import annotations
 
