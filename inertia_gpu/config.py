@@ -19,8 +19,9 @@ the fits use exactly these steps.
 
 Divergence: at a recorded step a trajectory whose float64 inertia is not
 <= `diverge_above` (NaN included) is diverged: its state is set to NaN and it
-is left out of every sum from then on. `diverge_above = diverge_factor *
-energy_scale`, where the energy scale is the expected initial inertia
+is left out of every sum from then on. Unless the user sets `diverge_above`
+itself (a float > 0; inf: only non-finite inertia diverges), the resolved
+run has `diverge_above = diverge_factor * energy_scale`, where the energy scale is the expected initial inertia
 E[I_0] (from the initial-state distribution and the spectrum) plus the
 energy the noise can inject over the whole run ignoring all dissipation
 (additive noise: steps * 1/2 s^2 d lr (heavy ball) or 1/2 sigma^2 d h
@@ -39,7 +40,7 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
-from .problems import PROBLEMS, SPECTRUM_DISTRIBUTIONS, log_spaced_spectrum
+from .problems import PROBLEMS, SPECTRUM_DISTRIBUTIONS
 from .rng import MAX_STEPS, MAX_TRAJECTORIES
 
 INTEGRATORS = ("heavy-ball", "leapfrog", "euler", "baoab")
@@ -154,6 +155,11 @@ def _check_spectrum(value) -> None:
         raise ConfigError(f"--spectrum: at most {MAX_DIM - 1} eigenvalues, got {len(value)}")
 
 
+def _check_bound(value) -> None:
+    if not _is_real(value) or math.isnan(value) or value <= 0:
+        raise ConfigError(f"--diverge-above: must be a number > 0 (inf: no bound), got {value!r}")
+
+
 def _check_extra(value) -> None:
     if not isinstance(value, dict):
         raise ConfigError(f"extra: must be a dict, got {type(value).__name__}")
@@ -189,6 +195,7 @@ FIELD_CHECKS = {
     "dtype": lambda v: _choice("dtype", v, DTYPES),
     "replicates": lambda v: _integer("replicates", v, None),
     "diverge_factor": lambda v: _number("diverge-factor", v, 1.0, True),
+    "diverge_above": _optional(lambda v: _check_bound(v)),
     "extra": lambda v: _check_extra(v),
 }
 
@@ -222,6 +229,7 @@ class SimulationConfig:
     dtype: str = "float32"
     replicates: int = 128  # batch-means blocks of trajectories (t-tails stay close to normal)
     diverge_factor: float = 1e6  # diverge_above = diverge_factor * the run's energy scale (module docstring)
+    diverge_above: float | None = None  # the bound itself (inf: only non-finite inertia diverges); None: as above
     extra: dict = field(default_factory=dict)
 
     def __setattr__(self, name, value):
@@ -310,11 +318,6 @@ class RunConfig(SimulationConfig):
         return self
 
     resolve = validate
-
-    @property
-    def diverge_above(self) -> float:
-        from .resolution import energy_scale
-        return self.diverge_factor * energy_scale(self)
 
 
 def _same(a, b) -> bool:

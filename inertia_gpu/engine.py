@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import backends
-from .backends.base import FRACTIONS, GROUP, N_QUANTITIES, ChunkState, recorded_in_window
+from .backends.base import FRACTIONS, GROUP, N_QUANTITIES, recorded_in_window
 from .config import ConfigError, SimulationConfig
 from .output import finite_list, write_json
 from .recording import is_arithmetic, max_records_in, recorded_count, window_for
@@ -134,7 +134,6 @@ class SimulationResult:
         s = self.stats
         out = {
             "config": self.config.to_dict(),
-            "diverge_above": getattr(self.config, "diverge_above", None),
             "backend": self.backend,
             "device": self.device_name,
             "elapsed_s": self.elapsed_s,

@@ -39,7 +39,7 @@ def print_summary(result) -> None:
         try:
             rates = theory.decay_rate(cfg)
             predicted = f"   exact theory {rates['per_time'] if cfg.continuous else rates['per_step']:.4g}"
-        except (ValueError, NotImplementedError):
+        except (ValueError, NotImplementedError, ArithmeticError):
             pass
     if fit.get("rate") is None:
         console.print(escape(f"decay {what}: none ({fit.get('reason', 'no usable steps')})"))

@@ -28,9 +28,18 @@ def resolve(given: dict) -> tuple[dict, list]:
     _resolve_problem(values)
     _check_working_range(values)
     values["replicates"] = effective_replicates(values["trajectories"], values["replicates"])
+    if values["diverge_above"] is None:
+        values["diverge_above"] = float(values["diverge_factor"] * energy_scale(_Fields(values)))
     derived = [(name, values[name], given[name]) for name in values
                if name != "extra" and not _identical(values[name], given[name])]
     return values, derived
+
+
+class _Fields:
+    """Attribute access to a dict of fields (energy_scale reads a run's fields by name)."""
+
+    def __init__(self, values: dict):
+        self.__dict__.update(values)
 
 
 def _identical(a, b) -> bool:

@@ -165,7 +165,7 @@ def test_runaway_trajectories_diverge_alike_in_float32_and_float64(tmp_path):
         assert max(d["diverged"]) > 0
         for m, n_div in zip(d["inertia_mean"], d["diverged"]):
             if n_div < 2000:
-                assert m is not None and m <= d["diverge_above"]
+                assert m is not None and m <= d["config"]["diverge_above"]
     assert counts[0] == counts[1]
 
 
@@ -181,6 +181,7 @@ def test_extreme_values_run_and_report(args, tmp_path):
     d = strict_load(out)
     assert d["theory"] is None or isinstance(d["theory"], dict)
     assert cli.main(argv) == 0  # the rerun of a finished checkpoint reports again
+    assert cli.main([a for a in argv if a != "--quiet"]) == 0  # and so does the terminal summary
 
 
 @pytest.mark.parametrize("args,option", [(["--lr", "1e-320", "--dtype", "float64"], "--lr"),
