@@ -27,23 +27,20 @@ class ChunkState:
 
     theta: torch.Tensor  # [n, dim]
     momentum: torch.Tensor  # [n, dim]: b for heavy ball, v for continuous integrators
-    inertia0: torch.Tensor  # [n]
+    inertia0: torch.Tensor  # [n] float64 (first passage compares in float64)
     first_passage: torch.Tensor  # [n, len(FRACTIONS)] int32, -1 = not yet
-
-    def to(self, device) -> "ChunkState":
-        return ChunkState(*(t.to(device) for t in (self.theta, self.momentum, self.inertia0, self.first_passage)))
 
 
 def recorded_in_window(config: SimulationConfig, step_begin: int, step_end: int) -> list[int]:
-    """Recorded step indices a window [step_begin, step_end] reports.
+    """Recorded step indices a window [step_begin, step_end] reports: config.recorded_steps inside it.
 
     step_begin == 0 means the window starts from the initial state and
     records it; otherwise the state at step_begin was recorded by the
     previous window.
     """
-    k = config.record_every
+    from ..recording import recorded_between
     first = 0 if step_begin == 0 else step_begin + 1
-    return [n for n in range(first, step_end + 1) if n % k == 0]
+    return recorded_between(config.steps, config.record_every, first, step_end)
 
 
 def record_rows(config: SimulationConfig, step_begin: int, step_end: int) -> torch.Tensor:
