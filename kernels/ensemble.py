@@ -14,7 +14,8 @@ code with no dead branches (codes: inertia_gpu/spec.py, copied below):
     DIM, DIMP      dimension and its next power of two (tile width; padding coordinates stay exactly 0)
     TPT, WIDTH     trajectories per thread and threads per program (WIDTH = 32 num_warps): a program
                    owns BLOCK = TPT * WIDTH consecutive trajectories, thread t the TPT consecutive ones
-                   t * TPT .. t * TPT + TPT - 1
+                   t * TPT .. t * TPT + TPT - 1. TPT = WIDTH = 1 is the wide layout for large DIM:
+                   one trajectory per program, its coordinates spread over the program's threads
     GUARD          per-step window guards (needed unless step_begin and step_end are multiples of 4)
 
 The working dtype (float32 or float64) is the element type of the state pointers.
@@ -46,7 +47,10 @@ each thread adds its TPT trajectories in order, then the 64 / TPT lanes of
 the group combine by a butterfly of warp shuffles (no shared memory, no
 barrier). The group sums are therefore identical for any chunking, window
 cut or rank count (a group is always reduced by the same code); changing TPT
-(the block size at fixed warps) may change their last bits.
+(the block size at fixed warps) may change their last bits. In the wide
+layout (one trajectory per program) the kernel writes per-trajectory rows
+and the launcher sums each group by a fixed pairwise tree of elementwise
+adds (again independent of chunking).
 
 Floating-point contraction. The launcher compiles with
 enable_fp_fusion=False: every product and sum is rounded as the torch
@@ -145,39 +149,53 @@ def _group_sum(x, TPT: tl.constexpr, WIDTH: tl.constexpr):
 
 
 @triton.jit
-def _shift(x, cols, DIM: tl.constexpr, OFFSET: tl.constexpr):
-    """out[:, i, :] = x[:, i + OFFSET, :] (0 where i + OFFSET is outside [0, DIM)); exact (adds zeros).
+def _shift(x, cols, row_buf, DIM: tl.constexpr, OFFSET: tl.constexpr):
+    """out[:, i, :] = x[:, i + OFFSET, :] (0 where i + OFFSET is outside [0, DIM)); exact.
 
-    The coordinates are in-thread, so the masks are compile-time constants per register and the
-    selects fold away: O(DIM) adds, not O(DIM^2).
+    x holds values of the working dtype (theta, or theta converted to float64). Coordinates in-thread
+    (TPT/WIDTH layout): the masks are compile-time constants per register and the selects fold away,
+    O(DIM) adds of zeros. The wide layout (coordinates across the threads of the program, row_buf this
+    trajectory's row of theta_out, written only at the end): through memory, between CTA barriers,
+    so compile time does not grow with DIM.
     """
-    out = tl.zeros_like(x)
-    for j in tl.static_range(DIM):
-        if (j - OFFSET >= 0) and (j - OFFSET < DIM):
-            col = tl.sum(tl.where(cols == j, x, 0.0), axis=1)
-            out = tl.where(cols == j - OFFSET, col[:, None, :], out)
+    if x.shape[0] * x.shape[2] == 1:
+        tl.debug_barrier()  # earlier readers of the row are done
+        tl.store(row_buf + cols, x.to(row_buf.dtype.element_ty), mask=cols < DIM)
+        tl.debug_barrier()  # the row is written
+        src = cols + OFFSET
+        inside = (src >= 0) & (src < DIM) & (cols < DIM)  # padding columns stay exactly 0
+        out = tl.load(row_buf + src, mask=inside, other=0.0).to(x.dtype)
+    else:
+        out = tl.zeros_like(x)
+        for j in tl.static_range(DIM):
+            if (j - OFFSET >= 0) and (j - OFFSET < DIM):
+                col = tl.sum(tl.where(cols == j, x, 0.0), axis=1)
+                out = tl.where(cols == j - OFFSET, col[:, None, :], out)
     return out
 
 
 @triton.jit
-def _grad(theta, lam, cols, PROBLEM: tl.constexpr, DIM: tl.constexpr):
+def _grad(theta, lam, cols, row_buf, PROBLEM: tl.constexpr, DIM: tl.constexpr):
     if PROBLEM == QUADRATIC:
         g = lam * theta
     elif PROBLEM == DOUBLE_WELL:
         g = theta * (theta * theta - 1.0)
     else:
         # chained Rosenbrock: r_i = theta_{i+1} - theta_i^2 for i < DIM - 1
-        y = _shift(theta, cols, DIM, 1)
+        y = _shift(theta, cols, row_buf, DIM, 1)
         r = y - theta * theta
         a = -400.0 * theta * r - 2.0 * (1.0 - theta)
         a = tl.where(cols < DIM - 1, a, 0.0)
-        b = _shift(200.0 * r, cols, DIM, -1)  # 200 r_{i-1}, zero at i = 0
+        # 200 r_{i-1} = 200 (theta_i - theta_{i-1}^2), zero at i = 0: the same operations as r at i - 1,
+        # from a shift of theta (exact through a working-dtype buffer), not of r
+        x = _shift(theta, cols, row_buf, DIM, -1)
+        b = tl.where(cols >= 1, 200.0 * (theta - x * x), 0.0)
         g = a + b
     return g
 
 
 @triton.jit
-def _loss(theta, lam, cols, PROBLEM: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr):
+def _loss(theta, lam, cols, row_buf, PROBLEM: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr):
     """Per-trajectory loss [TPT, WIDTH] in the dtype of theta."""
     if PROBLEM == QUADRATIC:
         out = 0.5 * _coord_sum(lam * theta * theta)
@@ -188,7 +206,7 @@ def _loss(theta, lam, cols, PROBLEM: tl.constexpr, DIM: tl.constexpr, PAD: tl.co
             ww = tl.where(cols < DIM, ww, 0.0)
         out = 0.25 * _coord_sum(ww)
     else:
-        y = _shift(theta, cols, DIM, 1)
+        y = _shift(theta, cols, row_buf, DIM, 1)
         r = y - theta * theta
         one_m = 1.0 - theta
         t = 100.0 * (r * r) + one_m * one_m
@@ -201,14 +219,14 @@ def _loss(theta, lam, cols, PROBLEM: tl.constexpr, DIM: tl.constexpr, PAD: tl.co
 
 
 @triton.jit
-def _observe64(theta, mom, lam, cols, kin_c, shadow_c, PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr,
+def _observe64(theta, mom, lam, cols, row_buf, kin_c, shadow_c, PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr,
                DIM: tl.constexpr, PAD: tl.constexpr):
     """(inertia, kinetic, loss, shadow) per trajectory [TPT, WIDTH] in float64, as reference.Model.observe."""
     t64 = theta.to(tl.float64)
     m64 = mom.to(tl.float64)
     l64 = lam.to(tl.float64)
-    loss = _loss(t64, l64, cols, PROBLEM, DIM, PAD)
-    g64 = _grad(t64, l64, cols, PROBLEM, DIM)
+    loss = _loss(t64, l64, cols, row_buf, PROBLEM, DIM, PAD)
+    g64 = _grad(t64, l64, cols, row_buf, PROBLEM, DIM)
     kinetic = kin_c * _coord_sum(m64 * m64)
     inertia = kinetic + loss
     if INTEGRATOR == HEAVY_BALL:
@@ -229,16 +247,27 @@ def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, 
     i64 = tl.where(kept, inertia, zero)
     base = partials_ptr + (row.to(tl.int64) * n_groups + grp) * N_QUANTITIES
     gmask = grp < n_groups
-    tl.store(base + 0, _group_sum(kept.to(tl.int32), TPT, WIDTH).to(tl.float64), mask=gmask)
-    tl.store(base + 1, _group_sum(i64, TPT, WIDTH), mask=gmask)
-    tl.store(base + 2, _group_sum(tl.where(kept, kinetic, zero), TPT, WIDTH), mask=gmask)
-    tl.store(base + 3, _group_sum(tl.where(kept, loss, zero), TPT, WIDTH), mask=gmask)
-    tl.store(base + 4, _group_sum(tl.where(kept, shadow, zero), TPT, WIDTH), mask=gmask)
-    tl.store(base + 5, _group_sum(i64 * i64, TPT, WIDTH), mask=gmask)
+    if TPT * WIDTH < GROUP:
+        # the wide layout (one trajectory per program): per-trajectory rows, summed into groups by the
+        # launcher in a fixed pairwise order
+        base = tl.reshape(base, [1, 1])
+        tl.store(base + 0, kept.to(tl.float64))
+        tl.store(base + 1, i64)
+        tl.store(base + 2, tl.where(kept, kinetic, zero))
+        tl.store(base + 3, tl.where(kept, loss, zero))
+        tl.store(base + 4, tl.where(kept, shadow, zero))
+        tl.store(base + 5, i64 * i64)
+    else:
+        tl.store(base + 0, _group_sum(kept.to(tl.int32), TPT, WIDTH).to(tl.float64), mask=gmask)
+        tl.store(base + 1, _group_sum(i64, TPT, WIDTH), mask=gmask)
+        tl.store(base + 2, _group_sum(tl.where(kept, kinetic, zero), TPT, WIDTH), mask=gmask)
+        tl.store(base + 3, _group_sum(tl.where(kept, loss, zero), TPT, WIDTH), mask=gmask)
+        tl.store(base + 4, _group_sum(tl.where(kept, shadow, zero), TPT, WIDTH), mask=gmask)
+        tl.store(base + 5, _group_sum(i64 * i64, TPT, WIDTH), mask=gmask)
 
 
 @triton.jit
-def _record(theta, mom, g, lam, cols, n, row, inertia0, fp0, fp1, fp2, partials_ptr, grp, n_groups, valid,
+def _record(theta, mom, g, lam, cols, row_buf, n, row, inertia0, fp0, fp1, fp2, partials_ptr, grp, n_groups, valid,
             kin_c, shadow_c, diverge, nan64, PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, DIM: tl.constexpr,
             PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr):
     """Statistics of the state at recorded step n (partial-sum row `row`), divergence, first passage.
@@ -246,7 +275,7 @@ def _record(theta, mom, g, lam, cols, n, row, inertia0, fp0, fp1, fp2, partials_
     `diverge` is min(diverge_above, largest float64), so the one compare `I <= diverge` is false for
     NaN, for +inf and above the bound.
     """
-    inertia, kinetic, loss, shadow = _observe64(theta, mom, lam, cols, kin_c, shadow_c, PROBLEM, INTEGRATOR,
+    inertia, kinetic, loss, shadow = _observe64(theta, mom, lam, cols, row_buf, kin_c, shadow_c, PROBLEM, INTEGRATOR,
                                                 DIM, PAD)
     ok = inertia <= diverge
     _store_sums(partials_ptr, row, grp, n_groups, valid & ok, inertia, kinetic, loss, shadow, TPT, WIDTH)
@@ -278,7 +307,7 @@ def _neg_expm1(x):
 
 
 @triton.jit
-def _ou(v, xi, theta, lam, cols, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf,
+def _ou(v, xi, theta, lam, cols, row_buf, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf,
         PROBLEM: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr, NOISY: tl.constexpr,
         DIM: tl.constexpr, PAD: tl.constexpr):
     """Exact Ornstein-Uhlenbeck step v <- c1 v + c2 xi (reference.Model.ou_step)."""
@@ -286,7 +315,7 @@ def _ou(v, xi, theta, lam, cols, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf,
         out = c_mu * v
         if NOISY:
             if NOISE_MODEL == LOSS_SCALED:
-                loss = _loss(theta, lam, cols, PROBLEM, DIM, PAD)
+                loss = _loss(theta, lam, cols, row_buf, PROBLEM, DIM, PAD)
                 sigma = noise_c * tl.sqrt(tl.where(loss < 0.0, 0.0, loss))
                 out = out + (sigma * sqrt_vf)[:, None, :] * xi
             else:
@@ -301,7 +330,7 @@ def _ou(v, xi, theta, lam, cols, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf,
             vf = tl.where(gamma > 0.0, _neg_expm1(-2.0 * gamma * h) / (2.0 * gamma), h)
             sq = tl.sqrt(vf)
             if NOISE_MODEL == LOSS_SCALED:
-                loss = _loss(theta, lam, cols, PROBLEM, DIM, PAD)
+                loss = _loss(theta, lam, cols, row_buf, PROBLEM, DIM, PAD)
                 sigma = noise_c * tl.sqrt(tl.where(loss < 0.0, 0.0, loss))
                 out = out + (sigma * sq)[:, None, :] * xi
             elif NOISE_MODEL == TEMPERATURE:
@@ -313,7 +342,7 @@ def _ou(v, xi, theta, lam, cols, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf,
 
 
 @triton.jit
-def _advance(theta, mom, g, lam, xi, cols, n, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf,
+def _advance(theta, mom, g, lam, xi, cols, row_buf, n, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf,
              PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr,
              NOISE_MODEL: tl.constexpr, NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr):
     """State n -> n + 1 (docs/CONVENTIONS.md, Dynamics).
@@ -329,11 +358,11 @@ def _advance(theta, mom, g, lam, xi, cols, n, lr_h, c_mu, c_s, noise_c, half, r_
         else:
             nf = n.to(theta.dtype)
             mu = nf / (nf + r_c)
-        g = _grad(theta, lam, cols, PROBLEM, DIM)  # at the start: nothing is carried across steps
+        g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM)  # at the start: nothing is carried across steps
         gn = g
         if NOISY:
             if NOISE_MODEL == LOSS_SCALED:
-                loss = _loss(theta, lam, cols, PROBLEM, DIM, PAD)
+                loss = _loss(theta, lam, cols, row_buf, PROBLEM, DIM, PAD)
                 s = noise_c * tl.sqrt(tl.where(loss < 0.0, 0.0, loss))
                 gn = g + s[:, None, :] * xi
             elif NOISE_MODEL == TEMPERATURE and SCHEDULE == NESTEROV:
@@ -353,11 +382,11 @@ def _advance(theta, mom, g, lam, xi, cols, n, lr_h, c_mu, c_s, noise_c, half, r_
             mu = nf / (nf + r_c)
             gamma = (1.0 - mu) / h
             hg = h * gamma
-        g = _grad(theta, lam, cols, PROBLEM, DIM)
+        g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM)
         new_mom = mom - h * g - hg * mom
         if NOISY:
             if NOISE_MODEL == LOSS_SCALED:
-                loss = _loss(theta, lam, cols, PROBLEM, DIM, PAD)
+                loss = _loss(theta, lam, cols, row_buf, PROBLEM, DIM, PAD)
                 sigma = noise_c * tl.sqrt(tl.where(loss < 0.0, 0.0, loss))
                 new_mom = new_mom + (sigma * sqrt_h)[:, None, :] * xi
             elif NOISE_MODEL == TEMPERATURE and SCHEDULE == NESTEROV:
@@ -371,40 +400,40 @@ def _advance(theta, mom, g, lam, xi, cols, n, lr_h, c_mu, c_s, noise_c, half, r_
         h = lr_h
         mom = mom - half * g
         theta = theta + h * mom
-        g = _grad(theta, lam, cols, PROBLEM, DIM)
+        g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM)
         mom = mom - half * g
-        mom = _ou(mom, xi, theta, lam, cols, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf, PROBLEM, SCHEDULE,
+        mom = _ou(mom, xi, theta, lam, cols, row_buf, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf, PROBLEM, SCHEDULE,
                   NOISE_MODEL, NOISY, DIM, PAD)
     else:  # baoab: B A O A B
         h = lr_h
         mom = mom - half * g
         theta = theta + half * mom
-        mom = _ou(mom, xi, theta, lam, cols, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf, PROBLEM, SCHEDULE,
+        mom = _ou(mom, xi, theta, lam, cols, row_buf, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf, PROBLEM, SCHEDULE,
                   NOISE_MODEL, NOISY, DIM, PAD)
         theta = theta + half * mom
-        g = _grad(theta, lam, cols, PROBLEM, DIM)
+        g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM)
         mom = mom - half * g
     return theta, mom, g
 
 
 @triton.jit
-def _step(theta, mom, g, lam, xi, cols, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp, n_groups,
+def _step(theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp, n_groups,
           valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, kin_c, shadow_c, diverge, nan64,
           PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
           NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr):
     """One step n -> n + 1 plus, when the table says n + 1 is recorded, its statistics."""
-    theta, mom, g = _advance(theta, mom, g, lam, xi, cols, n, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c,
+    theta, mom, g = _advance(theta, mom, g, lam, xi, cols, row_buf, n, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c,
                              sqrt_h, sqrt_vf, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD)
     row = tl.load(rec_ptr + (n + 1 - lo))
     if row >= 0:
-        theta, mom, g, fp0, fp1, fp2 = _record(theta, mom, g, lam, cols, n + 1, row, inertia0, fp0, fp1, fp2,
+        theta, mom, g, fp0, fp1, fp2 = _record(theta, mom, g, lam, cols, row_buf, n + 1, row, inertia0, fp0, fp1, fp2,
                                                partials_ptr, grp, n_groups, valid, kin_c, shadow_c, diverge, nan64,
                                                PROBLEM, INTEGRATOR, DIM, PAD, TPT, WIDTH)
     return theta, mom, g, fp0, fp1, fp2
 
 
 @triton.jit
-def _quad(theta, mom, g, lam, cols, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, fp0, fp1, fp2,
+def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, fp0, fp1, fp2,
           partials_ptr, grp, n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf,
           kin_c, shadow_c, diverge, nan64,
           PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
@@ -443,12 +472,12 @@ def _quad(theta, mom, g, lam, cols, colmask, traj_u32, q, lo, hi, seed, rec_ptr,
         if GUARD:
             if (n >= lo) & (n < hi):
                 theta, mom, g, fp0, fp1, fp2 = _step(
-                    theta, mom, g, lam, xi, cols, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp,
+                    theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp,
                     n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, kin_c, shadow_c,
                     diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH)
         else:
             theta, mom, g, fp0, fp1, fp2 = _step(
-                theta, mom, g, lam, xi, cols, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp,
+                theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp,
                 n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, kin_c, shadow_c,
                 diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH)
     return theta, mom, g, fp0, fp1, fp2
@@ -495,8 +524,13 @@ def ensemble_kernel(
     offs2 = (pid.to(tl.int64) * TPT + i2) * WIDTH + t2
     offs_fp = (pid.to(tl.int64) * TPT + i2) * (3 * WIDTH) + t2
     traj_u32 = (start.to(tl.int64) + rows).to(tl.uint32)  # [TPT, 1, WIDTH]; Philox broadcasts it
-    grp = pid.to(tl.int64) * (BLOCK // GROUP) + tl.arange(0, BLOCK // GROUP).to(tl.int64)
+    if BLOCK < GROUP:  # the wide layout: one trajectory per program, `partials` holds per-trajectory rows
+        grp = pid.to(tl.int64) + tl.arange(0, 1).to(tl.int64)
+    else:
+        grp = pid.to(tl.int64) * (BLOCK // GROUP) + tl.arange(0, BLOCK // GROUP).to(tl.int64)
 
+    # the wide layout's shift buffer: this trajectory's row of theta_out (written only at the end)
+    row_buf = theta_out + pid.to(tl.int64) * DIM
     lr_h = tl.load(coef_ptr + COEF_LR_H)
     c_mu = tl.load(coef_ptr + COEF_MU)
     c_s = tl.load(coef_ptr + COEF_S)
@@ -541,14 +575,14 @@ def ensemble_kernel(
             mom = -v / lr_h
         else:
             mom = v
-        g = _grad(theta, lam, cols, PROBLEM, DIM) if CARRY_G else 0.0
-        inertia0, _k, _l, _s = _observe64(theta, mom, lam, cols, kin_c, shadow_c, PROBLEM, INTEGRATOR, DIM, PAD)
+        g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM) if CARRY_G else 0.0
+        inertia0, _k, _l, _s = _observe64(theta, mom, lam, cols, row_buf, kin_c, shadow_c, PROBLEM, INTEGRATOR, DIM, PAD)
         fp0 = tl.full([TPT, WIDTH], -1, dtype=tl.int32)
         fp1 = tl.full([TPT, WIDTH], -1, dtype=tl.int32)
         fp2 = tl.full([TPT, WIDTH], -1, dtype=tl.int32)
         row = tl.load(rec_ptr)
         if row >= 0:  # step 0 is recorded whenever the run starts (backends.base.recorded_in_window)
-            theta, mom, g, fp0, fp1, fp2 = _record(theta, mom, g, lam, cols, step_begin * 0, row, inertia0, fp0,
+            theta, mom, g, fp0, fp1, fp2 = _record(theta, mom, g, lam, cols, row_buf, step_begin * 0, row, inertia0, fp0,
                                                    fp1, fp2, partials_ptr, grp, n_groups, valid, kin_c, shadow_c,
                                                    diverge, nan64, PROBLEM, INTEGRATOR, DIM, PAD, TPT, WIDTH)
     else:
@@ -562,7 +596,7 @@ def ensemble_kernel(
         fp0 = tl.load(fp_in + offs_fp)
         fp1 = tl.load(fp_in + offs_fp + WIDTH)
         fp2 = tl.load(fp_in + offs_fp + 2 * WIDTH)
-        g = _grad(theta, lam, cols, PROBLEM, DIM) if CARRY_G else 0.0
+        g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM) if CARRY_G else 0.0
 
     lo = step_begin.to(tl.int64)
     hi = step_end.to(tl.int64)
@@ -572,7 +606,7 @@ def ensemble_kernel(
     q_last = (hi - 1) // 4  # inclusive; the window has at least one step
     while q <= q_last:
         theta, mom, g, fp0, fp1, fp2 = _quad(
-            theta, mom, g, lam, cols, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, fp0, fp1, fp2,
+            theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, fp0, fp1, fp2,
             partials_ptr, grp, n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf,
             kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH,
             GUARD)

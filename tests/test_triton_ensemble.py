@@ -152,6 +152,23 @@ def test_unpadded_dims_and_ragged_chunk():
     compare_windows(cfg1, [(0, 2), (2, 11)], count=200, backend=TritonEnsemble(block=128, poison=True))
 
 
+# --- the wide layout (one trajectory per program) for large dimensions ------------------------------
+
+
+@pytest.mark.parametrize("problem,integrator,schedule,noise,dim,dtype", [
+    ("quadratic", "heavy-ball", "constant", "additive", 16, "float32"),
+    ("double-well", "baoab", "nesterov", "temperature", 12, "float32"),
+    ("rosenbrock", "leapfrog", "constant", "loss-scaled", 40, "float64"),  # DIM > 32: the gather shift
+    ("rosenbrock", "euler", "nesterov", "additive", 9, "float32"),  # DIM <= 32: the unrolled shift
+])
+def test_wide_layout_matches_reference(problem, integrator, schedule, noise, dim, dtype):
+    extra = dict(spectrum=None, condition=10.0) if problem == "quadratic" else {}
+    cfg = make_config(problem, integrator, schedule, noise, dim=dim, dtype=dtype, trajectories=80, **extra)
+    assert triton_ensemble.wide(cfg)
+    # one program per trajectory (slow under the interpreter): a ragged chunk of 10 in the second group
+    compare_windows(cfg, [(0, 3), (3, 6)], count=10, start=64)
+
+
 # --- noise: the reference Philox stream, sample for sample --------------------------------------
 
 

@@ -41,12 +41,25 @@ def default_tpt(config: SimulationConfig) -> int:
     return {1: 4, 2: 2, 4: 2}.get(words, 1)
 
 
+def wide(config: SimulationConfig) -> bool:
+    """The wide layout (one trajectory per program, coordinates over its threads) once a trajectory's
+    state no longer fits one thread's registers: DIMP > 8 words of the working dtype."""
+    return _next_pow2(config.dim) * (2 if config.dtype == "float64" else 1) > 8
+
+
+def wide_warps(config: SimulationConfig) -> int:
+    """Warps of a wide program: about 8 coordinates per thread, 1 to 16 warps."""
+    return max(1, min(16, _next_pow2(config.dim) // 256))
+
+
 def default_block(config: SimulationConfig, count: int) -> tuple[int, int]:
     """(BLOCK, num_warps): BLOCK = TPT * 32 * num_warps trajectories per program.
 
     A function of the configuration alone (never of `count`): the block fixes TPT, TPT fixes the order
     of the group sums, and the sums must not depend on how the trajectories are chunked.
     """
+    if wide(config):
+        return 1, wide_warps(config)
     return default_tpt(config) * 32 * 4, 4
 
 
@@ -170,13 +183,16 @@ class TritonEnsemble(EnsembleBackend):
         block, num_warps = default_block(cfg, count)
         if self.num_warps:
             num_warps = self.num_warps
-            block = default_tpt(cfg) * 32 * num_warps
-        if self.block:
+            if not wide(cfg):
+                block = default_tpt(cfg) * 32 * num_warps
+        if self.block and not wide(cfg):
             block = self.block
-        width = 32 * num_warps
-        if block < width:
-            width = block
-        tpt = block // width
+        if block == 1:  # the wide layout
+            tpt = width = 1
+        else:
+            width = min(block, 32 * num_warps)
+            tpt = block // width
+            num_warps = max(1, width // 32)
         if GROUP % tpt:
             raise ValueError(f"block {block} with {num_warps} warps: more than {GROUP} trajectories per thread")
 
@@ -194,7 +210,14 @@ class TritonEnsemble(EnsembleBackend):
 
         programs = triton_cdiv(count, block)
         nf = len(FRACTIONS)
-        partials = out((len(recorded), groups, N_QUANTITIES), torch.float64)
+        if block == 1:  # per-trajectory rows, padded with zeros to whole groups; summed below
+            partials = torch.zeros((len(recorded), groups * GROUP, N_QUANTITIES), dtype=torch.float64, device=device)
+            if self.poison:
+                partials[:, :count] = float("nan")
+            stride = groups * GROUP
+        else:
+            partials = out((len(recorded), groups, N_QUANTITIES), torch.float64)
+            stride = groups
         theta = out((programs, tpt, dim, width), dtype)
         mom = out((programs, tpt, dim, width), dtype)
         inertia0 = out((programs, tpt, width), torch.float64)
@@ -219,13 +242,15 @@ class TritonEnsemble(EnsembleBackend):
         grid = (programs,)
         ensemble_kernel[grid](
             *ins, theta, mom, inertia0, first_passage, lam, coef, obs, rec, partials,
-            start, count, groups, step_begin, step_end, cfg.seed,
+            start, count, stride, step_begin, step_end, cfg.seed,
             **kernel_switches(cfg, state is None),
             DIM=dim, DIMP=dimp, TPT=tpt, WIDTH=width,
             GUARD=self.guard is True or step_begin % 4 != 0 or step_end % 4 != 0,
-            num_warps=max(1, width // 32),
+            num_warps=num_warps,
             enable_fp_fusion=ENABLE_FP_FUSION,
         )
+        if block == 1:
+            partials = pairwise_group_sums(partials, groups)
         return ChunkState(from_blocked(theta, count), from_blocked(mom, count),
                           from_blocked(inertia0[:, :, None, :], count)[:, 0],
                           from_blocked(first_passage, count)), partials
@@ -259,6 +284,19 @@ def observable_scalars(cfg: SimulationConfig) -> torch.Tensor:
     values[OBS_INDEX["OBS_DIVERGE"]] = min(float(getattr(cfg, "diverge_above", math.inf)), sys.float_info.max)
     values[OBS_INDEX["OBS_NAN"]] = math.nan
     return torch.tensor(values, dtype=torch.float64)
+
+
+def pairwise_group_sums(rows: torch.Tensor, groups: int) -> torch.Tensor:
+    """[records, groups * GROUP, Q] per-trajectory rows -> [records, groups, Q] group sums.
+
+    A fixed pairwise tree of elementwise adds: each group's sum has the same order whatever the
+    number of groups (chunking, ranks), on any device.
+    """
+    t = rows.view(rows.shape[0], groups, GROUP, rows.shape[-1])
+    while t.shape[2] > 1:
+        h = t.shape[2] // 2
+        t = t[:, :, :h] + t[:, :, h:]
+    return t[:, :, 0].contiguous()
 
 
 def to_blocked(x: torch.Tensor, tpt: int, width: int) -> torch.Tensor:
