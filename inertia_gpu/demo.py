@@ -57,6 +57,10 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from .output import PLOT_FORMATS, check_path, write_json
+    check_path("--out", args.out, PLOT_FORMATS)
+    if args.json is not None:
+        check_path("--json", args.json)
     t0 = time.perf_counter()
     results = {name: simulate(cfg) for name, cfg in experiments(args.trajectories, args.backend, args.seed).items()}
     rows = table_rows(results)
@@ -73,9 +77,7 @@ def run(args) -> int:
     Console().print(t)
     print(f"figure: {args.out}")
     if args.json:
-        import json
-        with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "elapsed_s": elapsed}, fh, indent=1)
+        write_json(args.json, {"rows": rows, "elapsed_s": elapsed})
     return 0
 
 
@@ -183,5 +185,8 @@ def figure(results, path: str) -> None:
     ax.legend()
     fig.suptitle("Computational inertia I = K + L: conservation, damped decay, noisy equilibrium")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    from .output import save_figure
+    try:
+        save_figure(fig, path, "--out", dpi=110)
+    finally:
+        plt.close(fig)

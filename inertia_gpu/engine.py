@@ -9,7 +9,7 @@ budget; the per-trajectory state is carried between windows.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,13 +18,16 @@ import numpy as np
 import torch
 
 from . import backends
-from .backends.base import FRACTIONS, GROUP, N_QUANTITIES, ChunkState, recorded_in_window
+from .backends.base import FRACTIONS, GROUP, N_QUANTITIES, recorded_in_window
 from .config import ConfigError, SimulationConfig
+from .output import finite_list, write_json
+from .recording import is_arithmetic, max_records_in, recorded_count, window_for
 from .stats import combine, first_passage_summary, fit_decay
 
 # bytes of float64 per-group partial sums per launch: on a GPU, large enough that one launch covers
 # ~100+ steps of 10^7 trajectories (few launches, little host work between them)
 PARTIALS_BUDGET = {"cpu": 256 * 2 ** 20, "cuda": 2 * 2 ** 30}
+SPECTRUM_SAMPLE = 100_000  # drawn spectra the theory averages over (a run's first trajectories)
 STATE_BUDGET = {"cpu": 512 * 2 ** 20, "cuda": 8 * 2 ** 30}  # bytes of per-trajectory state per launch
 
 
@@ -49,18 +52,22 @@ def plan(config: SimulationConfig, chunk: int | None = None, window: int | None 
     per_rep = math.ceil(n / config.replicates)
     replicate_size = max(GROUP, math.ceil(per_rep / GROUP) * GROUP)
     replicates = math.ceil(n / replicate_size)
-    bytes_per_traj = (2 * config.dim + 8) * 8 + 3 * 4 + 64 * config.dim  # state + working set of a step
     if chunk is None:
-        by_state = STATE_BUDGET[config.device] // bytes_per_traj
+        by_state = STATE_BUDGET[config.device] // bytes_per_trajectory(config)
         chunk = max(1, by_state // replicate_size) * replicate_size
     else:
         chunk = max(1, math.ceil(chunk / replicate_size)) * replicate_size
     chunk = min(chunk, replicates * replicate_size)
     if window is None:
         per_record = math.ceil(chunk / GROUP) * N_QUANTITIES * 8
-        records = max(1, PARTIALS_BUDGET[config.device] // per_record)
-        window = max(1, records * config.record_every)
+        records = max(2, PARTIALS_BUDGET[config.device] // per_record)
+        window = window_for(config.steps, config.record_every, records)
     return Plan(replicate_size, replicates, chunk, min(window, config.steps))
+
+
+def bytes_per_trajectory(config: SimulationConfig) -> int:
+    """Device bytes per trajectory of a launch: the state and the working set of a step."""
+    return (2 * config.dim + 8) * 8 + 3 * 4 + 64 * config.dim
 
 
 @dataclass
@@ -75,6 +82,8 @@ class SimulationResult:
     elapsed_s: float
     theory: dict[str, np.ndarray] = field(default_factory=dict)
     stationary: dict[str, float] = field(default_factory=dict)
+    trajectory_steps_done: int | None = None  # computed by this process (a resumed run did the rest before)
+    theory_unavailable: str | None = None  # why the exact theory is missing, when it was attempted
 
     def __getattr__(self, name):
         stats = self.__dict__.get("stats", {})
@@ -87,21 +96,41 @@ class SimulationResult:
         return (self.config.trajectories - self.stats["finite"]).astype(np.int64)
 
     @property
-    def trajectory_steps_per_s(self) -> float:
-        return self.config.trajectories * self.config.steps / max(self.elapsed_s, 1e-12)
+    def trajectory_steps_per_s(self) -> float | None:
+        """Throughput of this process; None when it computed nothing (a finished checkpoint)."""
+        done = self.config.trajectories * self.config.steps if self.trajectory_steps_done is None \
+            else self.trajectory_steps_done
+        if done == 0 or self.elapsed_s <= 0:
+            return None
+        return done / self.elapsed_s
 
     def decay_fit(self) -> dict:
         """Rate (exponential, constant schedules) or exponent (power law, nesterov) of E[I] - E[I_inf]."""
         cfg = self.config
         model = "power" if cfg.nesterov_r is not None else "exponential"
         floor = self.stationary.get("inertia")
+        mean = self.stats["inertia_mean"]
         if floor is None:
-            floor = 0.0 if not cfg.noisy else float(np.mean(self.stats["inertia_mean"][-max(2, len(self.steps) // 5):]))
+            tail = mean[-max(2, len(self.steps) // 5):]
+            floor = 0.0 if not cfg.noisy else (float(np.mean(tail)) if np.isfinite(tail).all() else math.nan)
+        if not math.isfinite(floor):
+            return {"model": model, "rate": None, "ci95": [None, None],
+                    "reason": "no finite stationary level to fit against (diverged trajectories)"}
         unit = cfg.dt if cfg.continuous else 1.0
-        return fit_decay(self.steps, self.stats["inertia_mean"], self.stats["inertia_sem"], floor, model, unit,
-                         replicate_sums=self.replicate_sums)
+        try:
+            with np.errstate(all="ignore"):
+                fit = fit_decay(self.steps, mean, self.stats["inertia_sem"], floor, model, unit,
+                                replicate_sums=self.replicate_sums)
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            return {"model": model, "rate": None, "ci95": [None, None], "reason": f"no fit: {exc}"}
+        if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in (fit["rate"], *fit["ci95"])) \
+                and "reason" not in fit:
+            fit["reason"] = (f"no fit: {fit.get('points', 0)} recorded steps stand clear of the floor by 5 standard "
+                             "errors (two are needed, and a finite standard error: at least two replicates)")
+        return fit
 
     def to_dict(self) -> dict:
+        """The JSON record: strict JSON (None where a figure does not exist, with a reason beside it)."""
         s = self.stats
         out = {
             "config": self.config.to_dict(),
@@ -112,32 +141,45 @@ class SimulationResult:
             "steps": self.steps.tolist(),
             "diverged": self.diverged.tolist(),
         }
+        if out["trajectory_steps_per_s"] is None:
+            out["trajectory_steps_per_s_reason"] = "nothing computed in this process (resumed a finished checkpoint)"
         for q in ("inertia", "kinetic", "loss", "shadow_inertia"):
-            out[f"{q}_mean"] = _finite_list(s[f"{q}_mean"])
-            out[f"{q}_sem"] = _finite_list(s[f"{q}_sem"])
+            out[f"{q}_mean"] = finite_list(s[f"{q}_mean"])
+            out[f"{q}_sem"] = finite_list(s[f"{q}_sem"])
+        reasons = _null_reasons(self)
+        if reasons:
+            out["null_reasons"] = reasons
         out["first_passage"] = first_passage_summary(self.first_passage_hist)
         out["decay_fit"] = self.decay_fit()
         if self.theory:
-            out["theory"] = {f"{k}_mean": _finite_list(v) for k, v in self.theory.items()}
-            z = (s["inertia_mean"] - self.theory["inertia"]) / s["inertia_sem"]
-            out["theory"]["inertia_max_abs_z"] = float(np.nanmax(np.abs(z)))
+            out["theory"] = {f"{k}_mean": finite_list(v) for k, v in self.theory.items()}
+            with np.errstate(all="ignore"):
+                z = np.abs((s["inertia_mean"] - self.theory["inertia"]) / s["inertia_sem"])
+            ok = np.isfinite(z)
+            out["theory"]["inertia_max_abs_z"] = float(z[ok].max()) if ok.any() else None
+            if not ok.any():
+                out["theory"]["inertia_max_abs_z_reason"] = "no recorded step has a finite mean, theory and " \
+                                                            "standard error (one replicate, or all diverged)"
+        elif self.theory_unavailable:
+            out["theory"] = None
+            out["theory_unavailable"] = self.theory_unavailable
         if self.stationary:
             out["stationary"] = self.stationary
         return out
 
     def write_json(self, path: str) -> None:
-        """Write atomically: a crash mid-write never leaves a truncated file."""
-        import os
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as fh:
-            json.dump(self.to_dict(), fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        """Write strict JSON atomically: a crash mid-write never leaves a truncated or stray file."""
+        write_json(path, self.to_dict())
 
 
-def _finite_list(a: np.ndarray) -> list:
-    return [float(x) if np.isfinite(x) else None for x in np.asarray(a, dtype=float)]
+def _null_reasons(result: SimulationResult) -> dict:
+    """Why a reported column holds null: the JSON says so next to it."""
+    out = {}
+    if not np.isfinite(result.stats["inertia_mean"]).all():
+        out["inertia_mean"] = "null at steps where every trajectory had diverged"
+    if not np.isfinite(result.stats["inertia_sem"]).all():
+        out["inertia_sem"] = "null where fewer than two replicates hold a finite trajectory (no batch-means error)"
+    return out
 
 
 def device_name(device: str) -> str:
@@ -162,24 +204,36 @@ def simulate(config: SimulationConfig, progress: bool = False, chunk: int | None
       so every rank returns what one process would.
     checkpoint / checkpoint_every: save the progress (`checkpoint.Checkpoint`) after every
       window of at most checkpoint_every steps, and resume from the file when it exists and
-      matches this run. Neither changes a single bit of the statistics.
+      matches this run. Neither changes a single bit of the statistics. The file is locked
+      for the run: a second run on the same path is refused.
     """
-    config.validate()
+    config = config.validate()
     check_device(config)
-    backend = backends.resolve(config)
+    backend = _able_to_record(config, backends.resolve(config))
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
+                                         or checkpoint_every <= 0):
+        raise ConfigError(f"--checkpoint-every: must be a positive integer, got {checkpoint_every!r}")
+    p = plan(config, chunk, window)
+    if checkpoint is not None and checkpoint_every is not None:
+        p.window = min(p.window, checkpoint_every)
+    check_fits(config, p)
     ckpt = None
     if checkpoint is not None:
         from .checkpoint import Checkpoint
-        if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
-                                             or checkpoint_every <= 0):
-            raise ConfigError(f"--checkpoint-every: must be a positive integer, got {checkpoint_every!r}")
         ckpt = Checkpoint(checkpoint, config, backend.name, shard)
-    p = plan(config, chunk, window)
-    if ckpt is not None and checkpoint_every is not None:
-        p.window = min(p.window, checkpoint_every)
-    check_fits(config, p)
+    try:
+        result = _run(config, backend, p, shard, ckpt, progress)
+    finally:
+        if ckpt is not None:
+            ckpt.close()
+    if with_theory:
+        _attach_theory(result)
+    return result
+
+
+def _run(config: SimulationConfig, backend, p: Plan, shard, ckpt, progress: bool) -> SimulationResult:
+    """The launches of this process (resuming from `ckpt`'s progress), then the merged statistics."""
     steps = np.asarray(config.recorded_steps)
-    row_of = {n: i for i, n in enumerate(steps)}
     table = np.zeros((len(steps), p.replicates, N_QUANTITIES))
     hist = np.zeros((len(FRACTIONS), config.steps + 2), dtype=np.int64)
     rep_begin, rep_end = (0, p.replicates) if shard is None else shard.replicate_range(p.replicates)
@@ -187,24 +241,25 @@ def simulate(config: SimulationConfig, progress: bool = False, chunk: int | None
     resume = ckpt.load() if ckpt is not None else None
     done_chunks, resume_step, resume_state = 0, 0, None
     if resume is not None:
+        resume.check(config, p, (first, last))
         p.chunk = resume.chunk  # progress is counted in the chunks of the run that wrote it
         table[...] = resume.table
         hist[...] = resume.hist
         done_chunks, resume_step, resume_state = resume.chunk_index, resume.step, resume.state
     starts = list(range(first, last, p.chunk))
     total = (last - first) * config.steps
-    bar = _progress(progress, total)
+    done_before = sum(min(p.chunk, last - s) for s in starts[:done_chunks]) * config.steps
+    if done_chunks < len(starts):
+        done_before += min(p.chunk, last - starts[done_chunks]) * resume_step
+    row_of = {n: i for i, n in enumerate(steps.tolist())}
     t0 = time.perf_counter()
-    with bar:
-        bar.advance(sum(min(p.chunk, last - s) for s in starts[:done_chunks]) * config.steps)
+    with _progress(progress, total) as bar:
+        bar.advance(done_before)
         for index in range(done_chunks, len(starts)):
             start = starts[index]
             count = min(p.chunk, last - start)
-            state: ChunkState | None = None
-            step0 = 0
-            if index == done_chunks and resume_state is not None:
-                state, step0 = resume_state, resume_step
-                bar.advance(count * step0)
+            state, step0 = (resume_state, resume_step) if index == done_chunks and resume_state is not None \
+                else (None, 0)
             for begin in range(step0, config.steps, p.window):
                 end = min(begin + p.window, config.steps)
                 state, partials = backend.run(config, start, count, begin, end, state)
@@ -223,20 +278,16 @@ def simulate(config: SimulationConfig, progress: bool = False, chunk: int | None
                         ckpt.save(p.chunk, index, end, table, hist, state)
     if shard is not None:
         table, hist = shard.merge(table, hist, (rep_begin, rep_end))
-    elapsed = time.perf_counter() - t0
-    result = SimulationResult(config, steps, combine(table), table, hist, backend.name,
-                              device_name(config.device), elapsed)
-    if with_theory:
-        _attach_theory(result)
-    return result
+    return SimulationResult(config, steps, combine(table), table, hist, backend.name, device_name(config.device),
+                            time.perf_counter() - t0, trajectory_steps_done=total - done_before)
 
 
 def memory_estimate(config: SimulationConfig, p: Plan) -> dict:
     """Bytes a run needs: per launch on the device (state + working set + partial sums), and on the host."""
-    bytes_per_traj = (2 * config.dim + 8) * 8 + 3 * 4 + 64 * config.dim
-    records_per_window = p.window // config.record_every + 1
+    bytes_per_traj = bytes_per_trajectory(config)
+    records_per_window = max_records_in(config.steps, config.record_every, p.window)
     partials = math.ceil(p.chunk / GROUP) * records_per_window * N_QUANTITIES * 8
-    records = config.steps // config.record_every + 1  # arithmetic: never build a list of a huge request
+    records = recorded_count(config.steps, config.record_every)  # arithmetic: never build a list of a huge request
     host = records * p.replicates * N_QUANTITIES * 8 * 2 + len(FRACTIONS) * (config.steps + 2) * 8
     return {"per_trajectory": bytes_per_traj, "replicate": bytes_per_traj * p.replicate_size,
             "launch": bytes_per_traj * p.chunk + partials, "host": host}
@@ -310,26 +361,75 @@ def _replicate_sums(partials: torch.Tensor, p: Plan) -> np.ndarray:
 
 
 def _attach_theory(result: SimulationResult) -> None:
+    """Exact theory beside the statistics; where it overflows or does not exist, the reason instead."""
     cfg = result.config
     if cfg.problem != "quadratic":
         return
     from . import theory
-    spectra = None
-    if cfg.distribution is not None:
-        from .reference import Model
-        sample = min(cfg.trajectories, 100_000)
-        import dataclasses
-        model = Model(dataclasses.replace(cfg, dtype="float64", device="cpu"))
-        spectra = model.eigenvalues(torch.arange(sample)).numpy()
+    spectra = drawn_spectra(cfg)
     try:
-        result.theory = theory.expected(cfg, spectra=spectra)
-    except (NotImplementedError, ValueError):
+        expected = exact_theory(cfg, spectra)
+    except (NotImplementedError, ValueError, ArithmeticError) as exc:
+        result.theory_unavailable = f"exact theory not available here: {type(exc).__name__}: {exc}"
         return
+    if not all(np.isfinite(v).all() for v in expected.values()):
+        result.theory_unavailable = "exact theory overflows float64 for these options (a diverging ensemble)"
+        return
+    result.theory = expected
     if cfg.noisy and cfg.nesterov_r is None:
         try:
-            result.stationary = {k: float(v) for k, v in theory.stationary(cfg).items()}
-        except (NotImplementedError, ValueError):
-            pass
+            with np.errstate(all="ignore"):
+                stationary = {k: float(v) for k, v in theory.stationary(cfg).items()}
+        except (NotImplementedError, ValueError, ArithmeticError):
+            return
+        if all(math.isfinite(v) for v in stationary.values()):
+            result.stationary = stationary
+
+
+def exact_theory(cfg: SimulationConfig, spectra=None) -> dict:
+    """theory.expected at exactly cfg.recorded_steps.
+
+    theory.expected steps through recorded steps 0, K, 2K, ...; a recorded set that is not
+    that (the final step off the grid, log:N) is taken from the every-step curve.
+    """
+    from . import theory
+    with np.errstate(all="ignore"):
+        if is_arithmetic(cfg.steps, cfg.record_every):
+            return theory.expected(cfg, spectra=spectra)
+        every = theory.expected(dataclasses.replace(cfg, record_every=1), spectra=spectra)
+    rows = np.asarray(cfg.recorded_steps)
+    return {k: (rows if k == "steps" else np.asarray(v)[rows]) for k, v in every.items()}
+
+
+def drawn_spectra(cfg: SimulationConfig, first: int = 0) -> np.ndarray | None:
+    """Drawn eigenvalues [M, d] of trajectories first.. (float64; at most SPECTRUM_SAMPLE), None if shared.
+
+    The theory of a drawn spectrum is the mean over these rows: the run's own draws, not a fresh sample.
+    """
+    if cfg.distribution is None:
+        return None
+    from .reference import Model
+    model = Model(dataclasses.replace(cfg, dtype="float64", device="cpu"))
+    n = min(cfg.trajectories, SPECTRUM_SAMPLE)
+    return model.eigenvalues(torch.arange(first, first + n)).numpy()
+
+
+RECORDS_ANY_STEPS = ("torch", "triton")  # backends whose kernels record from a per-window table of steps
+
+
+def _able_to_record(config: SimulationConfig, backend):
+    """The backend, if it records any set of steps; kernels that test n % K record only 0, K, 2K, ...
+
+    auto falls back to the torch reference for such runs; an explicit backend is refused.
+    """
+    if is_arithmetic(config.steps, config.record_every) or getattr(backend, "records_any_steps", False) \
+            or backend.name in RECORDS_ANY_STEPS:
+        return backend
+    if config.backend == "auto":
+        return backends.backend_class("torch")()
+    raise ConfigError(f"--record-every: --backend {config.backend} records only steps 0, K, 2K, ... for now; "
+                      f"with --steps {config.steps} and --record-every {config.record_every} use --backend torch "
+                      f"or --steps a multiple of K")
 
 
 class _NoBar:

@@ -1,23 +1,34 @@
 """The reference dynamics: what every backend must compute, in plain PyTorch.
 
-Readable first, fast second. Each function is one line of
-docs/CONVENTIONS.md: the per-step maps of every integrator, the noise
-scale of every noise model, the initial state and the recorded
-quantities. Runs on any device in float32 or float64; the fast paths are
-tested against it.
+Readable first, fast second. Each piece is one line of docs/CONVENTIONS.md:
+the integrators as words over the primitive maps (`WORDS`), the initial
+state and the recorded quantities. Every scalar it multiplies by comes from
+`inertia_gpu.coefficients` (as every kernel's does), so rounding agrees
+across backends by construction. Runs on any device in float32 or float64;
+the fast paths are tested against it.
 """
 from __future__ import annotations
 
-import math
+import functools
 
 import torch
 
 from . import rng
+from .coefficients import Coefficients, Const, Obs, Step, coefficients
 from .config import SimulationConfig
 from .problems import Problem, drawn_spectrum, make_problem
 from .spec import Integrator, NoiseModel, switches, torch_dtype
 
 SWEEPABLE = ("momentum", "damping", "lr", "noise", "temperature")
+
+# Integrators as words over the primitive maps of one step n -> n + 1 (read left to right):
+#   B  half kick        v <- v - (h/2) grad L(theta)
+#   A  drift            theta <- theta + (h / k) v, k = how many A the word has (h or h/2)
+#   O  exact Ornstein-Uhlenbeck over h   v <- c1 v + (XI) xi   (coefficients.Step)
+#   E  explicit Euler   theta' = theta + h v,  v' = v - h grad L(theta) - (h gamma) v + (XI) xi
+#   M  heavy ball       b <- mu b + (grad L(theta) + s xi),  theta <- theta - lr b
+# Kernels unroll these words; docs/CONVENTIONS.md spells each one out.
+WORDS = {Integrator.HEAVY_BALL: "M", Integrator.EULER: "E", Integrator.LEAPFROG: "BABO", Integrator.BAOAB: "BAOAB"}
 
 
 def sweep_overrides(config: SimulationConfig, trajectories: torch.Tensor) -> dict:
@@ -25,35 +36,66 @@ def sweep_overrides(config: SimulationConfig, trajectories: torch.Tensor) -> dic
 
     config.extra["sweep"] = {"name": option, "values": [v_0, ...], "block": B}: trajectory t
     runs with option = values[t // B] (B trajectories, whole replicates, per configuration).
+    Values are float64 (exact); `coefficients` rounds what the dynamics multiplies by.
     """
     spec = config.extra.get("sweep") if config.extra else None
     if not spec:
         return {}
-    values = torch.tensor(spec["values"], dtype=torch_dtype(config.dtype), device=trajectories.device)
-    return {spec["name"]: values[trajectories // spec["block"]]}
+    values = torch.tensor(spec["values"], dtype=torch.float64)
+    return {spec["name"]: values[trajectories.cpu() // spec["block"]]}
 
 
 class Model:
-    """A config turned into tensors: the problem, its eigenvalues, the per-step scalars.
+    """A config turned into tensors: the problem, its eigenvalues, the word and the coefficient table.
 
     overrides: {option: tensor [n]} per-trajectory values of a scalar option (a sweep batches
-    many configurations into one launch); `param` hands out either.
+    many configurations into one launch); the coefficients then carry a trajectory axis.
+    window: the steps [step_begin, step_end) whose per-step scalars are tabulated.
     """
 
-    def __init__(self, config: SimulationConfig, overrides: dict | None = None):
+    def __init__(self, config: SimulationConfig, overrides: dict | None = None,
+                 window: tuple[int, int] | None = None):
         self.config = config
         self.problem: Problem = make_problem(config.problem, config.dim)
         self.dtype = torch_dtype(config.dtype)
-        self.switches = switches(config)
         self.device = torch.device(config.device)
-        self.overrides = overrides or {}
+        self.switches = switches(config)
+        self.word = WORDS[self.switches.integrator]
+        self._window = window if window is not None else (0, config.steps)
+        self._overrides = overrides
 
-    def param(self, name: str, per_coordinate: bool = True):
-        """config.<name>, or its per-trajectory values: [n, 1] beside [n, dim] state, [n] beside [n] sums."""
-        value = self.overrides.get(name)
-        if value is None:
-            return getattr(self.config, name)
-        return value[:, None] if per_coordinate else value
+    @functools.cached_property
+    def coef(self) -> Coefficients:
+        """The coefficient table of the window (built on first use: eigenvalues() alone needs none)."""
+        return coefficients(self.config, *self._window, overrides=self._overrides)
+
+    @functools.cached_property
+    def _const(self) -> torch.Tensor:
+        return self._on_device(self.coef.constants, self.dtype)
+
+    @functools.cached_property
+    def _rows(self) -> torch.Tensor:
+        return self._on_device(self.coef.rows, self.dtype)
+
+    @functools.cached_property
+    def _observe(self) -> torch.Tensor:
+        return self._on_device(self.coef.observe, torch.float64)
+
+    def _on_device(self, values: torch.Tensor, dtype) -> torch.Tensor:
+        """[k] -> [k] scalars; [k, n] (per trajectory) -> [k, n, 1] so each entry broadcasts over [n, dim]."""
+        values = values.to(device=self.device, dtype=dtype)
+        per_trajectory = self.coef.constants.dim() == 2
+        return values[..., None] if per_trajectory else values
+
+    def const(self, index: Const) -> torch.Tensor:
+        return self._const[index]
+
+    def scalar(self, n: int, column: Step) -> torch.Tensor:
+        """Column `column` of step n's row in the working dtype (scalar, or [n, 1] per trajectory)."""
+        coef = self.coef
+        if not coef.step_begin <= n < coef.step_end:
+            raise IndexError(f"step {n} outside the tabulated window [{coef.step_begin}, {coef.step_end})")
+        return self._rows[0 if coef.constant_schedule else n - coef.step_begin, column]
 
     # --- the quadratic's eigenvalues -------------------------------------------
     def eigenvalues(self, trajectories: torch.Tensor) -> torch.Tensor | None:
@@ -66,100 +108,65 @@ class Model:
             return drawn_spectrum(name, params, trajectories, cfg.dim, cfg.seed, self.dtype)
         return torch.tensor(cfg.spectrum, dtype=self.dtype, device=self.device)[None, :]
 
-    # --- schedules and noise ---------------------------------------------------
-    def momentum(self, n: int) -> float | torch.Tensor:
-        """mu_n of heavy ball, computed in the working dtype (n / (n + r) for nesterov:r)."""
-        r = self.config.nesterov_r
-        if r is None:
-            return self.param("momentum")
-        n_t = torch.tensor(float(n), dtype=self.dtype)
-        return n_t / (n_t + torch.tensor(r, dtype=self.dtype))
-
-    def damping(self, n: int) -> float | torch.Tensor:
-        """gamma_n of the continuous integrators: constant, or (1 - mu_n) / h for nesterov:r."""
-        cfg = self.config
-        if cfg.nesterov_r is None:
-            return self.param("damping")
-        return (1.0 - self.momentum(n)) / cfg.dt
-
-    def noise_std(self, loss: torch.Tensor, friction: float | torch.Tensor) -> torch.Tensor | float:
-        """Gradient-noise std s (heavy ball) or sigma (continuous) for this step.
-
-        friction: 1 - mu_n / lr (heavy ball, so that s^2 = 2(1-mu)T/lr) or gamma (continuous,
-        sigma^2 = 2 gamma T).
-        """
-        cfg = self.config
-        if self.switches.noise_model == NoiseModel.ADDITIVE:
-            return self.param("noise")
-        if self.switches.noise_model == NoiseModel.TEMPERATURE:
-            return torch.sqrt(torch.as_tensor(2.0 * friction * self.param("temperature"), dtype=self.dtype))
-        return self.param("noise") * torch.sqrt(torch.clamp(loss, min=0.0))[:, None]  # loss-scaled
-
     # --- initial state -----------------------------------------------------------
     def initial_state(self, trajectories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """theta_0 ~ N(0, init_theta_std^2), v_0 ~ N(0, init_velocity_std^2); heavy ball stores b_0 = -v_0/lr."""
         cfg = self.config
         z_theta, z_v = rng.init_normals(trajectories, cfg.dim, cfg.seed, self.dtype)
-        theta = cfg.init_theta_std * z_theta
-        v = cfg.init_velocity_std * z_v
+        theta = self.const(Const.INIT_THETA_STD) * z_theta
+        v = self.const(Const.INIT_VELOCITY_STD) * z_v
         if cfg.continuous:
             return theta, v
-        return theta, -v / self.param("lr")
+        return theta, -v / self.const(Const.LR)
 
-    # --- one step ----------------------------------------------------------------
+    # --- one step: the word, letter by letter ----------------------------------------
     def step(self, theta, mom, lam, n: int, xi):
         """Advance state n -> n + 1 with standard normals xi [n_traj, dim]."""
-        cfg = self.config
-        grad, loss = self.problem.grad, self.problem.loss
-        integrator = self.switches.integrator
-        if integrator == Integrator.HEAVY_BALL:
-            mu, lr = self.momentum(n), self.param("lr")
-            s = self.noise_std(loss(theta, lam), (1.0 - mu) / lr)
-            g = grad(theta, lam) + s * xi
-            mom = mu * mom + g
-            return theta - lr * mom, mom
-        h = cfg.dt
-        gamma = self.damping(n)
-        if integrator == Integrator.EULER:
-            sigma = self.noise_std(loss(theta, lam), gamma)
-            g = grad(theta, lam)
-            return theta + h * mom, mom - h * g - (h * gamma) * mom + (sigma * math.sqrt(h)) * xi
-        if integrator == Integrator.LEAPFROG:  # B A B O
-            mom = mom - (0.5 * h) * grad(theta, lam)
-            theta = theta + h * mom
-            mom = mom - (0.5 * h) * grad(theta, lam)
-            return theta, self.ou_step(mom, theta, lam, gamma, xi)
-        # baoab: B A O A B
-        mom = mom - (0.5 * h) * grad(theta, lam)
-        theta = theta + (0.5 * h) * mom
-        mom = self.ou_step(mom, theta, lam, gamma, xi)
-        theta = theta + (0.5 * h) * mom
-        return theta, mom - (0.5 * h) * grad(theta, lam)
+        drifts = self.word.count("A")
+        for letter in self.word:
+            if letter == "B":
+                mom = mom - self.const(Const.HALF_H) * self.problem.grad(theta, lam)
+            elif letter == "A":
+                theta = theta + self.const(Const.H if drifts == 1 else Const.HALF_H) * mom
+            elif letter == "O":
+                mom = self.scalar(n, Step.DECAY) * mom + self.xi_scale(theta, lam, n) * xi
+            elif letter == "E":
+                g = self.problem.grad(theta, lam)
+                h = self.const(Const.H)
+                noise = self.xi_scale(theta, lam, n) * xi
+                theta, mom = theta + h * mom, mom - h * g - self.scalar(n, Step.DECAY) * mom + noise
+            else:  # "M": heavy ball, torch.optim.SGD's convention
+                g = self.problem.grad(theta, lam) + self.xi_scale(theta, lam, n) * xi
+                mom = self.scalar(n, Step.DECAY) * mom + g
+                theta = theta - self.const(Const.LR) * mom
+        return theta, mom
 
-    def ou_step(self, v, theta, lam, gamma, xi):
-        """Exact Ornstein-Uhlenbeck step v <- c1 v + c2 xi over time h."""
-        h = self.config.dt
-        gamma = torch.as_tensor(gamma, dtype=self.dtype)
-        c1 = torch.exp(-gamma * h)
-        # (1 - e^{-2 gamma h}) / (2 gamma), tending to h as gamma -> 0
-        var_factor = torch.where(gamma > 0, -torch.expm1(-2.0 * gamma * h) / (2.0 * torch.clamp(gamma, min=1e-300)),
-                                 torch.as_tensor(h, dtype=self.dtype))
-        sigma = self.noise_std(self.problem.loss(theta, lam), gamma)
-        return c1 * v + (sigma * torch.sqrt(var_factor)) * xi
+    def xi_scale(self, theta, lam, n: int):
+        """What multiplies xi at step n: the table's XI, or (noise sqrt(max(L, 0))) * SPREAD (loss-scaled)."""
+        xi = self.scalar(n, Step.XI)
+        if self.switches.noise_model != NoiseModel.LOSS_SCALED:
+            return xi
+        root = torch.sqrt(torch.clamp(self.problem.loss(theta, lam), min=0.0))[:, None]
+        return (xi * root) * self.scalar(n, Step.SPREAD)
 
     # --- what is recorded --------------------------------------------------------
     def observe(self, theta, mom, lam):
-        """(inertia, kinetic, loss, shadow_inertia), each [n_traj]."""
-        cfg = self.config
+        """(inertia, kinetic, loss, shadow_inertia), each float64 [n_traj], formed from the state in float64.
+
+        float64 keeps float32 runs right where their products would be subnormal (deep decay)."""
+        theta, mom = theta.double(), mom.double()
+        lam = None if lam is None else lam.double()
         loss = self.problem.loss(theta, lam)
         g = self.problem.grad(theta, lam)
+        observe = self._observe
         if self.switches.integrator == Integrator.HEAVY_BALL:
-            lr = self.param("lr", per_coordinate=False)
-            kinetic = 0.5 * lr * (mom * mom).sum(dim=-1)
+            half_lr = observe[Obs.HALF_LR]
+            half_lr = half_lr[:, 0] if half_lr.dim() else half_lr
+            kinetic = half_lr * (mom * mom).sum(dim=-1)
             inertia = kinetic + loss
-            shadow = inertia + 0.5 * lr * (mom * g).sum(dim=-1)
+            shadow = inertia + half_lr * (mom * g).sum(dim=-1)
         else:
             kinetic = 0.5 * (mom * mom).sum(dim=-1)
             inertia = kinetic + loss
-            shadow = inertia - (cfg.dt ** 2 / 8.0) * (g * g).sum(dim=-1)
+            shadow = inertia - observe[Obs.SHADOW].reshape(-1) * (g * g).sum(dim=-1)
         return inertia, kinetic, loss, shadow

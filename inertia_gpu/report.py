@@ -14,8 +14,10 @@ def print_summary(result) -> None:
     s = result.stats
     import sys
     console = Console(width=None if sys.stdout.isatty() else 140)  # a pipe or a log file: no truncated numbers
+    rate = result.trajectory_steps_per_s
+    speed = "resumed, nothing left to compute" if rate is None else f"{rate:.3g} traj-steps/s"
     t = Table(title=f"{cfg.problem} / {cfg.integrator}: {cfg.trajectories:,} trajectories x {cfg.steps:,} steps "
-                    f"on {result.backend} ({result.device_name}), {result.trajectory_steps_per_s:.3g} traj-steps/s")
+                    f"on {result.backend} ({result.device_name}), {speed}")
     from rich.markup import escape
     for col in ("step", "E[I]", "sem", "theory", "z", "E[K]", "E[L]", "E[shadow]", "diverged"):
         t.add_column(escape(col), justify="right")
@@ -37,10 +39,13 @@ def print_summary(result) -> None:
         try:
             rates = theory.decay_rate(cfg)
             predicted = f"   exact theory {rates['per_time'] if cfg.continuous else rates['per_step']:.4g}"
-        except (ValueError, NotImplementedError):
+        except (ValueError, NotImplementedError, ArithmeticError):
             pass
-    console.print(escape(f"decay {what}: {fit['rate']:.4g}  95% CI [{fit['ci95'][0]:.4g}, {fit['ci95'][1]:.4g}]"
-                         f"{predicted}"))
+    if fit.get("rate") is None:
+        console.print(escape(f"decay {what}: none ({fit.get('reason', 'no usable steps')})"))
+    else:
+        console.print(escape(f"decay {what}: {_g(fit['rate'])}  95% CI [{_g(fit['ci95'][0])}, {_g(fit['ci95'][1])}]"
+                             f"{predicted}"))
     for entry in first_passage_summary(result.first_passage_hist):
         q = entry["quantiles"]
         if q:
@@ -93,5 +98,12 @@ def plot_result(result, path: str) -> None:
     else:
         hx.text(0.5, 0.5, "no trajectory reached f I0", ha="center", transform=hx.transAxes)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from .output import save_figure
+    try:
+        save_figure(fig, path, "--plot", dpi=120)
+    finally:
+        plt.close(fig)
+
+
+def _g(x) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{x:.4g}"

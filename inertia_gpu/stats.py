@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .backends.base import FRACTIONS, QUANTITIES
+from .spec import FRACTIONS, QUANTITIES
 
 
 def combine(table: np.ndarray) -> dict[str, np.ndarray]:
@@ -134,7 +134,3 @@ def _jackknife_rates(table: np.ndarray, x: np.ndarray, w: np.ndarray, floor: flo
         rates.append(_weighted_slope(x, np.log(excess), w)[0])
     return np.asarray(rates)
 
-
-def z_scores(mean: np.ndarray, sem: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (np.asarray(mean) - np.asarray(expected)) / np.asarray(sem)

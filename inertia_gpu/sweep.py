@@ -19,7 +19,6 @@ trajectory indices, hence its own noise.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 
 import numpy as np
@@ -32,7 +31,7 @@ TAIL = 0.2  # share of the recorded steps averaged for the stationary level
 
 
 def add_arguments(p) -> None:
-    from .cli import add_simulation_arguments
+    from .options import add_simulation_arguments
     add_simulation_arguments(p)
     p.add_argument("--sweep", required=True, metavar="NAME=START:STOP:COUNT",
                    help=f"option and grid: NAME one of {', '.join(SWEEPABLE)}; START:STOP:COUNT (linear, "
@@ -123,7 +122,8 @@ def run_sweep(base: SimulationConfig, name: str, values: list[float], progress: 
 
 def _analyse(cfg: SimulationConfig, steps: np.ndarray, table: np.ndarray, first_traj: int) -> dict:
     from . import theory
-    from .engine import _finite_list
+    from .engine import exact_theory
+    from .output import finite_list
     from .stats import combine
     st = combine(table)
     mean, sem = st["inertia_mean"], st["inertia_sem"]
@@ -133,16 +133,16 @@ def _analyse(cfg: SimulationConfig, steps: np.ndarray, table: np.ndarray, first_
     if cfg.problem == "quadratic":
         try:
             th_rate = theory.decay_rate(cfg, spectra=spectra)
-        except (ValueError, NotImplementedError):
+        except (ValueError, NotImplementedError, ArithmeticError):
             pass
         if cfg.noisy:
             try:
                 th_stat = theory.stationary(cfg, spectra=spectra)["inertia"]
-            except (ValueError, NotImplementedError):
+            except (ValueError, NotImplementedError, ArithmeticError):
                 pass
         try:
-            th_curve = theory.expected(cfg, spectra=spectra)["inertia"]
-        except (ValueError, NotImplementedError):
+            th_curve = exact_theory(cfg, spectra)["inertia"]
+        except (ValueError, NotImplementedError, ArithmeticError):
             pass
     tail = max(2, int(len(steps) * TAIL))
     level = float(np.mean(mean[-tail:]))
@@ -171,7 +171,7 @@ def _analyse(cfg: SimulationConfig, steps: np.ndarray, table: np.ndarray, first_
         with np.errstate(invalid="ignore", divide="ignore"):
             z = (mean - th_curve) / sem
         row["theory_max_abs_z"] = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else None
-    row["_curve"] = _finite_list(mean)
+    row["_curve"] = finite_list(mean)
     return row
 
 
@@ -202,14 +202,8 @@ def asymptotic_fit(steps, mean, sem, floor: float, model: str, time_per_step: fl
 
 def _spectra(cfg: SimulationConfig, first_traj: int):
     """The drawn eigenvalues of this configuration's trajectories (None for a shared spectrum)."""
-    if cfg.distribution is None:
-        return None
-    import torch
-
-    from .reference import Model
-    model = Model(dataclasses.replace(cfg, dtype="float64", device="cpu"))
-    n = min(cfg.trajectories, 100_000)
-    return model.eigenvalues(torch.arange(first_traj, first_traj + n)).numpy()
+    from .engine import drawn_spectra
+    return drawn_spectra(cfg, first_traj)
 
 
 def theory_curves(base: SimulationConfig, name: str, lo: float, hi: float, points: int = 400) -> dict:
@@ -218,9 +212,8 @@ def theory_curves(base: SimulationConfig, name: str, lo: float, hi: float, point
     xs = np.linspace(lo, hi, points)
     rate, level = np.full(points, np.nan), np.full(points, np.nan)
     for i, x in enumerate(xs):
-        cfg = dataclasses.replace(base, **{name: float(x)})
         try:
-            cfg.validate()
+            cfg = dataclasses.replace(base, **{name: float(x)}).validate()
             r = theory.decay_rate(cfg)
             rate[i] = r["per_time"] if cfg.continuous else r["per_step"]
             if cfg.noisy:
@@ -266,8 +259,11 @@ def plot_sweep(table: dict, base: SimulationConfig, path: str) -> None:
     fig.suptitle(f"sweep over {name}: {base.problem}, {base.integrator}\n"
                  f"{table['trajectories_per_value']} trajectories per value, one pass", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from .output import save_figure
+    try:
+        save_figure(fig, path, "--plot", dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def print_table(table: dict) -> None:
@@ -288,13 +284,19 @@ def print_table(table: dict) -> None:
 
 
 def run(args) -> int:
-    from .cli import config_from_args
-    base = config_from_args(args)
+    from .options import config_from_args
+    from .output import PLOT_FORMATS, check_path, write_json
     name, values = parse_sweep(args.sweep)
+    if hasattr(args, name):
+        raise ConfigError(f"--{name.replace('_', '-')}: set by --sweep {args.sweep}; give one or the other")
+    base = config_from_args(args, also_given=(name,))
+    if args.json is not None:
+        check_path("--json", args.json)
+    if args.plot is not None:
+        check_path("--plot", args.plot, PLOT_FORMATS)
     table = run_sweep(base, name, values, progress=not args.quiet)
     if args.json:
-        from .checkpoint import write_atomic
-        write_atomic(args.json, json.dumps(table, indent=1).encode())
+        write_json(args.json, table)
     if args.plot:
         plot_sweep(table, base, args.plot)
     if not args.quiet:

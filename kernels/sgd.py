@@ -6,132 +6,158 @@ a `tl.constexpr` switch, so each combination compiles to straight-line code.
 A launch walks all parameters of one (group, dtype) through a pointer table,
 so a model with hundreds of tensors costs one launch, not hundreds:
 
-    table[row] = (param_ptr, grad_ptr, buffer_ptr, numel, parameter_index,
-                  first_block, first_step, 0)                       int64
+    table[row] = (param, grad, buffer, numel, parameter_index, first_block, first_step, 0)   int64
+
+param, grad, buffer: element offsets of the tensors from base_ptr (a pointer argument of the
+launch's dtype: the first parameter). Every tensor's address is a multiple of its element size,
+so the offsets are exact.
 
 first_step = 1 marks a momentum buffer that does not exist yet: this step writes b = g
 (torch's first step) and counts b_k = 0 in the sums.
     block_row[pid] = row of the tensor program `pid` works on        int32
 
-Each program reads p, g, b once, writes p, b once (20 bytes per float32
-parameter with momentum) and writes two per-block partial sums for the
-inertia bookkeeping, both of the state *before* the update:
+Each program covers BLOCK elements of one tensor in tiles of TILE elements (VEC contiguous
+elements per thread, VEC * element size = 16 bytes), reads p, g, b once, writes p, b once (20
+bytes per float32 parameter with momentum), keeps its inertia terms per thread in registers across
+the tiles and writes two per-block partial sums, both of the state *before* the update:
 
     partials[pid] = (sum b_k^2, sum <b_k, d_k>)   d_k = noise-free update direction
 
 in float64: products of the working-dtype values formed exactly in float64, d_k itself formed in
 float64 from the gradient (as the foreach implementation does), weight decay passed as a float32
 pair wd_hi + wd_lo (~48 bits; Triton passes Python floats as fp32). The host adds the partials in
-float64 (no float atomics: results are deterministic). Noise follows docs/CONVENTIONS.md (optimizer stream): one
-Philox call per four consecutive elements, all four normals used.
+float64 (no float atomics: results are deterministic). Noise follows docs/CONVENTIONS.md (optimizer
+stream): one Philox call per four consecutive elements, all four normals used.
+
+ALIGNED (a constexpr): the launcher found base_ptr and every tensor of the launch 16-byte aligned
+and every numel a multiple of VEC, and tells the compiler (tl.multiple_of on the offsets), which then
+emits 128-bit loads and stores (LDG.E.128 / STG.E.128); other tensors go to a launch without hints.
 """
 import triton
 import triton.language as tl
 
-from .philox import normals4_from_bits
+from .philox import PHILOX_TWO_PI, PHILOX_TWO_POW_M24, box_muller
 
 TABLE_COLUMNS = 8  # for the launcher; the kernel's copy is a constexpr (compiled code may read no other globals)
+ALIGN_BYTES = 16  # ALIGNED launches: every pointer a multiple of this, every numel of VEC (the launcher checks)
 _COLUMNS = tl.constexpr(TABLE_COLUMNS)
 TAG_OPTIMIZER = tl.constexpr(3)  # c3 of the optimizer stream (docs/CONVENTIONS.md)
 
 
 @triton.jit
+def _sincos(angle):
+    """(sin, cos) of a float32 angle in [0, 2 pi]: Cody-Waite reduction to [-pi/4, pi/4] and the
+    cephes sinf/cosf polynomials (~1 ulp, no branches, no slow path: a quarter of libdevice's cost)."""
+    q = (angle * 0.6366197723675814 + 0.5).to(tl.int32)  # nearest multiple of pi/2 (angle >= 0)
+    qf = q.to(tl.float32)
+    x = angle - qf * 1.5703125  # pi/2 in three parts: q * part exact for q <= 4
+    x = x - qf * 4.837512969970703125e-4
+    x = x - qf * 7.54978995489188216e-8
+    z = x * x
+    s = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * x + x
+    c = ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z - 0.5 * z + 1.0
+    swap = (q & 1) != 0
+    sin = tl.where(swap, c, s)
+    cos = tl.where(swap, s, c)
+    return tl.where((q & 2) != 0, -sin, sin), tl.where(((q + 1) & 2) != 0, -cos, cos)
+
+
+@triton.jit
+def _box_muller(xa, xb, ACC: tl.constexpr):
+    """The CONVENTIONS transform (philox.box_muller); in float32 with _sincos for the angle."""
+    if ACC == tl.float64:
+        za, zb = box_muller(xa, xb, ACC)
+    else:
+        u1 = ((xa >> 8) + 1).to(tl.float32) * PHILOX_TWO_POW_M24
+        u2 = (xb >> 8).to(tl.float32) * PHILOX_TWO_POW_M24
+        r = tl.sqrt(-2.0 * tl.log(u1))
+        sin, cos = _sincos(u2 * PHILOX_TWO_PI)
+        za, zb = r * cos, r * sin
+    return za, zb
+
+
+@triton.jit
 def _normals4(seed, group, step, parameter, ACC: tl.constexpr):
-    """Four standard normals per element group (CONVENTIONS optimizer layout), interleaved."""
+    """The four normals (lanes 0..3) of each element group (CONVENTIONS optimizer layout)."""
     c0 = (group & 0xFFFFFFFF).to(tl.uint32)
     c3 = ((group >> 32) * 16 + TAG_OPTIMIZER).to(tl.uint32)
     c1 = tl.zeros_like(c0) + step.to(tl.uint32)
     c2 = tl.zeros_like(c0) + parameter.to(tl.uint32)
     x0, x1, x2, x3 = tl.philox(seed, c0, c1, c2, c3)
-    z0, z1, z2, z3 = normals4_from_bits(x0, x1, x2, x3, ACC)
-    # interleave(interleave(z0, z2), interleave(z1, z3)) = z0[0], z1[0], z2[0], z3[0], z0[1], ...
-    return tl.interleave(tl.interleave(z0, z2), tl.interleave(z1, z3))
+    z0, z1 = _box_muller(x0, x1, ACC)
+    z2, z3 = _box_muller(x2, x3, ACC)
+    return z0, z1, z2, z3
 
 
 @triton.jit
-def _store_sums(out_ptr, b, g_raw, p_raw, grad_scale_ptr, wd_hi, wd_lo,
-                HAS_GRAD_SCALE: tl.constexpr, MAXIMIZE: tl.constexpr, WEIGHT_DECAY: tl.constexpr):
-    """out = (sum b^2, sum <b, d>) in float64, d = ±g / grad_scale + weight_decay p formed in float64."""
+def _noise(seed, start, step, parameter, ACC: tl.constexpr, TILE: tl.constexpr, EPT: tl.constexpr):
+    """The normals of elements [start, start + TILE) in element order, EPT consecutive ones per thread.
+
+    tl.interleave puts its operands at the lowest bit of a new in-thread index, so the element index
+    is built from its highest in-thread bit down and lands in the registers the loads use (no
+    shared-memory shuffle). EPT = 4: one Philox call per thread; EPT = 8: two (groups 2i, 2i + 1).
+    """
+    if EPT == 4:
+        z0, z1, z2, z3 = _normals4(seed, start // 4 + tl.arange(0, TILE // 4).to(tl.int64), step, parameter, ACC)
+        # element 4i + 2m + n is lane 2m + n of group i: m first, then n
+        out = tl.interleave(tl.interleave(z0, z2), tl.interleave(z1, z3))
+    else:
+        group = start // 4 + 2 * tl.arange(0, TILE // 8).to(tl.int64)
+        a0, a1, a2, a3 = _normals4(seed, group, step, parameter, ACC)
+        b0, b1, b2, b3 = _normals4(seed, group + 1, step, parameter, ACC)
+        # element 8i + 4h + 2m + n is lane 2m + n of group 2i + h: h, then m, then n
+        r00, r01 = tl.interleave(a0, b0), tl.interleave(a1, b1)
+        r10, r11 = tl.interleave(a2, b2), tl.interleave(a3, b3)
+        out = tl.interleave(tl.interleave(r00, r10), tl.interleave(r01, r11))
+    return out
+
+
+@triton.jit
+def _sums(b, g_raw, p_raw, grad_scale, wd_hi, wd_lo,
+          HAS_GRAD_SCALE: tl.constexpr, MAXIMIZE: tl.constexpr, WEIGHT_DECAY: tl.constexpr):
+    """Per element (b^2, b d) in float64, d = ±g / grad_scale + weight_decay p formed in float64."""
     b64 = b.to(tl.float64)
     d = g_raw.to(tl.float64)
     if MAXIMIZE:
         d = -d
     if HAS_GRAD_SCALE:
-        d = d / tl.load(grad_scale_ptr).to(tl.float64)
+        d = d / grad_scale.to(tl.float64)
     if WEIGHT_DECAY:
         p64 = p_raw.to(tl.float64)
         d = d + (p64 * wd_hi + p64 * wd_lo)  # fp32 scalars promote exactly to float64
-    tl.store(out_ptr, tl.sum(b64 * b64, axis=0))
-    tl.store(out_ptr + 1, tl.sum(b64 * d, axis=0))
+    return b64 * b64, b64 * d
 
 
 @triton.jit
-def sgd_step_kernel(
-    table_ptr, block_row_ptr, partials_ptr,
-    lr_ptr, lr_value, step_ptr, grad_scale_ptr, found_inf_ptr,
-    momentum, dampening, weight_decay, wd_hi, wd_lo, noise_value, seed,
-    DTYPE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
-    MOMENTUM: tl.constexpr, DAMPENING: tl.constexpr, NESTEROV: tl.constexpr,
-    WEIGHT_DECAY: tl.constexpr, MAXIMIZE: tl.constexpr,
-    NOISE: tl.constexpr, TEMPERATURE: tl.constexpr,
-    LR_FROM_PTR: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr,
-):
-    """One heavy-ball step for BLOCK elements of one tensor of the table.
-
-    NOISE: noise_value is the std s (TEMPERATURE=False) or the temperature T,
-    s = sqrt(2 (1 - momentum) T / lr) (TEMPERATURE=True).
-    """
-    pid = tl.program_id(0)
-    row = tl.load(block_row_ptr + pid).to(tl.int64)
-    entry = table_ptr + row * _COLUMNS
-    numel = tl.load(entry + 3)
-    first_block = tl.load(entry + 5)
-    start = (pid - first_block) * BLOCK
-    offs = start + tl.arange(0, BLOCK)
-    mask = offs < numel
-
-    p_ptr = tl.load(entry + 0).to(tl.pointer_type(DTYPE))
-    g_ptr = tl.load(entry + 1).to(tl.pointer_type(DTYPE))
-
-    if LR_FROM_PTR:
-        lr = tl.load(lr_ptr).to(ACC)
-    else:
-        lr = lr_value
-    write = mask
-    if HAS_FOUND_INF:
-        # a skipped AMP step writes nothing: params and buffers stay as they were
-        write = offs < tl.where(tl.load(found_inf_ptr) == 0, numel, 0)
-
+def _tile(start, limit, write_limit, first, p_ptr, g_ptr, b_ptr, lr, std, grad_scale, seed, step, parameter,
+          momentum, dampening, weight_decay, wd_hi, wd_lo,
+          DTYPE: tl.constexpr, ACC: tl.constexpr, TILE: tl.constexpr, EPT: tl.constexpr,
+          MOMENTUM: tl.constexpr, DAMPENING: tl.constexpr, NESTEROV: tl.constexpr,
+          WEIGHT_DECAY: tl.constexpr, MAXIMIZE: tl.constexpr, NOISE: tl.constexpr,
+          HAS_GRAD_SCALE: tl.constexpr):
+    """One heavy-ball step on elements [start, start + TILE) below `limit`; their float64 (b^2, b d) terms."""
+    offs = start + tl.arange(0, TILE)
+    mask = offs < limit
+    write = offs < write_limit  # 0 when an AMP step is skipped: params and buffers stay as they were
     g_raw = tl.load(g_ptr + offs, mask=mask, other=0.0)
     g = g_raw.to(ACC)
     if HAS_GRAD_SCALE:
-        g = g / tl.load(grad_scale_ptr).to(ACC)
+        g = g / grad_scale
     if MAXIMIZE:
         g = -g
     p_raw = tl.load(p_ptr + offs, mask=mask, other=0.0)
     p = p_raw.to(ACC)
     if WEIGHT_DECAY:
         g = g + weight_decay * p
-
     if NOISE:
-        parameter = tl.load(entry + 4)
-        step = tl.load(step_ptr)
-        group = (start // 4) + tl.arange(0, BLOCK // 4).to(tl.int64)
-        xi = _normals4(seed, group, step, parameter, ACC)
-        if TEMPERATURE:
-            std = tl.sqrt(2.0 * (1.0 - momentum) * noise_value / lr)
-        else:
-            std = noise_value
-        g = g + std * xi
-
+        g = g + std * _noise(seed, start, step, parameter, ACC, TILE, EPT)
+    bb = tl.zeros([TILE], tl.float64)
+    bd = tl.zeros([TILE], tl.float64)
+    update = g
     if MOMENTUM:
-        b_ptr = tl.load(entry + 2).to(tl.pointer_type(DTYPE))
-        first_step = tl.load(entry + 6)
-        first = first_step != 0
         # b_k = 0 on the first step: the new buffer is not read
-        b = tl.load(b_ptr + offs, mask=offs < tl.where(first, 0, numel), other=0.0).to(ACC)
-        _store_sums(partials_ptr + pid * 2, b, g_raw, p_raw, grad_scale_ptr, wd_hi, wd_lo,
-                    HAS_GRAD_SCALE, MAXIMIZE, WEIGHT_DECAY)
+        b = tl.load(b_ptr + offs, mask=offs < tl.where(first, 0, limit), other=0.0).to(ACC)
+        bb, bd = _sums(b, g_raw, p_raw, grad_scale, wd_hi, wd_lo, HAS_GRAD_SCALE, MAXIMIZE, WEIGHT_DECAY)
         if DAMPENING:
             b_new = momentum * b + (1.0 - dampening) * g
         else:
@@ -142,8 +168,72 @@ def sgd_step_kernel(
             update = g + momentum * b_new
         else:
             update = b_new
-    else:
-        tl.store(partials_ptr + pid * 2, 0.0)
-        tl.store(partials_ptr + pid * 2 + 1, 0.0)
-        update = g
     tl.store(p_ptr + offs, (p - lr * update).to(DTYPE), mask=write)
+    return bb, bd
+
+
+@triton.jit
+def _pointer(base_ptr, entry, column, VEC: tl.constexpr, ALIGNED: tl.constexpr):
+    """base_ptr + the column's element offset. Alignment hints reach the compiler through an offset
+    from an aligned pointer argument; a pointer made from an integer (int_to_ptr) drops them."""
+    offset = tl.load(entry + column)
+    if ALIGNED:
+        offset = tl.multiple_of(offset, VEC)  # the launcher checked it
+    return base_ptr + offset
+
+
+@triton.jit
+def sgd_step_kernel(
+    table_ptr, block_row_ptr, partials_ptr, base_ptr,
+    lr_ptr, lr_value, step_ptr, grad_scale_ptr, found_inf_ptr,
+    momentum, dampening, weight_decay, wd_hi, wd_lo, noise_value, seed,
+    DTYPE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr, TILE: tl.constexpr, VEC: tl.constexpr,
+    EPT: tl.constexpr,
+    ALIGNED: tl.constexpr, MOMENTUM: tl.constexpr, DAMPENING: tl.constexpr, NESTEROV: tl.constexpr,
+    WEIGHT_DECAY: tl.constexpr, MAXIMIZE: tl.constexpr,
+    NOISE: tl.constexpr, TEMPERATURE: tl.constexpr,
+    LR_FROM_PTR: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr,
+):
+    """One heavy-ball step for BLOCK elements (BLOCK / TILE tiles) of one tensor of the table.
+
+    NOISE: noise_value is the std s (TEMPERATURE=False) or the temperature T,
+    s = sqrt(2 (1 - momentum) T / lr) (TEMPERATURE=True).
+    """
+    pid = tl.program_id(0)
+    row = tl.load(block_row_ptr + pid).to(tl.int64)
+    entry = table_ptr + row * _COLUMNS
+    numel = tl.load(entry + 3)
+    if ALIGNED:
+        numel = tl.multiple_of(numel, VEC)  # the launcher checked it
+    start = (pid - tl.load(entry + 5)) * BLOCK
+    p_ptr = _pointer(base_ptr, entry, 0, VEC, ALIGNED)
+    g_ptr = _pointer(base_ptr, entry, 1, VEC, ALIGNED)
+    b_ptr = _pointer(base_ptr, entry, 2, VEC, ALIGNED)
+    first = tl.load(entry + 6) != 0
+    parameter = tl.load(entry + 4)
+    if LR_FROM_PTR:
+        lr = tl.load(lr_ptr).to(ACC)
+    else:
+        lr = lr_value
+    std = noise_value
+    if TEMPERATURE:
+        std = tl.sqrt(2.0 * (1.0 - momentum) * noise_value / lr)
+    step = 0
+    if NOISE:
+        step = tl.load(step_ptr)
+    grad_scale = 1.0
+    if HAS_GRAD_SCALE:
+        grad_scale = tl.load(grad_scale_ptr).to(ACC)
+    write_limit = numel
+    if HAS_FOUND_INF:
+        write_limit = tl.where(tl.load(found_inf_ptr) == 0, numel, 0)
+    bb = tl.zeros([TILE], tl.float64)
+    bd = tl.zeros([TILE], tl.float64)
+    for t in tl.static_range(BLOCK // TILE):  # unrolled: each tile start keeps its known alignment
+        tb, td = _tile(start + t * TILE, numel, write_limit, first, p_ptr, g_ptr, b_ptr, lr, std, grad_scale, seed, step,
+                       parameter, momentum, dampening, weight_decay, wd_hi, wd_lo, DTYPE, ACC, TILE, EPT,
+                       MOMENTUM, DAMPENING, NESTEROV, WEIGHT_DECAY, MAXIMIZE, NOISE, HAS_GRAD_SCALE)
+        bb += tb
+        bd += td
+    tl.store(partials_ptr + pid * 2, tl.sum(bb, axis=0))
+    tl.store(partials_ptr + pid * 2 + 1, tl.sum(bd, axis=0))

@@ -22,9 +22,10 @@ import torch
 
 from inertia_gpu import rng
 from inertia_gpu.backends import cupy_backend
+from inertia_gpu.backends.base import ChunkState, n_groups, recorded_in_window
 from inertia_gpu.optim import cuda_step
-from inertia_gpu.backends.base import FRACTIONS, ChunkState, n_groups, recorded_in_window
 from inertia_gpu.config import SimulationConfig
+from inertia_gpu.testing import HostCudaEnsemble
 
 NVCC = shutil.which("nvcc")
 CXX = shutil.which("g++") or shutil.which("c++")
@@ -187,98 +188,6 @@ def test_host_philox_equals_reference(tmp_path):
 
 # --- (c) the ensemble step math on the host -----------------------------------------------------
 
-ENSEMBLE_MAIN = r"""
-#include "ensemble.cu"
-#include <stdio.h>
-#include <stdlib.h>
-#include <vector>
-
-struct HostRecorder {
-    std::vector<double> *out;  // [R][count][4]
-    long long count, t;
-    void operator()(long long r, ig_real I, ig_real K, ig_real L, ig_real S) {
-        double *row = out->data() + (r * count + t) * 4;
-        row[0] = I; row[1] = K; row[2] = L; row[3] = S;
-    }
-};
-
-static double rd() { double x; if (scanf("%lf", &x) != 1) exit(3); return x; }
-static long long ri() { long long x; if (scanf("%lld", &x) != 1) exit(3); return x; }
-
-int main() {
-    IgParams P;
-    P.lr = rd(); P.momentum = rd(); P.nesterov_r = rd(); P.dt = rd(); P.damping = rd(); P.noise = rd();
-    P.temperature = rd(); P.init_theta_std = rd(); P.init_velocity_std = rd();
-    P.k0 = (ig_u32)ri(); P.k1 = (ig_u32)ri();
-    long long start = ri(), count = ri();
-    P.step_begin = ri(); P.step_end = ri(); P.record_every = ri();
-    P.lam_stride = ri();
-    long long n_lam = ri(), records = ri(), init = ri();
-    std::vector<ig_real> lam(n_lam + 1), th(count * IG_DIM), mo(count * IG_DIM), i0(count);
-    std::vector<int> fp(count * 3);
-    for (long long i = 0; i < n_lam; ++i) lam[i] = (ig_real)rd();
-    P.lam = lam.data();
-    if (!init) {
-        for (auto &x : th) x = (ig_real)rd();
-        for (auto &x : mo) x = (ig_real)rd();
-        for (auto &x : i0) x = (ig_real)rd();
-        for (auto &x : fp) x = (int)ri();
-    }
-    std::vector<ig_real> tho(count * IG_DIM), moo(count * IG_DIM), i0o(count), work(3 * IG_DIM * count);
-    std::vector<int> fpo(count * 3);
-    std::vector<double> out(records * count * 4 + 1, 0.0);
-    for (long long t = 0; t < count; ++t) {
-        HostRecorder rec{&out, count, t};
-        ig_run_trajectory(P, (ig_u32)(start + t), t, true, init ? nullptr : th.data(), mo.data(), i0.data(), fp.data(),
-                          tho.data(), moo.data(), i0o.data(), fpo.data(), work.data(), count, rec);
-    }
-    for (long long i = 0; i < records * count * 4; ++i) printf("%.17e\n", out[i]);
-    for (auto x : tho) printf("%.17e\n", (double)x);
-    for (auto x : moo) printf("%.17e\n", (double)x);
-    for (auto x : i0o) printf("%.17e\n", (double)x);
-    for (auto x : fpo) printf("%d\n", x);
-    return 0;
-}
-"""
-
-
-def _host_window(exe: Path, config: SimulationConfig, start: int, count: int, step_begin: int, step_end: int,
-                 state: ChunkState | None):
-    """Run the host build of ensemble.cu; returns (per-trajectory obs [R, count, 4], ChunkState) in float64."""
-    dim = config.dim
-    records = len(recorded_in_window(config, step_begin, step_end))
-    if config.problem == "quadratic" and config.distribution is not None:
-        from inertia_gpu.problems import drawn_spectrum
-        name, params = config.distribution
-        dtype = torch.float64 if config.dtype == "float64" else torch.float32
-        lam = drawn_spectrum(name, params, torch.arange(start, start + count), dim, config.seed, dtype).reshape(-1)
-        stride = dim
-    elif config.problem == "quadratic":
-        lam, stride = torch.tensor(config.spectrum, dtype=torch.float64), 0
-    else:
-        lam, stride = torch.zeros(0), 0
-    r = config.nesterov_r
-    head = [config.lr, config.momentum, 0.0 if r is None else r, config.dt, config.damping, config.noise,
-            config.temperature, config.init_theta_std, config.init_velocity_std,
-            config.seed & 0xFFFFFFFF, config.seed >> 32, start, count, step_begin, step_end, config.record_every,
-            stride, lam.numel(), records, 1 if state is None else 0]
-    parts = [" ".join(repr(v) if isinstance(v, float) else str(v) for v in head)]
-    parts.append(" ".join(repr(float(x)) for x in lam.double().tolist()))
-    if state is not None:
-        for t in (state.theta, state.momentum, state.inertia0):
-            parts.append(" ".join(repr(float(x)) for x in t.double().reshape(-1).tolist()))
-        parts.append(" ".join(str(int(x)) for x in state.first_passage.reshape(-1).tolist()))
-    vals = _run([str(exe)], input="\n".join(parts) + "\n").split()
-    obs_n = records * count * 4
-    obs = np.array([float(v) for v in vals[:obs_n]]).reshape(records, count, 4)
-    rest = vals[obs_n:]
-    theta = np.array([float(v) for v in rest[:count * dim]]).reshape(count, dim)
-    mom = np.array([float(v) for v in rest[count * dim:2 * count * dim]]).reshape(count, dim)
-    i0 = np.array([float(v) for v in rest[2 * count * dim:2 * count * dim + count]])
-    fp = np.array([int(v) for v in rest[2 * count * dim + count:]], dtype=np.int32).reshape(count, len(FRACTIONS))
-    return obs, ChunkState(*(torch.from_numpy(a) for a in (theta, mom, i0, fp)))
-
-
 HOST_CASES = [
     dict(problem="quadratic", condition=10.0, dim=3, integrator="heavy-ball", lr=0.3, momentum=0.8, noise=0.3),
     dict(problem="quadratic", condition=10.0, dim=2, integrator="heavy-ball", lr=0.2, momentum_schedule="nesterov:3",
@@ -302,10 +211,9 @@ def _reference(config, start, count, step_begin, step_end, state):
     return TorchEnsemble().run(config, start, count, step_begin, step_end, state)
 
 
-def _group_sums_from_obs(obs: np.ndarray):
-    from inertia_gpu.backends.torch_ref import group_sums
-    t = torch.from_numpy(obs)
-    return torch.stack([group_sums(t[r, :, 0], t[r, :, 1], t[r, :, 2], t[r, :, 3]) for r in range(t.shape[0])])
+def _host(tmp_path, regs: bool = True) -> HostCudaEnsemble:
+    """The CUDA kernel's host build (inertia_gpu.testing), fed exactly what CupyEnsemble passes."""
+    return HostCudaEnsemble(build_dir=tmp_path, reg_max=None if regs else 0)
 
 
 @needs_cxx
@@ -316,18 +224,14 @@ def test_host_ensemble_equals_reference(tmp_path, case, regs):
                               **HOST_CASES[case]).validate()
     if not regs and case % 2:
         pytest.skip("work-buffer path: every other case is enough")
-    defines = cupy_backend.ensemble_defines(config)
-    if not regs:
-        defines = [d for d in defines if not d.startswith("-DIG_REG_MAX")] + ["-DIG_REG_MAX=0"]
-    exe = _build(tmp_path, "ensemble", ENSEMBLE_MAIN, defines)
+    host = _host(tmp_path, regs)
     start, count = 128, 70  # two groups, the second short
     for record_every, windows in ((1, [(0, 11)]), (2, [(0, 5), (5, 9), (9, 11)])):
         config.record_every = record_every
         ref_state = host_state = None
         for step_begin, step_end in windows:
             ref_state, ref_sums = _reference(config, start, count, step_begin, step_end, ref_state)
-            obs, host_state = _host_window(exe, config, start, count, step_begin, step_end, host_state)
-            sums = _group_sums_from_obs(obs)
+            host_state, sums = host.run(config, start, count, step_begin, step_end, host_state)
             assert sums.shape == ref_sums.shape == (len(recorded_in_window(config, step_begin, step_end)),
                                                      n_groups(count), 6)
             np.testing.assert_allclose(sums.numpy(), ref_sums.numpy(), rtol=1e-10, atol=1e-10)
@@ -339,14 +243,39 @@ def test_host_ensemble_equals_reference(tmp_path, case, regs):
                                                           host_state.inertia0, host_state.first_passage)))
 
 
+FLOAT32_CASES = HOST_CASES + [
+    # temperature noise under both schedules and every integrator: the scale comes from the one table
+    dict(problem="quadratic", condition=10.0, dim=3, integrator="heavy-ball", lr=0.2, momentum=0.7,
+         noise_model="temperature", temperature=0.3),
+    dict(problem="quadratic", condition=4.0, dim=2, integrator="leapfrog", dt=0.2, damping=0.7,
+         noise_model="temperature", temperature=0.4),
+    dict(problem="double-well", dim=3, integrator="baoab", dt=0.1, momentum_schedule="nesterov:2",
+         noise_model="temperature", temperature=0.2),
+    dict(problem="quadratic", spectrum_distribution="loguniform:0.1,2", dim=3, integrator="euler", dt=0.05,
+         momentum_schedule="nesterov:4", noise_model="temperature", temperature=0.5),
+]
+
+
 @needs_cxx
-def test_host_ensemble_float32_close_to_reference(tmp_path):
-    config = SimulationConfig(trajectories=200, steps=9, dtype="float32", **HOST_CASES[2]).validate()
-    exe = _build(tmp_path, "ensemble32", ENSEMBLE_MAIN, cupy_backend.ensemble_defines(config))
-    ref_state, ref_sums = _reference(config, 0, 64, 0, 9, None)
-    obs, state = _host_window(exe, config, 0, 64, 0, 9, None)
-    np.testing.assert_allclose(_group_sums_from_obs(obs).numpy(), ref_sums.numpy(), rtol=2e-5, atol=1e-5)
-    np.testing.assert_allclose(state.theta.numpy(), ref_state.theta.double().numpy(), rtol=1e-4, atol=1e-5)
+@pytest.mark.parametrize("case", range(len(FLOAT32_CASES)))
+def test_host_ensemble_float32_equals_reference(tmp_path, case):
+    """float32: the kernel multiplies by the reference's own coefficients, so states agree to rounding."""
+    config = SimulationConfig(trajectories=200, steps=13, record_every=1, seed=99 + case, dtype="float32",
+                              **FLOAT32_CASES[case]).validate()
+    host = _host(tmp_path)
+    start, count = 64, 130
+    ref_state, ref_sums = _reference(config, start, count, 0, 13, None)
+    state, sums = host.run(config, start, count, 0, 13, None)
+    rtol = 3e-5
+    for name in ("theta", "momentum"):
+        x, y = getattr(state, name), getattr(ref_state, name)
+        assert x.dtype == y.dtype == torch.float32, name
+        scale = float(y.abs().max())
+        torch.testing.assert_close(x, y, rtol=rtol, atol=rtol * scale, msg=lambda m: f"{name}: {m}")
+    assert torch.equal(sums[..., 0], ref_sums[..., 0])  # the same trajectories kept
+    scale = ref_sums.abs().amax(dim=(0, 1), keepdim=True).clamp(min=1e-30)
+    torch.testing.assert_close(sums / scale, ref_sums / scale, rtol=0, atol=4 * rtol)
+    assert (state.first_passage != ref_state.first_passage).any(dim=1).float().mean() <= 0.02
 
 
 # --- (d) on a GPU ----------------------------------------------------------------------------------

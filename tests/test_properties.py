@@ -195,7 +195,8 @@ def test_request_that_cannot_fit_is_refused_early_with_estimate(capsys):
 
 def test_unstable_trajectories_are_counted_per_step_and_the_rest_stay_finite():
     """Heavy ball with lr above the stability limit for part of a drawn spectrum: lr lambda > 2 (1 + mu)
-    for lambda > 3 here. float32 state (overflows within the run), float64 sums (never overflow).
+    for lambda > 3 here. float32 state (overflows within the run); observables in float64 from that state,
+    so a trajectory counts as diverged once its float32 state has overflowed (inertia not finite).
     Counts and means are checked against an independent float32 recurrence in numpy."""
     config = SimulationConfig(spectrum_distribution="uniform:0.5,16", dim=1, lr=1.0, momentum=0.5, noise=0.0,
                               trajectories=1024, steps=300, record_every=4, replicates=8, dtype="float32",
@@ -216,7 +217,8 @@ def test_unstable_trajectories_are_counted_per_step_and_the_rest_stay_finite():
     with np.errstate(over="ignore", invalid="ignore"):
         for n in range(config.steps + 1):
             if n % config.record_every == 0:
-                inertia = f32(0.5) * (b * b) + f32(0.5) * (lam * (x * x))
+                x64, b64 = x.astype(np.float64), b.astype(np.float64)
+                inertia = 0.5 * (b64 * b64) + 0.5 * ((lam.astype(np.float64) * x64) * x64)
                 fin = np.isfinite(inertia)
                 counts.append(int((~fin).sum()))
                 means.append(inertia[fin].astype(np.float64).mean())
@@ -230,7 +232,7 @@ def test_unstable_trajectories_are_counted_per_step_and_the_rest_stay_finite():
     # theory.expected for that eigenvalue (E x0^2 = 1); at the last step, over the trajectories still finite
     from inertia_gpu import theory
     x0, lam64 = z_theta.numpy()[:, 0].astype(np.float64), lam.astype(np.float64)
-    rows = np.flatnonzero(fin)  # finite in float32 at the last recorded step
+    rows = np.flatnonzero(fin)  # still finite at the last recorded step
     cfg64 = dataclasses.replace(config, dtype="float64", trajectories=1)
     c_last = np.array([theory.expected(cfg64, spectra=[[float(lam64[i])]])["inertia"][-1] for i in rows])
     exact = float((x0[rows] ** 2 * c_last).sum() / rows.size)

@@ -76,7 +76,8 @@ def test_batched_blocks_equal_separate_runs_for_first_value():
     ["--sweep", "momentum=a:b:c"],
     ["--sweep", "momentum=0.1:0.2:0"],
     ["--sweep", "damping=0.1:1:3"],  # heavy ball has no damping
-    ["--sweep", "temperature=0.1:1:3"],  # needs --noise-model temperature
+    ["--sweep", "temperature=0.1:1:3", "--noise-model", "additive"],  # needs --noise-model temperature
+    ["--sweep", "lr=0.01:0.1:3", "--lr", "0.05"],  # the swept option given twice
     ["--sweep", "lr=0.01:0.1:3", "--backend", "numba"],
     ["--sweep", "lr=-1:0.1:3"],
 ])

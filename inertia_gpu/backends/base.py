@@ -27,23 +27,33 @@ class ChunkState:
 
     theta: torch.Tensor  # [n, dim]
     momentum: torch.Tensor  # [n, dim]: b for heavy ball, v for continuous integrators
-    inertia0: torch.Tensor  # [n]
+    inertia0: torch.Tensor  # [n] float64 (first passage compares in float64)
     first_passage: torch.Tensor  # [n, len(FRACTIONS)] int32, -1 = not yet
-
-    def to(self, device) -> "ChunkState":
-        return ChunkState(*(t.to(device) for t in (self.theta, self.momentum, self.inertia0, self.first_passage)))
 
 
 def recorded_in_window(config: SimulationConfig, step_begin: int, step_end: int) -> list[int]:
-    """Recorded step indices a window [step_begin, step_end] reports.
+    """Recorded step indices a window [step_begin, step_end] reports: config.recorded_steps inside it.
 
     step_begin == 0 means the window starts from the initial state and
     records it; otherwise the state at step_begin was recorded by the
     previous window.
     """
-    k = config.record_every
+    from ..recording import recorded_between
     first = 0 if step_begin == 0 else step_begin + 1
-    return [n for n in range(first, step_end + 1) if n % k == 0]
+    return recorded_between(config.steps, config.record_every, first, step_end)
+
+
+def record_rows(config: SimulationConfig, step_begin: int, step_end: int) -> torch.Tensor:
+    """int32 [step_end - step_begin + 1]: entry i is the partial-sum row of state step_begin + i, -1 if not recorded.
+
+    The table form of `recorded_in_window` that kernels read (contract: recording is driven by
+    the recorded steps, never by n % record_every alone).
+    """
+    rows = torch.full((step_end - step_begin + 1,), -1, dtype=torch.int32)
+    recorded = recorded_in_window(config, step_begin, step_end)
+    if recorded:
+        rows[torch.tensor(recorded, dtype=torch.int64) - step_begin] = torch.arange(len(recorded), dtype=torch.int32)
+    return rows
 
 
 def n_groups(count: int) -> int:

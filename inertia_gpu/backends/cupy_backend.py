@@ -20,6 +20,7 @@ without a GPU, `CupyEnsemble.unavailable_reason` says so in one line.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from importlib import resources
 
@@ -29,8 +30,9 @@ import torch
 from .. import spec
 from ..config import SimulationConfig
 from ..problems import drawn_spectrum
+from ..coefficients import N_STEP, Obs, coefficients
 from .base import FRACTIONS, GROUP, N_QUANTITIES, BackendUnavailable, ChunkState, EnsembleBackend, n_groups, \
-    recorded_in_window
+    record_rows, recorded_in_window
 
 KERNEL_PACKAGE = "inertia_gpu.kernels.cuda"
 ENSEMBLE_SOURCE = "ensemble.cu"
@@ -157,7 +159,14 @@ class _OnTorchStream:
 # --- the ensemble backend ----------------------------------------------------------
 
 class CupyEnsemble(EnsembleBackend):
+    """EnsembleBackend over kernels/cuda/ensemble.cu; poison fills every output with NaN (int: -7) first,
+    so an element the kernel fails to write shows up (tests, the conformance matrix)."""
+
     name = "cupy"
+    records_any_steps = True  # recording follows the per-window row table (record_rows)
+
+    def __init__(self, poison: bool | None = None):
+        self.poison = poison if poison is not None else os.environ.get("INERTIA_GPU_POISON", "0") == "1"
 
     @classmethod
     def unavailable_reason(cls, config: SimulationConfig) -> str | None:
@@ -187,10 +196,12 @@ class CupyEnsemble(EnsembleBackend):
 
         f64 = dict(dtype=torch.float64, device=device)
         real = dict(dtype=dtype, device=device)
-        theta_out = torch.empty(count, dim, **real)
-        mom_out = torch.empty(count, dim, **real)
-        inertia0_out = torch.empty(count, **real)
-        fp_out = torch.empty(count, len(FRACTIONS), dtype=torch.int32, device=device)
+        empty = (lambda *shape, **kw: torch.full(shape, -7 if kw["dtype"] == torch.int32 else math.nan, **kw)) \
+            if self.poison else torch.empty
+        theta_out = empty(count, dim, **real)
+        mom_out = empty(count, dim, **real)
+        inertia0_out = empty(count, **f64)  # I_0 in float64 (first passage compares in float64)
+        fp_out = empty(count, len(FRACTIONS), dtype=torch.int32, device=device)
         partial = torch.zeros(max(1, records * n_warps * N_QUANTITIES), **f64)
         work = torch.empty(3 * dim * threads if dim > REG_MAX else 1, **real)
 
@@ -214,23 +225,25 @@ class CupyEnsemble(EnsembleBackend):
             init = 0
             theta_in = state.theta.to(device=device, dtype=dtype).contiguous()
             mom_in = state.momentum.to(device=device, dtype=dtype).contiguous()
-            inertia0_in = state.inertia0.to(device=device, dtype=dtype).contiguous()
+            inertia0_in = state.inertia0.to(device=device, dtype=torch.float64).contiguous()
             fp_in = state.first_passage.to(device=device, dtype=torch.int32).contiguous()
 
         seed = int(config.seed)
-        r = config.nesterov_r
+        coef = coefficients(config, step_begin, step_end)
+        consts = coef.constants.to(device)
+        table = coef.rows.contiguous().to(device)
+        rows = record_rows(config, step_begin, step_end).to(device)
         with _OnTorchStream(device) as ctx:
             args = (
                 ctx.view(lam), np.int64(lam_stride), np.int32(init),
                 ctx.view(theta_in), ctx.view(mom_in), ctx.view(inertia0_in), ctx.view(fp_in),
                 ctx.view(theta_out), ctx.view(mom_out), ctx.view(inertia0_out), ctx.view(fp_out),
                 ctx.view(partial), np.int64(n_warps), ctx.view(work),
-                np.float64(config.lr), np.float64(config.momentum), np.float64(0.0 if r is None else r),
-                np.float64(config.dt), np.float64(config.damping), np.float64(config.noise),
-                np.float64(config.temperature), np.float64(config.init_theta_std),
-                np.float64(config.init_velocity_std),
+                ctx.view(consts), ctx.view(table), np.int64(0 if coef.constant_schedule else N_STEP), ctx.view(rows),
+                np.float64(coef.observe[Obs.HALF_LR]), np.float64(coef.observe[Obs.SHADOW]),
+                np.float64(getattr(config, "diverge_above", math.inf)),
                 np.uint32(seed & 0xFFFFFFFF), np.uint32(seed >> 32), np.uint32(start), np.int64(count),
-                np.int64(step_begin), np.int64(step_end), np.int64(config.record_every),
+                np.int64(step_begin), np.int64(step_end),
             )
             kernel((blocks,), (BLOCK,), args)
 

@@ -1,9 +1,15 @@
 """The reference backend: the dynamics of `inertia_gpu.reference`, one step at a time in PyTorch.
 
 Any device, float32 or float64. One Philox evaluation serves four steps
-(the four lanes of the counter n // 4), as the fast kernels do.
+(the four lanes of the counter n // 4), as the fast kernels do. At each
+recorded step (`recorded_in_window`) the observables are formed in float64,
+first passage compares I_n <= f I_0 in float64 (I_0 is stored in float64),
+and a trajectory whose inertia is not <= diverge_above (NaN included) is
+diverged: its state becomes NaN and it is left out of every sum.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -13,13 +19,13 @@ from ..reference import Model, sweep_overrides
 from .base import FRACTIONS, GROUP, N_QUANTITIES, ChunkState, EnsembleBackend, n_groups, recorded_in_window
 
 
-def group_sums(inertia, kinetic, loss, shadow) -> torch.Tensor:
-    """Per-group float64 sums [n_groups, N_QUANTITIES] over trajectories with finite inertia."""
+def group_sums(inertia, kinetic, loss, shadow, kept: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-group float64 sums [n_groups, N_QUANTITIES] over the kept trajectories (default: finite inertia)."""
     count = inertia.shape[0]
-    finite = torch.isfinite(inertia)
-    cols = [finite.to(torch.float64)]
+    kept = torch.isfinite(inertia) if kept is None else kept
+    cols = [kept.to(torch.float64)]
     for q in (inertia, kinetic, loss, shadow):
-        cols.append(torch.where(finite, q.to(torch.float64), torch.zeros((), dtype=torch.float64, device=q.device)))
+        cols.append(torch.where(kept, q.to(torch.float64), torch.zeros((), dtype=torch.float64, device=q.device)))
     cols.append(cols[1] * cols[1])
     table = torch.stack(cols, dim=-1)
     pad = n_groups(count) * GROUP - count
@@ -29,9 +35,28 @@ def group_sums(inertia, kinetic, loss, shadow) -> torch.Tensor:
 
 
 def update_first_passage(first_passage, inertia, inertia0, n: int) -> None:
+    """First n with I_n <= f I_0, both float64 (a NaN inertia never passes)."""
     for j, f in enumerate(FRACTIONS):
         hit = (first_passage[:, j] < 0) & (inertia <= f * inertia0)
         first_passage[:, j] = torch.where(hit, torch.full_like(first_passage[:, j], n), first_passage[:, j])
+
+
+def kept_trajectories(inertia: torch.Tensor, config: SimulationConfig) -> torch.Tensor:
+    """Not diverged: finite float64 inertia <= diverge_above (NaN fails the test)."""
+    bound = float(getattr(config, "diverge_above", math.inf))
+    return torch.isfinite(inertia) & (inertia <= bound)
+
+
+def _record(config, model, theta, mom, lam, kept_out: list):
+    """Observe a recorded state; returns (observables, theta, mom) with diverged rows set to NaN."""
+    obs = model.observe(theta, mom, lam)
+    kept = kept_trajectories(obs[0], config)
+    if not bool(kept.all()):
+        nan = torch.full((), math.nan, dtype=theta.dtype, device=theta.device)
+        theta = torch.where(kept[:, None], theta, nan)
+        mom = torch.where(kept[:, None], mom, nan)
+    kept_out.append(kept)
+    return obs, theta, mom
 
 
 class TorchEnsemble(EnsembleBackend):
@@ -41,18 +66,21 @@ class TorchEnsemble(EnsembleBackend):
             state: ChunkState | None):
         device = torch.device(config.device)
         traj = torch.arange(start, start + count, device=device, dtype=torch.int64)
-        model = Model(config, sweep_overrides(config, traj))  # per-trajectory options of a sweep, else none
+        # per-trajectory options of a sweep, else none
+        model = Model(config, sweep_overrides(config, traj), window=(step_begin, step_end))
         lam = model.eigenvalues(traj)
         recorded = set(recorded_in_window(config, step_begin, step_end))
-        partials = []
+        partials, kept = [], []
         if state is None:
             theta, mom = model.initial_state(traj)
-            inertia0 = model.observe(theta, mom, lam)[0]
+            inertia0 = model.observe(theta, mom, lam)[0]  # float64
             first_passage = torch.full((count, len(FRACTIONS)), -1, dtype=torch.int32, device=device)
             if 0 in recorded:
-                partials.append(group_sums(*model.observe(theta, mom, lam)))
+                obs, theta, mom = _record(config, model, theta, mom, lam, kept)
+                partials.append(group_sums(*obs, kept[-1]))
         else:
-            theta, mom, inertia0, first_passage = state.theta, state.momentum, state.inertia0, state.first_passage
+            theta, mom, first_passage = state.theta, state.momentum, state.first_passage.clone()
+            inertia0 = state.inertia0.to(torch.float64)
         coords = torch.arange(config.dim, device=device, dtype=torch.int64)
         z4 = None
         if not config.noisy:  # the noise term vanishes: skip the draws, not the arithmetic
@@ -63,8 +91,8 @@ class TorchEnsemble(EnsembleBackend):
                 z4 = rng.normals4(c0, c1, c2, c3, config.seed, model.dtype)
             theta, mom = model.step(theta, mom, lam, n, z4[..., n % 4])
             if n + 1 in recorded:
-                obs = model.observe(theta, mom, lam)
+                obs, theta, mom = _record(config, model, theta, mom, lam, kept)
                 update_first_passage(first_passage, obs[0], inertia0, n + 1)
-                partials.append(group_sums(*obs))
+                partials.append(group_sums(*obs, kept[-1]))
         out = torch.stack(partials) if partials else torch.zeros(0, n_groups(count), N_QUANTITIES, dtype=torch.float64)
         return ChunkState(theta, mom, inertia0, first_passage), out

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 import torch
 
-DEFAULT_BLOCK_CUDA = 4096
 DEFAULT_BLOCK_INTERPRETER = 1024
-NUM_WARPS = 8
+NUM_WARPS = 8  # 256 threads; at <= 128 registers two programs share an SM (16 warps)
+TILES_PER_PROGRAM = 4  # the block reduction's cost spread over 4 tiles
+ALIGN_BYTES = 16  # kernels/sgd.py ALIGN_BYTES: 128-bit accesses
 MAX_PLANS = 64
 # kernels/sgd.py's pointer table, one int64 row per tensor
 TABLE_COLUMNS = 8
@@ -66,27 +67,31 @@ def _host_to_device(rows: list, dtype: torch.dtype, device: torch.device) -> tor
 
 
 def _plan(rows: tuple, block: int, device: torch.device) -> LaunchPlan:
-    """The launch table for `rows` = ((param, grad, buffer pointers, numel, index, first step), ...)."""
+    """The launch table for `rows` = ((param, grad, buffer addresses, numel, index, first step), ...)."""
     key = (device, block, rows)
     plan = _PLANS.get(key)
     if plan is not None:
         _PLANS.move_to_end(key)
         return plan
+    plan = _PLANS[key] = _build_plan(rows, block, device)
+    while len(_PLANS) > MAX_PLANS:
+        _PLANS.popitem(last=False)
+    return plan
+
+
+def _build_plan(rows: tuple, block: int, device: torch.device) -> LaunchPlan:
     table, blocks, first_block = [], [], 0
-    for p_ptr, g_ptr, b_ptr, numel, index, first in rows:
-        table.append([p_ptr, g_ptr, b_ptr, numel, index, first_block, first] + [0] * (TABLE_COLUMNS - 7))
+    base, size = rows[0][0], rows[0][6]  # addresses become element offsets from the first parameter's
+    for p_ptr, g_ptr, b_ptr, numel, index, first, _ in rows:
+        offsets = [(address - base) // size for address in (p_ptr, g_ptr, b_ptr)]
+        table.append(offsets + [numel, index, first_block, first] + [0] * (TABLE_COLUMNS - 7))
         blocks.append((numel + block - 1) // block)
         first_block += blocks[-1]
     counts = torch.tensor(blocks, dtype=torch.int64)
     block_row = torch.repeat_interleave(torch.arange(len(rows), dtype=torch.int32), counts)
-    plan = LaunchPlan(table=_host_to_device(table, torch.int64, device),
-                      block_row=block_row.to(device),
+    return LaunchPlan(table=_host_to_device(table, torch.int64, device), block_row=block_row.to(device),
                       partials=torch.empty(first_block, 2, dtype=torch.float64, device=device),
                       n_blocks=first_block)
-    _PLANS[key] = plan
-    while len(_PLANS) > MAX_PLANS:
-        _PLANS.popitem(last=False)
-    return plan
 
 
 def _split(x: float) -> tuple[float, float]:
@@ -95,17 +100,76 @@ def _split(x: float) -> tuple[float, float]:
     return hi, float(torch.tensor(x - hi, dtype=torch.float32))
 
 
+def vector_width(dtype: torch.dtype) -> int:
+    """Elements per 128-bit access."""
+    return ALIGN_BYTES // torch.empty((), dtype=dtype).element_size()
+
+
+def elements_per_thread(dtype: torch.dtype) -> int:
+    """Consecutive elements a thread owns per tile: one 128-bit access, and at least one Philox call's four."""
+    return max(4, vector_width(dtype))
+
+
+def tiling(dtype: torch.dtype, block: int | None, device_type: str) -> tuple[int, int]:
+    """(BLOCK, TILE): elements per program and per unrolled tile (elements_per_thread each on a GPU)."""
+    if device_type != "cuda":  # the interpreter: one tile per program, few programs
+        block = block or DEFAULT_BLOCK_INTERPRETER
+        return block, block
+    tile = NUM_WARPS * 32 * elements_per_thread(dtype)
+    block = block or TILES_PER_PROGRAM * tile
+    return block, min(tile, block)
+
+
 def kernel_switches(dtype: torch.dtype, *, momentum: float, dampening: float, nesterov: bool,
                     weight_decay: float, maximize: bool, noise: float, temperature: float | None,
-                    lr_from_ptr: bool, grad_scale: bool, found_inf: bool, block: int) -> dict:
+                    lr_from_ptr: bool, grad_scale: bool, found_inf: bool, block: int, tile: int,
+                    aligned: bool) -> dict:
     """The kernel's constexpr switches for one launch."""
     import triton.language as tl
     return dict(DTYPE=_tl_dtype(dtype), ACC=tl.float64 if dtype == torch.float64 else tl.float32, BLOCK=block,
+                TILE=tile, VEC=vector_width(dtype), EPT=elements_per_thread(dtype), ALIGNED=aligned,
                 MOMENTUM=momentum != 0, DAMPENING=dampening != 0, NESTEROV=bool(nesterov),
                 WEIGHT_DECAY=weight_decay != 0, MAXIMIZE=bool(maximize),
                 NOISE=(temperature if temperature is not None else noise) != 0,
                 TEMPERATURE=temperature is not None, LR_FROM_PTR=lr_from_ptr,
                 HAS_GRAD_SCALE=grad_scale, HAS_FOUND_INF=found_inf)
+
+
+def _aligned(row: tuple, vec: int) -> bool:
+    p_ptr, g_ptr, b_ptr, numel = row[:4]
+    return p_ptr % ALIGN_BYTES == 0 and g_ptr % ALIGN_BYTES == 0 and b_ptr % ALIGN_BYTES == 0 and numel % vec == 0
+
+
+def _launches(params, grads, buffers, parameter_index, first):
+    """(dtype, aligned, rows, base) per launch: one per dtype, split by whether 128-bit access is safe.
+
+    base: the launch's first parameter, the pointer argument the table's offsets count from.
+    """
+    out = []
+    for dtype in dict.fromkeys(p.dtype for p in params):
+        rows = [((p.data_ptr(), g.data_ptr(), b.data_ptr(), p.numel(), i, int(f), p.element_size()), p)
+                for p, g, b, i, f in zip(params, grads, buffers, parameter_index, first) if p.dtype == dtype]
+        vec = vector_width(dtype)
+        for aligned in (True, False):
+            part = [(r, p) for r, p in rows if _aligned(r, vec) == aligned]
+            if part:
+                out.append((dtype, aligned, tuple(r for r, _ in part), part[0][1]))
+    return out
+
+
+def kernel_args(plan: LaunchPlan, base: torch.Tensor, *, lr, step, grad_scale, found_inf, momentum, dampening, weight_decay,
+                noise, temperature, seed) -> dict:
+    """The kernel's run-time arguments by name (pointers of absent inputs: a dummy that is never read)."""
+    dummy = plan.partials
+    wd_hi, wd_lo = _split(weight_decay)
+    lr_from_ptr = isinstance(lr, torch.Tensor)
+    return dict(table_ptr=plan.table, block_row_ptr=plan.block_row, partials_ptr=plan.partials, base_ptr=base,
+                lr_ptr=lr if lr_from_ptr else dummy, lr_value=0.0 if lr_from_ptr else float(lr), step_ptr=step,
+                grad_scale_ptr=dummy if grad_scale is None else grad_scale,
+                found_inf_ptr=dummy if found_inf is None else found_inf,
+                momentum=float(momentum), dampening=float(dampening), weight_decay=float(weight_decay),
+                wd_hi=wd_hi, wd_lo=wd_lo, noise_value=float(temperature if temperature is not None else noise),
+                seed=int(seed))
 
 
 def triton_inertia_sgd(params, grads, momentum_buffers, *, step, parameter_index, lr, momentum, dampening,
@@ -115,42 +179,89 @@ def triton_inertia_sgd(params, grads, momentum_buffers, *, step, parameter_index
     from ..kernels.sgd import sgd_step_kernel
 
     device = params[0].device
-    block = block or (DEFAULT_BLOCK_CUDA if device.type == "cuda" else DEFAULT_BLOCK_INTERPRETER)
-    if block % 4 or block & (block - 1):
-        raise ValueError(f"block must be a power of two >= 4, got {block}")
+    if block is not None and (block < 8 or block & (block - 1)):
+        raise ValueError(f"block must be a power of two >= 8, got {block}")
     first = [momentum != 0 and b is None for b in momentum_buffers]
     for k, p in enumerate(params):
         if first[k]:  # every element is written (b = g): no need to clear it
             momentum_buffers[k] = torch.empty_like(p, memory_format=torch.contiguous_format)
     grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
     buffers = momentum_buffers if momentum != 0 else params  # never read without momentum
-    lr_from_ptr = isinstance(lr, torch.Tensor)
-    lr_t = lr.to(device) if lr_from_ptr else None
-    wd_hi, wd_lo = _split(weight_decay)
+    if isinstance(lr, torch.Tensor):
+        lr = lr.to(device)
     totals = torch.zeros(2, dtype=torch.float64, device=device)
-    for dtype in dict.fromkeys(p.dtype for p in params):
-        rows = tuple((p.data_ptr(), g.data_ptr(), b.data_ptr(), p.numel(), i, int(f))
-                     for p, g, b, i, f in zip(params, grads, buffers, parameter_index, first) if p.dtype == dtype)
-        plan = _plan(rows, block, device)
+    for dtype, aligned, rows, base in _launches(params, grads, buffers, parameter_index, first):
+        program_block, tile = tiling(dtype, block, device.type)
+        plan = _plan(rows, program_block, device)
         if plan.n_blocks == 0:  # only empty tensors of this dtype
             continue
-        dummy = plan.partials
+        args = kernel_args(plan, base, lr=lr, step=step, grad_scale=None if grad_scale is None else grad_scale.to(device),
+                           found_inf=None if found_inf is None else found_inf.to(device), momentum=momentum,
+                           dampening=dampening, weight_decay=weight_decay, noise=noise, temperature=temperature,
+                           seed=seed)
         switches = kernel_switches(dtype, momentum=momentum, dampening=dampening, nesterov=nesterov,
                                    weight_decay=weight_decay, maximize=maximize, noise=noise,
-                                   temperature=temperature, lr_from_ptr=lr_from_ptr,
-                                   grad_scale=grad_scale is not None, found_inf=found_inf is not None, block=block)
+                                   temperature=temperature, lr_from_ptr=isinstance(lr, torch.Tensor),
+                                   grad_scale=grad_scale is not None, found_inf=found_inf is not None,
+                                   block=program_block, tile=tile, aligned=aligned)
         with torch.cuda.device(device) if device.type == "cuda" else nullcontext():
             sgd_step_kernel[(plan.n_blocks,)](
-                plan.table, plan.block_row, plan.partials,
-                lr_t if lr_from_ptr else dummy, 0.0 if lr_from_ptr else float(lr), step,
-                grad_scale.to(device) if grad_scale is not None else dummy,
-                found_inf.to(device) if found_inf is not None else dummy,
-                float(momentum), float(dampening), float(weight_decay), wd_hi, wd_lo,
-                float(temperature if temperature is not None else noise), int(seed),
-                **switches, num_warps=NUM_WARPS if device.type == "cuda" else 1,
+                **args, **switches, num_warps=NUM_WARPS if device.type == "cuda" else 1,
                 # contraction on: torch's own CUDA foreach kernels (nvcc --fmad=true) contract a + alpha * b
                 # too, so the GPU agrees with torch.optim.SGD to rounding either way, never bitwise
                 enable_fp_fusion=True,
             )
         totals += plan.partials.sum(dim=0)
     return totals
+
+
+# --- the launch without launching: for the static SASS profile --------------------------------------------
+
+_SIGNATURE_TYPES = {torch.float32: "*fp32", torch.float64: "*fp64", torch.int64: "*i64", torch.int32: "*i32",
+                    torch.float16: "*fp16", torch.bfloat16: "*bf16"}
+
+
+def sgd_launch_spec(dtype: torch.dtype = torch.float32, momentum: bool = True, noise: bool = True,
+                    numel: int = 1 << 24, *, aligned: bool = True, weight_decay: bool = False,
+                    block: int | None = None) -> dict:
+    """What triton_inertia_sgd would launch for one tensor of `numel` elements on a GPU, without launching.
+
+    {"fn": the @triton.jit kernel, "args": run-time arguments by name (small CPU tensors standing in for
+    device pointers), "signature": Triton type per argument ("constexpr" for the switches), "constexprs":
+    switches by name, "grid": (programs,), "num_warps", "enable_fp_fusion", "bytes_per_param": HBM bytes
+    moved per parameter, "elements_per_program"}. `aligned` picks the 128-bit variant (what every
+    16-byte-aligned tensor whose numel is a multiple of 16 bytes gets) or the fallback. Feed it to
+    `sgd_ast_source(spec)` and triton.compile(..., target=GPUTarget("cuda", 90, 32), options=...).
+    """
+    from ..kernels.sgd import sgd_step_kernel
+
+    program_block, tile = tiling(dtype, block, "cuda")
+    storage = torch.empty(64, dtype=dtype)  # stands in for the parameter: 64-byte aligned, or one element off
+    base = storage if aligned else storage[1:]
+    size = base.element_size()
+    address = base.data_ptr()
+    row = (address, address + (1 << 20), address + (2 << 20), numel, 0, 0, size)
+    plan = _build_plan((row,), program_block, torch.device("cpu"))
+    options = dict(momentum=0.9 if momentum else 0.0, dampening=0.0, weight_decay=1e-4 if weight_decay else 0.0,
+                   noise=1e-3 if noise else 0.0, temperature=None)
+    args = kernel_args(plan, base, lr=1e-3, step=torch.zeros((), dtype=torch.int64), grad_scale=None, found_inf=None,
+                       seed=1, **options)
+    constexprs = kernel_switches(dtype, nesterov=False, maximize=False, lr_from_ptr=False, grad_scale=False,
+                                 found_inf=False, block=program_block, tile=tile, aligned=aligned, **options)
+    signature = {name: _SIGNATURE_TYPES[v.dtype] if isinstance(v, torch.Tensor) else
+                 ("fp32" if isinstance(v, float) else "i64") for name, v in args.items()}
+    signature.update({name: "constexpr" for name in constexprs})
+    return dict(fn=sgd_step_kernel, args=args, signature=signature, constexprs=constexprs, grid=(plan.n_blocks,),
+                num_warps=NUM_WARPS, enable_fp_fusion=True, elements_per_program=program_block,
+                bytes_per_param=size * (5 if momentum else 3))
+
+
+def sgd_ast_source(spec: dict):
+    """triton.compiler.ASTSource for a spec from sgd_launch_spec, with the pointer alignment a launch
+    specializes on (Triton's JIT marks a pointer argument whose address is a multiple of 16)."""
+    from triton.compiler import ASTSource
+    fn = spec["fn"]
+    aligned = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name, v in spec["args"].items()
+               if isinstance(v, torch.Tensor) and v.data_ptr() % ALIGN_BYTES == 0}
+    return ASTSource(fn=fn, signature={name: spec["signature"][name] for name in fn.arg_names},
+                     constexprs={(fn.arg_names.index(k),): v for k, v in spec["constexprs"].items()}, attrs=aligned)

@@ -18,6 +18,14 @@
 // The quadratic's eigenvalues come as an array with a row stride: stride 0 for
 // one explicit spectrum [d], stride d for per-trajectory spectra [n, d].
 //
+// Every scalar the dynamics multiplies by comes from the host (inertia_gpu/coefficients.py,
+// already rounded to the working dtype): a constant vector `consts` (IG_C_*) and a per-step
+// table `table` (IG_S_*; one row per step, or one shared row when table_stride == 0), so the
+// rounding is the reference's by construction. Recording is driven by `record_row`:
+// record_row[n - step_begin] is the partial-sum row of state n, -1 when n is not recorded.
+// Observables are formed in float64 from the state (docs/CONVENTIONS.md, "What is recorded");
+// a trajectory whose float64 inertia is not <= diverge_above is diverged: its state becomes NaN.
+//
 // Everything but the launch is a __host__ __device__ template on the recorder,
 // so a host program can include this file (without __CUDACC__ the kernel is
 // left out) and run single trajectories for the tests.
@@ -79,6 +87,26 @@ typedef float ig_real;
 #define IG_FRACTION_1 0.36787944117144233
 #define IG_FRACTION_2 0.1
 
+// coefficients.Const: indices into consts (working dtype)
+#define IG_C_LR 0
+#define IG_C_HALF_LR 1
+#define IG_C_H 2
+#define IG_C_HALF_H 3
+#define IG_C_SQRT_H 4
+#define IG_C_SHADOW 5
+#define IG_C_NOISE 6
+#define IG_C_TEMPERATURE 7
+#define IG_C_NESTEROV_R 8
+#define IG_C_INIT_THETA_STD 9
+#define IG_C_INIT_VELOCITY_STD 10
+#define IG_C_SPECTRUM_A 11
+#define IG_C_SPECTRUM_B 12
+// coefficients.Step: columns of a table row (working dtype)
+#define IG_S_DECAY 0
+#define IG_S_XI 1
+#define IG_S_SPREAD 2
+#define IG_N_STEP 3
+
 #if IG_IN_REGS
 #define IG_FOR(i) _Pragma("unroll") for (int i = 0; i < IG_DIM; ++i)
 #define IG_AT(arr, i) arr[i]
@@ -90,12 +118,24 @@ typedef float ig_real;
 struct IgParams {
     const ig_real *lam;  // quadratic eigenvalues, row t at lam + t * lam_stride
     long long lam_stride;
-    double lr, momentum, nesterov_r, dt, damping, noise, temperature, init_theta_std, init_velocity_std;
+    const ig_real *consts;  // [IG_C_*]
+    const ig_real *table;  // row of step n at table + (n - step_begin) * table_stride
+    long long table_stride;  // IG_N_STEP, or 0 for a constant schedule (one shared row)
+    const int *record_row;  // [step_end - step_begin + 1]: partial-sum row of state n, -1 = not recorded
+    double half_lr64, shadow64, diverge_above;  // observables' constants (float64) and the divergence bound
     ig_u32 k0, k1;
-    long long step_begin, step_end, record_every;
+    long long step_begin, step_end;
 };
 
 IG_HD bool ig_isfinite(double x) { return x >= -1.7976931348623157e308 && x <= 1.7976931348623157e308; }
+
+IG_HD ig_real ig_nan() {
+#if IG_DOUBLE
+    return (ig_real)__builtin_nan("");
+#else
+    return __builtin_nanf("");
+#endif
+}
 
 // Loss at theta, gradient into g (both accessed through IG_AT).
 #define IG_LOSS_GRAD(th, gr, lm, L_out)                                                            \
@@ -166,8 +206,8 @@ IG_HD bool ig_isfinite(double x) { return x >= -1.7976931348623157e308 && x <= 1
 
 IG_HD ig_real ig_max0(ig_real x) { return x > (ig_real)0 ? x : (ig_real)0; }
 
-// Runs one trajectory over [step_begin, step_end]; calls rec(r, I, K, L, S) at every
-// recorded step (the same sequence for every trajectory, so a warp can reduce in rec).
+// Runs one trajectory over [step_begin, step_end]; calls rec(r, kept, I, K, L, S) (float64) at
+// every recorded step (the same sequence for every trajectory, so a warp can reduce in rec).
 // theta_in == nullptr: draw the initial state (step_begin must be 0).
 // ws: element stride of the global work buffer (only used when d > IG_REG_MAX).
 #ifdef __CUDACC__
@@ -175,18 +215,13 @@ IG_HD ig_real ig_max0(ig_real x) { return x > (ig_real)0 ? x : (ig_real)0; }
 #endif
 template <class Rec>
 IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool active,
-                             const ig_real *theta_in, const ig_real *mom_in, const ig_real *inertia0_in,
-                             const int *fp_in, ig_real *theta_out, ig_real *mom_out, ig_real *inertia0_out,
+                             const ig_real *theta_in, const ig_real *mom_in, const double *inertia0_in,
+                             const int *fp_in, ig_real *theta_out, ig_real *mom_out, double *inertia0_out,
                              int *fp_out, ig_real *work, long long ws, Rec &rec) {
     const bool continuous = IG_INTEGRATOR != IG_HEAVY_BALL;
-    const ig_real lr = (ig_real)P.lr;
-    const ig_real h = (ig_real)P.dt;
-    const ig_real half_h = (ig_real)(0.5 * P.dt);
-    const ig_real sqrt_h = (ig_real)sqrt(P.dt);
-    const ig_real half_lr = (ig_real)(0.5 * P.lr);
-    const ig_real shadow_c = (ig_real)(P.dt * P.dt / 8.0);
-    const ig_real noise = (ig_real)P.noise;
-    const ig_real fr0 = (ig_real)IG_FRACTION_0, fr1 = (ig_real)IG_FRACTION_1, fr2 = (ig_real)IG_FRACTION_2;
+    const ig_real lr = P.consts[IG_C_LR];
+    const ig_real h = P.consts[IG_C_H];
+    const ig_real half_h = P.consts[IG_C_HALF_H];
 
 #if IG_IN_REGS
     ig_real th[IG_DIM], mo[IG_DIM], gr[IG_DIM];
@@ -209,45 +244,83 @@ IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool a
 #endif
 #endif
 
-    ig_real L, I0 = (ig_real)0;
+    ig_real L;
+    double I0 = 0.0;
     int fp0 = -1, fp1 = -1, fp2 = -1;
-    const long long k = P.record_every;
-    const long long rec_base = P.step_begin == 0 ? 0 : P.step_begin / k + 1;
 
-    // --- observe the state whose loss L and gradient gr are current -----------------------
-#define IG_OBSERVE(I_, K_, S_)                                                                     \
+    // --- observe the current state in float64 (loss and gradient recomputed from the state
+    // converted to double, as the reference does: no float32 product can go subnormal) --------
+#define IG_OBSERVE64(I_, K_, L_, S_)                                                               \
     do {                                                                                           \
-        ig_real kk_ = (ig_real)0, dd_ = (ig_real)0;                                                \
+        double kk_ = 0.0, dd_ = 0.0, ll_ = 0.0;                                                    \
         IG_FOR(i_) {                                                                               \
-            ig_real m_ = IG_AT(mo, i_);                                                            \
+            double x_ = (double)IG_AT(th, i_), m_ = (double)IG_AT(mo, i_), g_ = 0.0;               \
+            if (IG_PROBLEM == IG_QUADRATIC) {                                                      \
+                g_ = (double)IG_LAM(i_) * x_;                                                      \
+                ll_ += g_ * x_;                                                                    \
+            } else if (IG_PROBLEM == IG_DOUBLE_WELL) {                                             \
+                double w_ = x_ * x_ - 1.0;                                                         \
+                g_ = x_ * w_;                                                                      \
+                ll_ += w_ * w_;                                                                    \
+            } else {                                                                               \
+                if (i_ < IG_DIM - 1) {                                                             \
+                    double r_ = (double)IG_AT(th, i_ + 1) - x_ * x_, o_ = 1.0 - x_;                \
+                    ll_ += 100.0 * (r_ * r_) + o_ * o_;                                            \
+                    g_ = -400.0 * x_ * r_ - 2.0 * o_;                                              \
+                }                                                                                  \
+                if (i_ > 0) {                                                                      \
+                    double p_ = (double)IG_AT(th, i_ - 1);                                         \
+                    g_ += 200.0 * (x_ - p_ * p_);                                                  \
+                }                                                                                  \
+            }                                                                                      \
             kk_ += m_ * m_;                                                                        \
-            dd_ += continuous ? IG_AT(gr, i_) * IG_AT(gr, i_) : m_ * IG_AT(gr, i_);                \
+            dd_ += continuous ? g_ * g_ : m_ * g_;                                                 \
         }                                                                                          \
-        if (continuous) {                                                                          \
-            K_ = (ig_real)0.5 * kk_;                                                               \
-            I_ = K_ + L;                                                                           \
-            S_ = I_ - shadow_c * dd_;                                                              \
-        } else {                                                                                   \
-            K_ = half_lr * kk_;                                                                    \
-            I_ = K_ + L;                                                                           \
-            S_ = I_ + half_lr * dd_;                                                               \
-        }                                                                                          \
+        L_ = IG_PROBLEM == IG_QUADRATIC ? 0.5 * ll_ : IG_PROBLEM == IG_DOUBLE_WELL ? 0.25 * ll_ : ll_; \
+        K_ = continuous ? 0.5 * kk_ : P.half_lr64 * kk_;                                           \
+        I_ = K_ + L_;                                                                              \
+        S_ = continuous ? I_ - P.shadow64 * dd_ : I_ + P.half_lr64 * dd_;                          \
     } while (0)
+
+    // --- record state n if the window's row table says so: observe, check divergence, first passage
+    auto record = [&](long long n, bool initial) {
+        int r = P.record_row[n - P.step_begin];
+        if (r < 0) return;
+        double I, K, Ld, S;
+        IG_OBSERVE64(I, K, Ld, S);
+        bool kept = ig_isfinite(I) && I <= P.diverge_above;
+        if (!kept) {  // diverged: NaN state, so it stays diverged and out of every sum
+            IG_FOR(i) {
+                IG_AT(th, i) = ig_nan();
+                IG_AT(mo, i) = ig_nan();
+            }
+        }
+        if (initial) {
+            I0 = I;
+        } else {
+            if (fp0 < 0 && I <= IG_FRACTION_0 * I0) fp0 = (int)n;
+            if (fp1 < 0 && I <= IG_FRACTION_1 * I0) fp1 = (int)n;
+            if (fp2 < 0 && I <= IG_FRACTION_2 * I0) fp2 = (int)n;
+        }
+        rec((long long)r, kept, I, K, Ld, S);
+    };
 
     if (theta_in == nullptr) {
         IG_FOR(i) {
             ig_real z[4];
             ig_counter c = ig_ensemble_counter(traj, 0ull, (ig_u32)i, IG_TAG_INIT);
             ig_counter_normals4<ig_real>(c, P.k0, P.k1, z);
-            ig_real v = (ig_real)P.init_velocity_std * z[1];
-            IG_AT(th, i) = (ig_real)P.init_theta_std * z[0];
+            ig_real v = P.consts[IG_C_INIT_VELOCITY_STD] * z[1];
+            IG_AT(th, i) = P.consts[IG_C_INIT_THETA_STD] * z[0];
             IG_AT(mo, i) = continuous ? v : -v / lr;
         }
+        {  // I_0 is the float64 inertia of the initial state, recorded or not
+            double I, K, Ld, S;
+            IG_OBSERVE64(I, K, Ld, S);
+            I0 = I;
+        }
+        record(0ll, true);
         IG_LOSS_GRAD(th, gr, IG_LAM, L);
-        ig_real I, K, S;
-        IG_OBSERVE(I, K, S);
-        I0 = I;
-        rec(0ll, I, K, L, S);  // step 0 is always recorded when the window starts at 0
     } else {
         IG_FOR(i) {
             IG_AT(th, i) = active ? theta_in[(long long)t * IG_DIM + i] : (ig_real)0;
@@ -262,104 +335,61 @@ IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool a
         IG_LOSS_GRAD(th, gr, IG_LAM, L);
     }
 
-    // Per-step scalars that do not depend on n are formed once (in float64, like the
-    // reference's Python scalars, then rounded to the working dtype).
-    const ig_real mu_c = (ig_real)P.momentum;
-    const ig_real s_temp_hb_c = (ig_real)sqrt(2.0 * ((1.0 - P.momentum) / P.lr) * P.temperature);
-    const ig_real gamma_c = (ig_real)P.damping;
-    const ig_real h_gamma_c = (ig_real)(P.dt * P.damping);
-    const ig_real s_temp_euler_c = (ig_real)sqrt(2.0 * P.damping * P.temperature);
-
     // One step n -> n + 1 with noise xi(i); leaves L, gr current for the new theta.
+    // The integrators are the words of inertia_gpu/reference.py (WORDS), unrolled here.
     auto do_step = [&](long long n, auto xi) {
-        ig_real mu, gamma;
-        if (IG_SCHEDULE == IG_CONSTANT) {
-            mu = mu_c;
-            gamma = gamma_c;
-        } else {
-            ig_real nt = (ig_real)n;
-            mu = nt / (nt + (ig_real)P.nesterov_r);
-            gamma = ((ig_real)1 - mu) / h;
-        }
-        if (IG_INTEGRATOR == IG_HEAVY_BALL) {  // heavy ball
-            ig_real s = (ig_real)0;
-            if (IG_NOISE_MODEL == IG_ADDITIVE) s = noise;
-            if (IG_NOISE_MODEL == IG_TEMPERATURE) {
-                if (IG_SCHEDULE == IG_CONSTANT) {
-                    s = s_temp_hb_c;
-                } else {
-                    ig_real fr = ((ig_real)1 - mu) / lr;
-                    s = ig_sqrt((ig_real)2 * fr * (ig_real)P.temperature);
-                }
-            }
-            if (IG_NOISE_MODEL == IG_LOSS_SCALED) s = noise * ig_sqrt(ig_max0(L));
+        const ig_real *row = P.table + (n - P.step_begin) * P.table_stride;
+        const ig_real decay = row[IG_S_DECAY];
+        ig_real xs = row[IG_S_XI];  // the multiplier of xi (loss-scaled: noise, times sqrt(L) and SPREAD below)
+        if (IG_INTEGRATOR == IG_HEAVY_BALL) {  // M: b <- mu b + (grad + s xi); theta <- theta - lr b
+            if (IG_NOISE_MODEL == IG_LOSS_SCALED) xs = (xs * ig_sqrt(ig_max0(L))) * row[IG_S_SPREAD];
             IG_FOR(i) {
                 ig_real g = IG_AT(gr, i);
-                if (IG_NOISY) g = g + s * xi(i);
-                ig_real b = mu * IG_AT(mo, i) + g;
+                if (IG_NOISY) g = g + xs * xi(i);
+                ig_real b = decay * IG_AT(mo, i) + g;
                 IG_AT(mo, i) = b;
                 IG_AT(th, i) = IG_AT(th, i) - lr * b;
             }
             IG_LOSS_GRAD(th, gr, IG_LAM, L);
-        } else if (IG_INTEGRATOR == IG_EULER) {  // euler
-            ig_real sigma = (ig_real)0;
-            if (IG_NOISE_MODEL == IG_ADDITIVE) sigma = noise;
-            if (IG_NOISE_MODEL == IG_TEMPERATURE) sigma = IG_SCHEDULE == IG_CONSTANT ? s_temp_euler_c : ig_sqrt((ig_real)2 * gamma * (ig_real)P.temperature);
-            if (IG_NOISE_MODEL == IG_LOSS_SCALED) sigma = noise * ig_sqrt(ig_max0(L));
-            ig_real hg = IG_SCHEDULE == IG_CONSTANT ? h_gamma_c : h * gamma;
-            ig_real c = sigma * sqrt_h;
+        } else if (IG_INTEGRATOR == IG_EULER) {  // E
+            if (IG_NOISE_MODEL == IG_LOSS_SCALED) xs = (xs * ig_sqrt(ig_max0(L))) * row[IG_S_SPREAD];
             IG_FOR(i) {
                 ig_real v = IG_AT(mo, i);
-                ig_real vn = v - h * IG_AT(gr, i) - hg * v;
-                if (IG_NOISY) vn = vn + c * xi(i);
+                ig_real vn = v - h * IG_AT(gr, i) - decay * v;
+                if (IG_NOISY) vn = vn + xs * xi(i);
                 IG_AT(th, i) = IG_AT(th, i) + h * v;
                 IG_AT(mo, i) = vn;
             }
             IG_LOSS_GRAD(th, gr, IG_LAM, L);
-        } else {  // leapfrog (B A B O) or baoab (B A O A B)
-            ig_real c1 = (ig_real)1, c2 = (ig_real)0;
-            if (IG_SCHEDULE != IG_CONSTANT || P.damping > 0.0) c1 = ig_exp(-gamma * h);
-            IG_FOR(i) { IG_AT(mo, i) = IG_AT(mo, i) - half_h * IG_AT(gr, i); }
+        } else {  // leapfrog B A B O, or baoab B A O A B
+            IG_FOR(i) { IG_AT(mo, i) = IG_AT(mo, i) - half_h * IG_AT(gr, i); }  // B
             if (IG_INTEGRATOR == IG_LEAPFROG) {
-                IG_FOR(i) { IG_AT(th, i) = IG_AT(th, i) + h * IG_AT(mo, i); }
+                IG_FOR(i) { IG_AT(th, i) = IG_AT(th, i) + h * IG_AT(mo, i); }  // A (the word's only drift: h)
                 IG_LOSS_GRAD(th, gr, IG_LAM, L);
-                IG_FOR(i) { IG_AT(mo, i) = IG_AT(mo, i) - half_h * IG_AT(gr, i); }
+                IG_FOR(i) { IG_AT(mo, i) = IG_AT(mo, i) - half_h * IG_AT(gr, i); }  // B
             } else {
-                IG_FOR(i) { IG_AT(th, i) = IG_AT(th, i) + half_h * IG_AT(mo, i); }
+                IG_FOR(i) { IG_AT(th, i) = IG_AT(th, i) + half_h * IG_AT(mo, i); }  // A (one of two: h/2)
             }
-            // O-step: v <- c1 v + sigma sqrt((1 - e^{-2 gamma h}) / (2 gamma)) xi
+            // O: v <- c1 v + (sigma sqrt(vf)) xi, exact over h
             if (IG_NOISY) {
-                ig_real var = gamma > (ig_real)0 ? -ig_expm1((ig_real)-2 * gamma * h) / ((ig_real)2 * gamma) : h;
-                ig_real sigma = noise;
-                if (IG_NOISE_MODEL == IG_TEMPERATURE) sigma = ig_sqrt((ig_real)2 * gamma * (ig_real)P.temperature);
                 if (IG_NOISE_MODEL == IG_LOSS_SCALED) {
                     ig_real Lnow = L;
                     if (IG_INTEGRATOR == IG_BAOAB) IG_LOSS(th, IG_LAM, Lnow);
-                    sigma = noise * ig_sqrt(ig_max0(Lnow));
+                    xs = (xs * ig_sqrt(ig_max0(Lnow))) * row[IG_S_SPREAD];
                 }
-                c2 = sigma * ig_sqrt(var);
-                IG_FOR(i) { IG_AT(mo, i) = c1 * IG_AT(mo, i) + c2 * xi(i); }
+                IG_FOR(i) { IG_AT(mo, i) = decay * IG_AT(mo, i) + xs * xi(i); }
             } else {
-                IG_FOR(i) { IG_AT(mo, i) = c1 * IG_AT(mo, i); }
+                IG_FOR(i) { IG_AT(mo, i) = decay * IG_AT(mo, i); }
             }
             if (IG_INTEGRATOR == IG_BAOAB) {
-                IG_FOR(i) { IG_AT(th, i) = IG_AT(th, i) + half_h * IG_AT(mo, i); }
+                IG_FOR(i) { IG_AT(th, i) = IG_AT(th, i) + half_h * IG_AT(mo, i); }  // A
                 IG_LOSS_GRAD(th, gr, IG_LAM, L);
-                IG_FOR(i) { IG_AT(mo, i) = IG_AT(mo, i) - half_h * IG_AT(gr, i); }
+                IG_FOR(i) { IG_AT(mo, i) = IG_AT(mo, i) - half_h * IG_AT(gr, i); }  // B
             }
         }
     };
 
-    auto after_step = [&](long long n1) {  // state n1 = n + 1 exists; record it if due
-        if (n1 % k == 0) {
-            ig_real I, K, S;
-            IG_OBSERVE(I, K, S);
-            if (fp0 < 0 && I <= fr0 * I0) fp0 = (int)n1;
-            if (fp1 < 0 && I <= fr1 * I0) fp1 = (int)n1;
-            if (fp2 < 0 && I <= fr2 * I0) fp2 = (int)n1;
-            rec(n1 / k - rec_base, I, K, L, S);
-        }
-    };
+    auto after_step = [&](long long n1) { record(n1, false); };  // state n1 = n + 1 exists
 
     const long long nb = P.step_begin, ne = P.step_end;
 #if IG_IN_REGS
@@ -418,7 +448,7 @@ IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool a
 }
 
 #ifdef __CUDACC__
-// Per-warp float64 sums of [count_finite, I, K, L, S, I^2] by a fixed shuffle tree; lane 0
+// Per-warp float64 sums of [count_kept, I, K, L, S, I^2] by a fixed shuffle tree; lane 0
 // writes partial[(r * n_warps + warp) * 6 + q]. A GROUP of 64 is two warps; the launcher
 // adds the pair (a + b, a fixed order), so the sums never depend on the launch shape.
 struct IgWarpRecorder {
@@ -426,16 +456,15 @@ struct IgWarpRecorder {
     long long n_warps, warp;
     int lane;
     bool active;
-    __device__ void operator()(long long r, ig_real I, ig_real K, ig_real L, ig_real S) {
-        double Id = (double)I;
-        bool ok = active && ig_isfinite(Id);
+    __device__ void operator()(long long r, bool kept, double I, double K, double L, double S) {
+        bool ok = active && kept;
         double v[IG_NQ];
         v[0] = ok ? 1.0 : 0.0;
-        v[1] = ok ? Id : 0.0;
-        v[2] = ok ? (double)K : 0.0;
-        v[3] = ok ? (double)L : 0.0;
-        v[4] = ok ? (double)S : 0.0;
-        v[5] = ok ? Id * Id : 0.0;
+        v[1] = ok ? I : 0.0;
+        v[2] = ok ? K : 0.0;
+        v[3] = ok ? L : 0.0;
+        v[4] = ok ? S : 0.0;
+        v[5] = ok ? I * I : 0.0;
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) {
 #pragma unroll
@@ -453,30 +482,27 @@ struct IgWarpRecorder {
 // n_warps * 32 threads; every thread of a launched warp must run (no early exit).
 extern "C" __global__ void __launch_bounds__(IG_BLOCK) inertia_ensemble(
     const ig_real *lam, long long lam_stride, int init,
-    const ig_real *theta_in, const ig_real *mom_in, const ig_real *inertia0_in, const int *fp_in,
-    ig_real *theta_out, ig_real *mom_out, ig_real *inertia0_out, int *fp_out,
+    const ig_real *theta_in, const ig_real *mom_in, const double *inertia0_in, const int *fp_in,
+    ig_real *theta_out, ig_real *mom_out, double *inertia0_out, int *fp_out,
     double *partial, long long n_warps, ig_real *work,
-    double lr, double momentum, double nesterov_r, double dt, double damping, double noise,
-    double temperature, double init_theta_std, double init_velocity_std,
+    const ig_real *consts, const ig_real *table, long long table_stride, const int *record_row,
+    double half_lr64, double shadow64, double diverge_above,
     unsigned int k0, unsigned int k1, unsigned int start, long long count,
-    long long step_begin, long long step_end, long long record_every) {
+    long long step_begin, long long step_end) {
     IgParams P;
     P.lam = lam;
     P.lam_stride = lam_stride;
-    P.lr = lr;
-    P.momentum = momentum;
-    P.nesterov_r = nesterov_r;
-    P.dt = dt;
-    P.damping = damping;
-    P.noise = noise;
-    P.temperature = temperature;
-    P.init_theta_std = init_theta_std;
-    P.init_velocity_std = init_velocity_std;
+    P.consts = consts;
+    P.table = table;
+    P.table_stride = table_stride;
+    P.record_row = record_row;
+    P.half_lr64 = half_lr64;
+    P.shadow64 = shadow64;
+    P.diverge_above = diverge_above;
     P.k0 = k0;
     P.k1 = k1;
     P.step_begin = step_begin;
     P.step_end = step_end;
-    P.record_every = record_every;
     long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     long long ws = (long long)gridDim.x * blockDim.x;
     IgWarpRecorder rec;
