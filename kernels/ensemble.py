@@ -60,12 +60,12 @@ drifting by an FMA's extra precision. Fusion would be faster by a few
 instructions per step and statistically equivalent, but it would no longer
 be the reference's arithmetic.
 
-Scalars that the reference forms in Python double and then rounds to the
-working dtype (lr, 0.5 lr, constant-schedule noise scales, ...) arrive
-precomputed in the coefficient vector `coef` (working dtype, see COEF_*
-below); the float64 observables take their own float64 scalars from `obs`
-(OBS_*). Nesterov schedules compute their per-step scalars in the working
-dtype in the same order of operations as the reference.
+Every scalar the dynamics multiplies by comes from the coefficient table
+(inertia_gpu/coefficients.py, formed once in float64 and rounded once): the
+constants `coef` (CONST_*) and the per-step rows `step` (STEP_*; one row for
+a constant schedule, one per step of the window for nesterov), so the kernel
+does only per-trajectory arithmetic, in the reference's order. The float64
+observables take their float64 scalars from `obs` (OBS_*).
 """
 import triton
 import triton.language as tl
@@ -99,27 +99,30 @@ SPECTRUM_UNIFORM: tl.constexpr = tl.constexpr(1)
 SPECTRUM_LOGUNIFORM: tl.constexpr = tl.constexpr(2)
 SPECTRUM_LOGNORMAL: tl.constexpr = tl.constexpr(3)
 
-# coefficient vector layout (working dtype)
-COEF_LR_H: tl.constexpr = tl.constexpr(0)  # lr (heavy ball) | h = dt (continuous)
-COEF_MU: tl.constexpr = tl.constexpr(1)  # constant schedule: mu (heavy ball) | c1 = exp(-gamma h) (leapfrog, baoab) | h*gamma (euler)
-COEF_S: tl.constexpr = tl.constexpr(2)  # constant schedule, additive/temperature: s (heavy ball) | sigma sqrt(h) (euler) | sigma sqrt(vf) (O-step)
-COEF_NOISE: tl.constexpr = tl.constexpr(3)  # noise (loss-scaled factor; additive sigma for nesterov O-step)
-COEF_HALF: tl.constexpr = tl.constexpr(4)  # 0.5 lr | 0.5 h
-COEF_R: tl.constexpr = tl.constexpr(5)  # nesterov r
-COEF_T: tl.constexpr = tl.constexpr(6)  # temperature
-COEF_INIT_THETA: tl.constexpr = tl.constexpr(7)
-COEF_INIT_V: tl.constexpr = tl.constexpr(8)
-COEF_SHADOW: tl.constexpr = tl.constexpr(9)  # h^2 / 8
-COEF_SPEC_A: tl.constexpr = tl.constexpr(10)  # a | log a | m
-COEF_SPEC_B: tl.constexpr = tl.constexpr(11)  # b - a | log b - log a | s
-COEF_SQRT_H: tl.constexpr = tl.constexpr(12)  # sqrt(h)
-COEF_SQRT_VF: tl.constexpr = tl.constexpr(13)  # constant O-step sqrt((1 - e^{-2 gamma h}) / (2 gamma))
-N_COEF = 16
-COEF_INDEX = {k: int(v.value) for k, v in dict(globals()).items() if k.startswith("COEF_")}
+# the coefficient table (copies of inertia_gpu/coefficients.py Const and Step; tests check them):
+# constants, working dtype, formed once on the host in float64 and rounded once
+CONST_LR: tl.constexpr = tl.constexpr(0)
+CONST_HALF_LR: tl.constexpr = tl.constexpr(1)
+CONST_H: tl.constexpr = tl.constexpr(2)
+CONST_HALF_H: tl.constexpr = tl.constexpr(3)
+CONST_SQRT_H: tl.constexpr = tl.constexpr(4)
+CONST_SHADOW: tl.constexpr = tl.constexpr(5)
+CONST_NOISE: tl.constexpr = tl.constexpr(6)
+CONST_TEMPERATURE: tl.constexpr = tl.constexpr(7)
+CONST_NESTEROV_R: tl.constexpr = tl.constexpr(8)
+CONST_INIT_THETA_STD: tl.constexpr = tl.constexpr(9)
+CONST_INIT_VELOCITY_STD: tl.constexpr = tl.constexpr(10)
+CONST_SPECTRUM_A: tl.constexpr = tl.constexpr(11)
+CONST_SPECTRUM_B: tl.constexpr = tl.constexpr(12)
+# per-step columns (one row for a constant schedule, else one per step of the window)
+STEP_DECAY: tl.constexpr = tl.constexpr(0)  # mu_n | h gamma_n | e^{-gamma_n h}
+STEP_XI: tl.constexpr = tl.constexpr(1)  # the multiplier of xi (loss-scaled: noise)
+STEP_SPREAD: tl.constexpr = tl.constexpr(2)  # 1 | sqrt(h) | sqrt(vf_n) (loss-scaled: (XI sqrt(L)) SPREAD)
+N_STEP_COLUMNS: tl.constexpr = tl.constexpr(3)
 
 # float64 scalars of the observables (the `obs` vector)
-OBS_KINETIC: tl.constexpr = tl.constexpr(0)  # 0.5 lr (heavy ball: K = 0.5 lr |b|^2) | 0.5 (continuous)
-OBS_SHADOW: tl.constexpr = tl.constexpr(1)  # 0.5 lr (heavy ball: + 0.5 lr b.g) | h^2 / 8 (continuous: - h^2/8 |g|^2)
+OBS_KINETIC: tl.constexpr = tl.constexpr(0)  # coefficients Obs.HALF_LR (heavy ball: K = lr/2 |b|^2) | 0.5 (continuous)
+OBS_SHADOW: tl.constexpr = tl.constexpr(1)  # Obs.HALF_LR (heavy ball: + lr/2 b.g) | Obs.SHADOW = h^2/8 (continuous: - h^2/8 |g|^2)
 OBS_DIVERGE: tl.constexpr = tl.constexpr(2)  # min(diverge_above, largest float64): non-finite inertia always diverges
 OBS_NAN: tl.constexpr = tl.constexpr(3)  # a NaN: the state of a diverged trajectory (a constexpr NaN breaks jit caching)
 N_OBS = 4
@@ -298,132 +301,90 @@ def _record(theta, mom, g, lam, cols, row_buf, n, row, inertia0, fp0, fp1, fp2, 
 
 
 @triton.jit
-def _neg_expm1(x):
-    """-(e^x - 1), accurate for small |x| (Kahan: (u - 1) x / log u)."""
-    u = tl.exp(x)
-    um1 = u - 1.0
-    em1 = tl.where(u == 1.0, x, tl.where(um1 == -1.0, -1.0, um1 * x / tl.log(u)))
-    return -em1
-
-
-@triton.jit
-def _ou(v, xi, theta, lam, cols, row_buf, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf,
-        PROBLEM: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr, NOISY: tl.constexpr,
-        DIM: tl.constexpr, PAD: tl.constexpr):
-    """Exact Ornstein-Uhlenbeck step v <- c1 v + c2 xi (reference.Model.ou_step)."""
-    if SCHEDULE == CONSTANT:
-        out = c_mu * v
-        if NOISY:
-            if NOISE_MODEL == LOSS_SCALED:
-                loss = _loss(theta, lam, cols, row_buf, PROBLEM, DIM, PAD)
-                sigma = noise_c * tl.sqrt(tl.where(loss < 0.0, 0.0, loss))
-                out = out + (sigma * sqrt_vf)[:, None, :] * xi
-            else:
-                out = out + c_s * xi
+def _xi_scale(theta, lam, cols, row_buf, xi_c, spread, PROBLEM: tl.constexpr, NOISE_MODEL: tl.constexpr,
+              DIM: tl.constexpr, PAD: tl.constexpr):
+    """What multiplies xi: the table's XI, or (XI sqrt(max(L, 0))) SPREAD for loss-scaled noise."""
+    if NOISE_MODEL == LOSS_SCALED:
+        loss = _loss(theta, lam, cols, row_buf, PROBLEM, DIM, PAD)
+        out = ((xi_c * tl.sqrt(tl.where(loss < 0.0, 0.0, loss))) * spread)[:, None, :]
     else:
-        nf = n.to(v.dtype)
-        mu = nf / (nf + r_c)
-        gamma = (1.0 - mu) / h
-        c1 = tl.exp(-gamma * h)
-        out = c1 * v
-        if NOISY:
-            vf = tl.where(gamma > 0.0, _neg_expm1(-2.0 * gamma * h) / (2.0 * gamma), h)
-            sq = tl.sqrt(vf)
-            if NOISE_MODEL == LOSS_SCALED:
-                loss = _loss(theta, lam, cols, row_buf, PROBLEM, DIM, PAD)
-                sigma = noise_c * tl.sqrt(tl.where(loss < 0.0, 0.0, loss))
-                out = out + (sigma * sq)[:, None, :] * xi
-            elif NOISE_MODEL == TEMPERATURE:
-                sigma = tl.sqrt(2.0 * gamma * temp_c)
-                out = out + (sigma * sq) * xi
-            else:
-                out = out + (noise_c * sq) * xi
+        out = xi_c
     return out
 
 
 @triton.jit
-def _advance(theta, mom, g, lam, xi, cols, row_buf, n, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf,
-             PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr,
-             NOISE_MODEL: tl.constexpr, NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr):
-    """State n -> n + 1 (docs/CONVENTIONS.md, Dynamics).
+def _ou(v, xi, theta, lam, cols, row_buf, decay, xi_c, spread, PROBLEM: tl.constexpr, NOISE_MODEL: tl.constexpr,
+        NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr):
+    """The exact Ornstein-Uhlenbeck step v <- DECAY v + scale xi (reference.Model.step, letter O)."""
+    out = decay * v
+    if NOISY:
+        out = out + _xi_scale(theta, lam, cols, row_buf, xi_c, spread, PROBLEM, NOISE_MODEL, DIM, PAD) * xi
+    return out
+
+
+@triton.jit
+def _advance(theta, mom, g, lam, xi, cols, row_buf, lr, h, half_h, decay, xi_c, spread,
+             PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, NOISE_MODEL: tl.constexpr, NOISY: tl.constexpr,
+             DIM: tl.constexpr, PAD: tl.constexpr):
+    """State n -> n + 1 with the step's table scalars (reference.Model.step: the same operations in order).
 
     Leapfrog and BAOAB carry g = grad L(theta) in and out (their closing half-kick's gradient opens the
     next step); heavy ball and Euler compute it at the start of the step and carry nothing (g = 0.0),
     which saves a register per coordinate.
     """
-    if INTEGRATOR == HEAVY_BALL:
-        lr = lr_h
-        if SCHEDULE == CONSTANT:
-            mu = c_mu
-        else:
-            nf = n.to(theta.dtype)
-            mu = nf / (nf + r_c)
-        g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM)  # at the start: nothing is carried across steps
-        gn = g
+    if INTEGRATOR == HEAVY_BALL:  # M: torch.optim.SGD's convention
+        g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM)
         if NOISY:
-            if NOISE_MODEL == LOSS_SCALED:
-                loss = _loss(theta, lam, cols, row_buf, PROBLEM, DIM, PAD)
-                s = noise_c * tl.sqrt(tl.where(loss < 0.0, 0.0, loss))
-                gn = g + s[:, None, :] * xi
-            elif NOISE_MODEL == TEMPERATURE and SCHEDULE == NESTEROV:
-                friction = (1.0 - mu) / lr
-                gn = g + tl.sqrt(2.0 * friction * temp_c) * xi
-            else:
-                gn = g + c_s * xi
-        mom = mu * mom + gn
+            g = g + _xi_scale(theta, lam, cols, row_buf, xi_c, spread, PROBLEM, NOISE_MODEL, DIM, PAD) * xi
+        mom = decay * mom + g
         theta = theta - lr * mom
         g = 0.0
-    elif INTEGRATOR == EULER:
-        h = lr_h
-        if SCHEDULE == CONSTANT:
-            hg = c_mu
-        else:
-            nf = n.to(theta.dtype)
-            mu = nf / (nf + r_c)
-            gamma = (1.0 - mu) / h
-            hg = h * gamma
+    elif INTEGRATOR == EULER:  # E
         g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM)
-        new_mom = mom - h * g - hg * mom
+        new_mom = mom - h * g - decay * mom
         if NOISY:
-            if NOISE_MODEL == LOSS_SCALED:
-                loss = _loss(theta, lam, cols, row_buf, PROBLEM, DIM, PAD)
-                sigma = noise_c * tl.sqrt(tl.where(loss < 0.0, 0.0, loss))
-                new_mom = new_mom + (sigma * sqrt_h)[:, None, :] * xi
-            elif NOISE_MODEL == TEMPERATURE and SCHEDULE == NESTEROV:
-                new_mom = new_mom + (tl.sqrt(2.0 * gamma * temp_c) * sqrt_h) * xi
-            else:
-                new_mom = new_mom + c_s * xi
+            new_mom = new_mom + _xi_scale(theta, lam, cols, row_buf, xi_c, spread, PROBLEM, NOISE_MODEL, DIM,
+                                          PAD) * xi
         theta = theta + h * mom
         mom = new_mom
         g = 0.0
     elif INTEGRATOR == LEAPFROG:  # B A B O
-        h = lr_h
-        mom = mom - half * g
+        mom = mom - half_h * g
         theta = theta + h * mom
         g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM)
-        mom = mom - half * g
-        mom = _ou(mom, xi, theta, lam, cols, row_buf, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf, PROBLEM, SCHEDULE,
-                  NOISE_MODEL, NOISY, DIM, PAD)
+        mom = mom - half_h * g
+        mom = _ou(mom, xi, theta, lam, cols, row_buf, decay, xi_c, spread, PROBLEM, NOISE_MODEL, NOISY, DIM, PAD)
     else:  # baoab: B A O A B
-        h = lr_h
-        mom = mom - half * g
-        theta = theta + half * mom
-        mom = _ou(mom, xi, theta, lam, cols, row_buf, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf, PROBLEM, SCHEDULE,
-                  NOISE_MODEL, NOISY, DIM, PAD)
-        theta = theta + half * mom
+        mom = mom - half_h * g
+        theta = theta + half_h * mom
+        mom = _ou(mom, xi, theta, lam, cols, row_buf, decay, xi_c, spread, PROBLEM, NOISE_MODEL, NOISY, DIM, PAD)
+        theta = theta + half_h * mom
         g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM)
-        mom = mom - half * g
+        mom = mom - half_h * g
     return theta, mom, g
 
 
 @triton.jit
 def _step(theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp, n_groups,
-          valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, kin_c, shadow_c, diverge, nan64,
+          valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c, diverge, nan64,
           PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
           NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr):
-    """One step n -> n + 1 plus, when the table says n + 1 is recorded, its statistics."""
-    theta, mom, g = _advance(theta, mom, g, lam, xi, cols, row_buf, n, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c,
-                             sqrt_h, sqrt_vf, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD)
+    """One step n -> n + 1 plus, when the table says n + 1 is recorded, its statistics.
+
+    The step's scalars: the constant row (decay0, xi0, spread0) or, for a nesterov schedule, row n - lo
+    of the window's table.
+    """
+    if SCHEDULE == NESTEROV:
+        at = step_ptr + (n - lo) * N_STEP_COLUMNS
+        decay = tl.load(at + STEP_DECAY)
+        xi_c = tl.load(at + STEP_XI)
+        spread = tl.load(at + STEP_SPREAD)
+    else:
+        decay = decay0
+        xi_c = xi0
+        spread = spread0
+    theta, mom, g = _advance(theta, mom, g, lam, xi, cols, row_buf, lr, h, half_h, decay, xi_c, spread,
+                             PROBLEM, INTEGRATOR, NOISE_MODEL, NOISY, DIM, PAD)
     row = tl.load(rec_ptr + (n + 1 - lo))
     if row >= 0:
         theta, mom, g, fp0, fp1, fp2 = _record(theta, mom, g, lam, cols, row_buf, n + 1, row, inertia0, fp0, fp1, fp2,
@@ -434,7 +395,7 @@ def _step(theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, 
 
 @triton.jit
 def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, fp0, fp1, fp2,
-          partials_ptr, grp, n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf,
+          partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0,
           kin_c, shadow_c, diverge, nan64,
           PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
           NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr,
@@ -473,12 +434,12 @@ def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed,
             if (n >= lo) & (n < hi):
                 theta, mom, g, fp0, fp1, fp2 = _step(
                     theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp,
-                    n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, kin_c, shadow_c,
+                    n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c,
                     diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH)
         else:
             theta, mom, g, fp0, fp1, fp2 = _step(
                 theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp,
-                n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, kin_c, shadow_c,
+                n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c,
                 diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH)
     return theta, mom, g, fp0, fp1, fp2
 
@@ -490,7 +451,7 @@ def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed,
 def ensemble_kernel(
     theta_in, mom_in, inertia0_in, fp_in,
     theta_out, mom_out, inertia0_out, fp_out,
-    lam_ptr, coef_ptr, obs_ptr, rec_ptr, partials_ptr,
+    lam_ptr, coef_ptr, step_ptr, obs_ptr, rec_ptr, partials_ptr,
     start, count, n_groups, step_begin, step_end, seed,
     PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
     NOISY: tl.constexpr, DRAWN_SPECTRUM: tl.constexpr, START_FROM_INIT: tl.constexpr,
@@ -531,15 +492,12 @@ def ensemble_kernel(
 
     # the wide layout's shift buffer: this trajectory's row of theta_out (written only at the end)
     row_buf = theta_out + pid.to(tl.int64) * DIM
-    lr_h = tl.load(coef_ptr + COEF_LR_H)
-    c_mu = tl.load(coef_ptr + COEF_MU)
-    c_s = tl.load(coef_ptr + COEF_S)
-    noise_c = tl.load(coef_ptr + COEF_NOISE)
-    half = tl.load(coef_ptr + COEF_HALF)
-    r_c = tl.load(coef_ptr + COEF_R)
-    temp_c = tl.load(coef_ptr + COEF_T)
-    sqrt_h = tl.load(coef_ptr + COEF_SQRT_H)
-    sqrt_vf = tl.load(coef_ptr + COEF_SQRT_VF)
+    lr = tl.load(coef_ptr + CONST_LR)
+    h = tl.load(coef_ptr + CONST_H)
+    half_h = tl.load(coef_ptr + CONST_HALF_H)
+    decay0 = tl.load(step_ptr + STEP_DECAY)  # row 0: every step's row when the schedule is constant
+    xi0 = tl.load(step_ptr + STEP_XI)
+    spread0 = tl.load(step_ptr + STEP_SPREAD)
     kin_c = tl.load(obs_ptr + OBS_KINETIC)
     shadow_c = tl.load(obs_ptr + OBS_SHADOW)
     diverge = tl.load(obs_ptr + OBS_DIVERGE)
@@ -550,8 +508,8 @@ def ensemble_kernel(
         if DRAWN_SPECTRUM == SPECTRUM_FIXED:
             lam = tl.load(lam_ptr + cols, mask=colmask, other=0.0).to(ACC)  # [1, DIMP, 1]: shared
         else:
-            spec_a = tl.load(coef_ptr + COEF_SPEC_A)
-            spec_b = tl.load(coef_ptr + COEF_SPEC_B)
+            spec_a = tl.load(coef_ptr + CONST_SPECTRUM_A)
+            spec_b = tl.load(coef_ptr + CONST_SPECTRUM_B)
             zero = tl.zeros([TPT, DIMP, WIDTH], dtype=tl.uint32)
             x0, x1, _x2, _x3 = tl.philox(seed, zero + traj_u32, zero, zero + cols.to(tl.uint32), zero + TAG_SPECTRUM)
             if DRAWN_SPECTRUM == SPECTRUM_UNIFORM:
@@ -569,10 +527,10 @@ def ensemble_kernel(
         zero = tl.zeros([TPT, DIMP, WIDTH], dtype=tl.uint32)
         z_theta, z_v, _z2, _z3 = philox_normals4(seed, zero + traj_u32, zero, zero + cols.to(tl.uint32), zero + TAG_INIT,
                                                  ACC)
-        theta = tl.where(colmask, tl.load(coef_ptr + COEF_INIT_THETA) * z_theta, 0.0)
-        v = tl.where(colmask, tl.load(coef_ptr + COEF_INIT_V) * z_v, 0.0)
+        theta = tl.where(colmask, tl.load(coef_ptr + CONST_INIT_THETA_STD) * z_theta, 0.0)
+        v = tl.where(colmask, tl.load(coef_ptr + CONST_INIT_VELOCITY_STD) * z_v, 0.0)
         if INTEGRATOR == HEAVY_BALL:
-            mom = -v / lr_h
+            mom = -v / lr
         else:
             mom = v
         g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM) if CARRY_G else 0.0
@@ -607,7 +565,7 @@ def ensemble_kernel(
     while q <= q_last:
         theta, mom, g, fp0, fp1, fp2 = _quad(
             theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, fp0, fp1, fp2,
-            partials_ptr, grp, n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf,
+            partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0,
             kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH,
             GUARD)
         q += 1

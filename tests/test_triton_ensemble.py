@@ -389,3 +389,14 @@ def test_divergence_turns_the_state_to_nan_and_drops_it_from_the_sums():
         want = torch.where(~gone, inertia, 0.0).reshape(-1, 64).sum(dim=1)
         torch.testing.assert_close(p_b[-1, :, 1], want, rtol=1e-12, atol=0)
     assert saw_divergence and not gone.all()
+
+
+def test_kernel_copies_of_the_coefficient_layout():
+    """kernels/ imports nothing of the library: its CONST_* / STEP_* copies must match coefficients.py."""
+    from inertia_gpu import coefficients
+    from inertia_gpu.kernels import ensemble
+    for member in coefficients.Const:
+        assert getattr(ensemble, f"CONST_{member.name}").value == int(member), member
+    for member in coefficients.Step:
+        assert getattr(ensemble, f"STEP_{member.name}").value == int(member), member
+    assert ensemble.N_STEP_COLUMNS.value == coefficients.N_STEP

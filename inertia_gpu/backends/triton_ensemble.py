@@ -15,6 +15,7 @@ import sys
 import torch
 
 from .. import spec
+from ..coefficients import Obs, coefficients
 from ..config import SimulationConfig
 from .base import FRACTIONS, GROUP, N_QUANTITIES, ChunkState, EnsembleBackend, n_groups, recorded_in_window
 
@@ -61,68 +62,6 @@ def default_block(config: SimulationConfig, count: int) -> tuple[int, int]:
     if wide(config):
         return 1, wide_warps(config)
     return default_tpt(config) * 32 * 4, 4
-
-
-def coefficients(config: SimulationConfig, dtype: torch.dtype) -> torch.Tensor:
-    """The kernel's coefficient vector: each scalar formed as reference.Model forms it, then rounded to dtype."""
-    from ..kernels.ensemble import COEF_INDEX, N_COEF
-    cfg = config
-    c: dict[str, float | torch.Tensor] = {}
-
-    def t(x):
-        return torch.as_tensor(x, dtype=dtype)
-
-    c["COEF_NOISE"] = cfg.noise
-    c["COEF_R"] = cfg.nesterov_r or 0.0
-    c["COEF_T"] = cfg.temperature
-    c["COEF_INIT_THETA"] = cfg.init_theta_std
-    c["COEF_INIT_V"] = cfg.init_velocity_std
-    constant = cfg.nesterov_r is None
-    if cfg.integrator == "heavy-ball":
-        c["COEF_LR_H"] = cfg.lr
-        c["COEF_HALF"] = 0.5 * cfg.lr
-        c["COEF_MU"] = cfg.momentum
-        if cfg.noise_model == "additive":
-            c["COEF_S"] = cfg.noise
-        elif cfg.noise_model == "temperature" and constant:
-            friction = (1.0 - cfg.momentum) / cfg.lr
-            c["COEF_S"] = torch.sqrt(t(2.0 * friction * cfg.temperature))
-    else:
-        h = cfg.dt
-        c["COEF_LR_H"] = h
-        c["COEF_HALF"] = 0.5 * h
-        c["COEF_SHADOW"] = cfg.dt ** 2 / 8.0
-        c["COEF_SQRT_H"] = math.sqrt(h)
-        gamma = cfg.damping
-        if cfg.integrator == "euler":
-            c["COEF_MU"] = h * gamma
-            if cfg.noise_model == "additive":
-                c["COEF_S"] = cfg.noise * math.sqrt(h)
-            elif cfg.noise_model == "temperature" and constant:
-                c["COEF_S"] = torch.sqrt(t(2.0 * gamma * cfg.temperature)) * math.sqrt(h)
-        elif constant:  # O-step of leapfrog / baoab, as reference.Model.ou_step
-            g = t(gamma)
-            c["COEF_MU"] = torch.exp(-g * h)
-            var_factor = torch.where(g > 0, -torch.expm1(-2.0 * g * h) / (2.0 * torch.clamp(g, min=1e-300)), t(h))
-            sq = torch.sqrt(var_factor)
-            c["COEF_SQRT_VF"] = sq
-            if cfg.noise_model == "additive":
-                c["COEF_S"] = cfg.noise * sq
-            elif cfg.noise_model == "temperature":
-                c["COEF_S"] = torch.sqrt(t(2.0 * g * cfg.temperature)) * sq
-    if cfg.distribution is not None:
-        name, (a, b) = cfg.distribution
-        if name == "uniform":
-            c["COEF_SPEC_A"], c["COEF_SPEC_B"] = a, b - a
-        elif name == "loguniform":
-            c["COEF_SPEC_A"], c["COEF_SPEC_B"] = math.log(a), math.log(b) - math.log(a)
-        else:
-            c["COEF_SPEC_A"], c["COEF_SPEC_B"] = a, b
-    values = [0.0] * N_COEF
-    for key, value in c.items():
-        values[COEF_INDEX[key]] = float(value)
-    # float64 holds every float32 exactly; the cast below is the reference's rounding of a Python scalar
-    return torch.tensor(values, dtype=torch.float64).to(dtype)
 
 
 class TritonEnsemble(EnsembleBackend):
@@ -223,8 +162,10 @@ class TritonEnsemble(EnsembleBackend):
         inertia0 = out((programs, tpt, width), torch.float64)
         first_passage = out((programs, tpt, nf, width), torch.int32)
 
-        coef = coefficients(cfg, dtype).to(device)
-        obs = observable_scalars(cfg).to(device)
+        coefs = coefficients(cfg, step_begin, step_end)  # the one coefficient table (inertia_gpu/coefficients.py)
+        coef = coefs.constants.to(device)
+        steps = coefs.rows.contiguous().to(device)  # one row (constant schedule) or one per step
+        obs = observable_scalars(cfg, coefs.observe).to(device)
         rec = torch.tensor(table, dtype=torch.int32, device=device)
         drawn = cfg.distribution is not None
         if cfg.problem == "quadratic" and not drawn:
@@ -241,7 +182,7 @@ class TritonEnsemble(EnsembleBackend):
 
         grid = (programs,)
         ensemble_kernel[grid](
-            *ins, theta, mom, inertia0, first_passage, lam, coef, obs, rec, partials,
+            *ins, theta, mom, inertia0, first_passage, lam, coef, steps, obs, rec, partials,
             start, count, stride, step_begin, step_end, cfg.seed,
             **kernel_switches(cfg, state is None),
             DIM=dim, DIMP=dimp, TPT=tpt, WIDTH=width,
@@ -270,16 +211,17 @@ def kernel_switches(cfg: SimulationConfig, start_from_init: bool) -> dict:
     )
 
 
-def observable_scalars(cfg: SimulationConfig) -> torch.Tensor:
-    """The float64 scalars of the observables (kernels/ensemble.py OBS_*), formed as reference.Model.observe."""
+def observable_scalars(cfg: SimulationConfig, observe: torch.Tensor) -> torch.Tensor:
+    """The float64 scalars of the observables (kernels/ensemble.py OBS_*), from the table's `observe`
+    exactly as reference.Model.observe takes them."""
     from ..kernels.ensemble import N_OBS, OBS_INDEX
     values = [0.0] * N_OBS
     if cfg.integrator == "heavy-ball":
-        values[OBS_INDEX["OBS_KINETIC"]] = 0.5 * cfg.lr
-        values[OBS_INDEX["OBS_SHADOW"]] = 0.5 * cfg.lr
+        values[OBS_INDEX["OBS_KINETIC"]] = float(observe[Obs.HALF_LR])
+        values[OBS_INDEX["OBS_SHADOW"]] = float(observe[Obs.HALF_LR])
     else:
         values[OBS_INDEX["OBS_KINETIC"]] = 0.5
-        values[OBS_INDEX["OBS_SHADOW"]] = cfg.dt ** 2 / 8.0
+        values[OBS_INDEX["OBS_SHADOW"]] = float(observe[Obs.SHADOW])
     # one compare in the kernel, I <= bound, also rejects +inf (and NaN)
     values[OBS_INDEX["OBS_DIVERGE"]] = min(float(getattr(cfg, "diverge_above", math.inf)), sys.float_info.max)
     values[OBS_INDEX["OBS_NAN"]] = math.nan
