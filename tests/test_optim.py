@@ -326,6 +326,30 @@ def test_inertia_equals_float64_bookkeeping(backend):
     assert len(hist["inertia"]) == 4 and hist["inertia"][-1] == opt.inertia.item()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("maximize,weight_decay,scale", [(False, 0.0, None), (True, 0.03, 3.0), (True, 0.0, 0.5)])
+def test_cpu_inertia_sums_are_exact_float64(dtype, maximize, weight_decay, scale):
+    """The CPU sums (numba kernel; a non-contiguous tensor takes the torch slices) against float64 by hand."""
+    from inertia_gpu.optim.foreach_step import inertia_sums
+    g = torch.Generator().manual_seed(_fresh_seed())
+    sizes = [1, 3, 40_000, 70_001]
+    bufs = [torch.randn(n, generator=g, dtype=dtype) * 10.0 ** k for k, n in enumerate(sizes)]
+    bufs.append(torch.randn(64, 9, generator=g, dtype=dtype).t())  # non-contiguous
+    grads = [torch.randn(b.shape, generator=g, dtype=dtype) for b in bufs]
+    params = [torch.randn(b.shape, generator=g, dtype=dtype) for b in bufs]
+    got = inertia_sums(bufs + [None], grads + [grads[0]], params + [params[0]], maximize=maximize,
+                       weight_decay=weight_decay, grad_scale=None if scale is None else torch.tensor(scale))
+    want = [0.0, 0.0]
+    for b, gr, p in zip(bufs, grads, params):
+        b64, d = b.double().reshape(-1), gr.double().reshape(-1) * (-1.0 if maximize else 1.0)
+        d = d / (scale or 1.0) + weight_decay * p.double().reshape(-1)
+        want[0] += float((b64 * b64).sum())
+        want[1] += float((b64 * d).sum())
+    assert got.dtype == torch.float64
+    assert got[0].item() == pytest.approx(want[0], rel=1e-13)
+    assert got[1].item() == pytest.approx(want[1], rel=1e-12, abs=1e-12 * want[0])
+
+
 @pytest.mark.parametrize("backend,dtype,steps,rel", [("foreach", torch.float64, 1000, 1e-10),
                                                       ("triton", torch.float32, 1000, 1e-5)])
 def test_frictionless_heavy_ball_conserves_shadow_inertia(backend, dtype, steps, rel):
