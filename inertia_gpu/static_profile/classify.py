@@ -47,9 +47,10 @@ KEYWORDS = {
 }
 
 
-# when the chain ends undecided (triton 3.6 drops the inline chain of some lines): the part a shared
-# helper mostly serves, by the word parts of its name
-WEAK_KEYWORDS = {"statistics": {"sum", "tree", "group", "reduction"}, "dynamics": {"shift", "expm1"}}
+# when the chain ends undecided (triton 3.6 drops the inline chain of some lines, tl.sum's among them):
+# the part a shared helper (or triton's own reduction) mostly serves, by the word parts of its name
+WEAK_KEYWORDS = {"statistics": {"sum", "tree", "group", "reduction", "reduce", "combine", "loss"},
+                 "dynamics": {"shift", "expm1"}}
 
 
 def pipe(ins: Instruction) -> str | None:
@@ -104,7 +105,7 @@ def _category_cached(path: str, line: int, weak: bool) -> str | None:
     name = os.path.basename(path)
     if path.replace(os.sep, "/").endswith("triton/language/random.py"):
         return "rng"
-    if "/triton/" in path.replace(os.sep, "/"):
+    if "/triton/" in path.replace(os.sep, "/") and not weak:
         return None  # triton's own helpers (tl.sum, math): the caller decides
     if name == "philox.py":
         return "rng" if "philox(" in _source_line(path, line) else "normal"
