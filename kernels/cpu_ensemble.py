@@ -17,8 +17,8 @@ Statistics: at a recorded step the observables are formed in float64 from the
 state converted to float64 (so float32 runs stay right, and never compute
 subnormal products, when inertia decays below the float32 range); first
 passage compares I_n <= f I_0 in float64. A group's sums are formed by one
-thread with a fixed pairwise tree over its 64 lanes: bitwise the same whatever
-the thread count or schedule.
+thread, adding its 64 lanes in trajectory order: bitwise the same whatever the
+thread count or schedule.
 
 Divergence: at a recorded step a trajectory whose float64 inertia is not
 <= the divergence threshold (NaN and inf fail too) gets a NaN state, so it
@@ -337,20 +337,22 @@ def _draw(z, k, base, quad, tag, k0, k1, w, one):
 # --- problems on [dim, GROUP] blocks --------------------------------------------------------
 
 @njit(inline="always", error_model="numpy")
+def _grad_loss_1(problem, x, lam, one):
+    """(grad, loss) of one coordinate (d = 1 quadratic or double well), the operation order of the loops below."""
+    if problem == PROBLEM_QUADRATIC:
+        lt = lam * x
+        return lt, cast_like(0.5, one) * (lt * x)
+    w = x * x - one
+    return x * w, cast_like(0.25, one) * (w * w)
+
+
+@njit(inline="always", error_model="numpy")
 def _grad_loss(problem, th, lm, g, L, one):
     """g = grad L(th), L = L(th) per lane in one's dtype (th converted to it); coordinates summed in order."""
     dim = th.shape[0]
     if dim == 1 and problem != PROBLEM_ROSENBROCK:  # one pass: the same values as the loops below
         for j in range(GROUP):
-            x = cast_like(th[0, j], one)
-            if problem == PROBLEM_QUADRATIC:
-                lt = lm[0, j] * x
-                g[0, j] = lt
-                L[j] = cast_like(0.5, one) * (lt * x)
-            else:
-                w = x * x - one
-                g[0, j] = x * w
-                L[j] = cast_like(0.25, one) * (w * w)
+            g[0, j], L[j] = _grad_loss_1(problem, cast_like(th[0, j], one), lm[0, j], one)
         return
     for j in range(GROUP):
         L[j] = cast_like(0.0, one)
@@ -455,54 +457,85 @@ def _step(integrator, problem, loss_scaled, ca, cb, cc, lr, h, half_h, th, v, g,
 
 # --- what is recorded --------------------------------------------------------------------
 
-@njit(inline="always", error_model="numpy")
-def _record(row, m, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64, vv, ine_s, kin_s, loss, shadow_s, vg,
-            ine_out, tha, thb, thc, fpa, fpb, fpc, active, lanes):
-    """Observables in float64 from the state converted to float64, first passage, divergence,
-    and the group's float64 sums at row `row` of acc (-1: none). Returns the number of lanes kept.
+# rows of the packed float64 scratch `s` of a group (row r is s[r * GROUP:(r + 1) * GROUP]); one array
+# with constant offsets, so the compiler proves the rows apart and vectorises without runtime alias checks
+R_VV = 0     # |v|^2
+R_VG = 1     # <v, grad L> (heavy ball) or |grad L|^2
+R_LOSS = 2
+R_THR = 3    # 3, 4, 5: f I_0 per fraction
+R_FP = 6     # 6, 7, 8: first passage per fraction (a step index as float64; -1: not yet)
+R_INE = 9    # the lane's inertia
+R_SUM = 10   # 10..15: the summands (count, inertia, kinetic, loss, shadow, inertia^2), 0 for a dropped lane
+N_ROWS = 16
 
-    vv ... vg: six [GROUP] float64 scratch arrays (separate arrays: the lane loops vectorise); on
-    return ine_out holds each lane's inertia. tha.., fpa..: f I_0 and first passage per fraction.
-    Whole arrays as arguments, no tuples: unpacking one costs atomic reference counts per call.
-    """
+
+@njit(inline="always", error_model="numpy")
+def _observe(heavy, problem, th, v, lm64, g64, L64, s):
+    """Rows R_VV, R_VG, R_LOSS of s: float64 |v|^2, <v, g> or |g|^2, and L from the state converted to float64."""
     dim = th.shape[0]
-    _grad_loss(problem, th, lm64, g64, loss, 1.0)
-    for j in range(lanes):
-        vv[j] = 0.0  # |v|^2
-        vg[j] = 0.0  # <v, grad L> (heavy ball) or |grad L|^2
+    if dim == 1 and problem != PROBLEM_ROSENBROCK:
+        for j in range(GROUP):
+            y = np.float64(v[0, j])
+            gj, lj = _grad_loss_1(problem, np.float64(th[0, j]), lm64[0, j], 1.0)
+            s[R_VV * GROUP + j] = y * y
+            s[R_VG * GROUP + j] = y * gj if heavy else gj * gj
+            s[R_LOSS * GROUP + j] = lj
+        return
+    _grad_loss(problem, th, lm64, g64, L64, 1.0)
+    for j in range(GROUP):
+        s[R_VV * GROUP + j] = 0.0
+        s[R_VG * GROUP + j] = 0.0
+        s[R_LOSS * GROUP + j] = L64[j]
     for k in range(dim):
-        for j in range(lanes):
+        for j in range(GROUP):
             y = np.float64(v[k, j])
-            vv[j] += y * y
-            vg[j] += y * g64[k, j] if heavy else g64[k, j] * g64[k, j]
+            s[R_VV * GROUP + j] += y * y
+            s[R_VG * GROUP + j] += y * g64[k, j] if heavy else g64[k, j] * g64[k, j]
+
+
+@njit(inline="always", error_model="numpy")
+def _record(row, m, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active):
+    """At a recorded state (after step m): observables in float64, first passage, divergence, and
+    the group's float64 sums into acc[row] (row -1: none). Returns the number of lanes kept."""
+    dim = th.shape[0]
+    _observe(heavy, problem, th, v, lm64, g64, L64, s)
+    fm = np.float64(m)
     kept = 0
-    s0 = s1 = s2 = s3 = s4 = s5 = 0.0
-    for j in range(lanes):
-        kin = half_lr * vv[j] if heavy else 0.5 * vv[j]
-        ine = kin + loss[j]
-        shadow = ine + half_lr * vg[j] if heavy else ine - h2_8 * vg[j]
-        ine_out[j] = ine
-        fpa[j] = m if (fpa[j] < 0) & (ine <= tha[j]) else fpa[j]
-        fpb[j] = m if (fpb[j] < 0) & (ine <= thb[j]) else fpb[j]
-        fpc[j] = m if (fpc[j] < 0) & (ine <= thc[j]) else fpc[j]
-        keep = (ine <= limit) & active[j]
+    for j in range(GROUP):  # one vectorised pass over the packed rows
+        vv = s[R_VV * GROUP + j]
+        vg = s[R_VG * GROUP + j]
+        loss = s[R_LOSS * GROUP + j]
+        kin = half_lr * vv if heavy else 0.5 * vv
+        ine = kin + loss
+        shadow = ine + half_lr * vg if heavy else ine - h2_8 * vg
+        s[R_INE * GROUP + j] = ine
+        for f in range(3):
+            fp = s[(R_FP + f) * GROUP + j]
+            s[(R_FP + f) * GROUP + j] = fm if (fp < 0.0) & (ine <= s[(R_THR + f) * GROUP + j]) else fp
+        keep = (ine <= limit) & (j < n_active)
         kept += np.int64(keep)
-        # the sums in lane order (the reference's order; fixed whatever thread forms them)
-        if keep:
-            s0 += 1.0
-            s1 += ine
-            s2 += kin
-            s3 += loss[j]
-            s4 += shadow
-            s5 += ine * ine
-    if kept < lanes:  # diverged lanes (and padding) get a NaN state, so they stay diverged
-        for j in range(lanes):
-            vv[j] = 1.0 if (ine_out[j] <= limit) & active[j] else 0.0
+        s[R_SUM * GROUP + j] = 1.0 if keep else 0.0
+        s[(R_SUM + 1) * GROUP + j] = ine if keep else 0.0
+        s[(R_SUM + 2) * GROUP + j] = kin if keep else 0.0
+        s[(R_SUM + 3) * GROUP + j] = loss if keep else 0.0
+        s[(R_SUM + 4) * GROUP + j] = shadow if keep else 0.0
+        s[(R_SUM + 5) * GROUP + j] = ine * ine if keep else 0.0
+    if kept < GROUP:  # diverged lanes (and padding) get a NaN state, so they stay diverged
         for k in range(dim):
-            for j in range(lanes):
-                th[k, j] = th[k, j] if vv[j] != 0.0 else np.nan
-                v[k, j] = v[k, j] if vv[j] != 0.0 else np.nan
+            for j in range(GROUP):
+                dropped = s[R_SUM * GROUP + j] == 0.0
+                th[k, j] = np.nan if dropped else th[k, j]
+                v[k, j] = np.nan if dropped else v[k, j]
     if row >= 0:
+        # the sums in lane order (the reference's order; fixed whatever thread forms them), six chains
+        s0 = s1 = s2 = s3 = s4 = s5 = 0.0
+        for j in range(GROUP):
+            s0 += s[R_SUM * GROUP + j]
+            s1 += s[(R_SUM + 1) * GROUP + j]
+            s2 += s[(R_SUM + 2) * GROUP + j]
+            s3 += s[(R_SUM + 3) * GROUP + j]
+            s4 += s[(R_SUM + 4) * GROUP + j]
+            s5 += s[(R_SUM + 5) * GROUP + j]
         acc[row, 0] = s0
         acc[row, 1] = s1
         acc[row, 2] = s2
@@ -517,7 +550,7 @@ def _record(row, m, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64,
 @njit(cache=True, parallel=True, error_model="numpy")
 def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, obs, rec_row, init_row, out,
                     start, step_begin, step_end, init, key0, key1, integrator, problem, noise_model, noisy,
-                    groups_per_task, lanes):
+                    groups_per_task):
     """Advance trajectories [start, start + count) from step_begin to step_end, in place.
 
     theta, mom [count, dim] working dtype; inertia0 [count] float64; first_passage [count, 3] int32;
@@ -527,10 +560,7 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, obs,
     noisy == 0: every noise scale is zero, so the Philox draws are skipped (the noise stays 0).
     groups_per_task: groups a parallel task walks through with one set of scratch arrays (any
     value gives the same result: each group is computed alone).
-    lanes: GROUP, passed at run time so that the compiler vectorises the recording's lane loops
-    instead of unrolling them.
     """
-    assert lanes == GROUP
     count = theta.shape[0]
     dim = theta.shape[1]
     dt = theta.dtype
@@ -542,26 +572,19 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, obs,
                         np.empty((dim, GROUP), dt))
         L, sc = np.empty(GROUP, dt), np.empty(GROUP, dt)  # loss, noise scale
         z, w = np.zeros((4, dim, GROUP), dt), np.empty((4, GROUP), np.uint64)  # normals, Philox words
-        lm64, g64 = np.empty((dim, GROUP)), np.empty((dim, GROUP))  # float64 for the observables
-        scratch64 = np.empty((10, GROUP))  # observables, their inertia, f I_0 per fraction
-        fp = np.empty((3, GROUP), np.int32)
-        active = np.empty(GROUP, np.bool_)
+        lm64, g64, L64 = np.empty((dim, GROUP)), np.empty((dim, GROUP)), np.empty(GROUP)  # float64 observables
+        s64 = np.empty(N_ROWS * GROUP)  # the packed rows R_*
         for grp in range(task * groups_per_task, min((task + 1) * groups_per_task, n_groups)):
-            _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, scratch64, fp, active, theta, mom, inertia0,
+            _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s64, theta, mom, inertia0,
                            first_passage, lam, coef, consts, obs, rec_row, init_row, out[grp], start, step_begin,
-                           step_end, init, key0, key1, integrator, problem, noise_model, noisy, lanes)
+                           step_end, init, key0, key1, integrator, problem, noise_model, noisy)
 
 
 @njit(error_model="numpy")
-def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, scratch64, fp, active, theta, mom, inertia0,
+def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom, inertia0,
                    first_passage, lam, coef, consts, obs, rec_row, init_row, acc, start, step_begin, step_end,
-                   init, key0, key1, integrator, problem, noise_model, noisy, lanes):
+                   init, key0, key1, integrator, problem, noise_model, noisy):
     """One group through the window: load (or draw) its state, step, record, store."""
-    # the rows of scratch64 as arrays of their own, once per group (a view costs reference counts)
-    vv, ine_s, kin_s, loss, shadow_s, vg, ine = (scratch64[0], scratch64[1], scratch64[2], scratch64[3],
-                                                 scratch64[4], scratch64[5], scratch64[6])
-    tha, thb, thc = scratch64[7], scratch64[8], scratch64[9]
-    fpa, fpb, fpc = fp[0], fp[1], fp[2]
     count = theta.shape[0]
     dim = th.shape[0]
     one = consts[K_ONE]
@@ -580,9 +603,7 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, scratch64, fp, act
     base = np.uint64(start + lo)
     lam_shared = lam.shape[0] == 1
     for j in range(GROUP):
-        i = lo + j
-        active[j] = j < n_active
-        src = min(i, count - 1)  # padding lanes copy the last trajectory and are never stored or summed
+        src = min(lo + j, count - 1)  # padding lanes copy the last trajectory and are never stored or summed
         for k in range(dim):
             lm[k, j] = lam[0, k] if lam_shared else lam[src, k]
             lm64[k, j] = np.float64(lm[k, j])
@@ -591,8 +612,8 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, scratch64, fp, act
                 th[k, j] = theta[src, k]
                 v[k, j] = mom[src, k]
             for f in range(3):
-                fp[f, j] = first_passage[src, f]
-                scratch64[7 + f, j] = obs[O_FRAC + f] * inertia0[src]
+                s[(R_FP + f) * GROUP + j] = np.float64(first_passage[src, f])
+                s[(R_THR + f) * GROUP + j] = obs[O_FRAC + f] * inertia0[src]
     if init != 0:
         for k in range(dim):
             _draw(z, k, base, np.uint64(0), np.uint64(TAG_INIT), k0, k1, w, one)
@@ -600,15 +621,14 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, scratch64, fp, act
                 th[k, j] = consts[K_INIT_THETA] * z[0, k, j]
                 yy = consts[K_INIT_V] * z[1, k, j]
                 v[k, j] = -yy / lr if heavy else yy
-        fp[:] = -1
-        scratch64[7:10] = -np.inf  # no first passage at step 0
-        _record(init_row, 0, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64, vv, ine_s, kin_s, loss,
-                shadow_s, vg, ine, tha, thb, thc, fpa, fpb, fpc, active, lanes)
+        s[R_FP * GROUP:(R_FP + 3) * GROUP] = -1.0
+        s[R_THR * GROUP:(R_THR + 3) * GROUP] = -np.inf  # no first passage at step 0
+        _record(init_row, 0, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active)
         for j in range(GROUP):
             for f in range(3):
-                scratch64[7 + f, j] = obs[O_FRAC + f] * ine[j]
-            if active[j]:
-                inertia0[lo + j] = ine[j]
+                s[(R_THR + f) * GROUP + j] = obs[O_FRAC + f] * s[R_INE * GROUP + j]
+        for j in range(n_active):
+            inertia0[lo + j] = s[R_INE * GROUP + j]
     _grad_loss(problem, th, lm, g, L, one)
     if noisy == 0:
         z[:] = 0
@@ -622,12 +642,11 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, scratch64, fp, act
               z, lane, sc, one)
         row = rec_row[r]
         if row >= 0:
-            _record(row, n + 1, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64, vv, ine_s, kin_s, loss,
-                    shadow_s, vg, ine, tha, thb, thc, fpa, fpb, fpc, active, lanes)
+            _record(row, n + 1, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active)
     for j in range(n_active):
         i = lo + j
         for k in range(dim):
             theta[i, k] = th[k, j]
             mom[i, k] = v[k, j]
         for f in range(3):
-            first_passage[i, f] = fp[f, j]
+            first_passage[i, f] = np.int32(s[(R_FP + f) * GROUP + j])

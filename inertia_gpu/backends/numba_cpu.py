@@ -88,7 +88,7 @@ def _launch(config, state_arrays, lam, start, step_begin, step_end, init, out):
     per_task = max(1, -(-n_groups(theta.shape[0]) // tasks))
     k.ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, obs, rec_row, init_row, out,
                       start, step_begin, step_end, init, key0, key1, *switch_codes(config),
-                      1 if config.noisy else 0, per_task, k.GROUP)
+                      1 if config.noisy else 0, per_task)
 
 
 _WARM = set()
