@@ -16,6 +16,7 @@ GB/s = 20 * n_params / time. copy moves 8 bytes per element of a buffer
 sized to the same 20 bytes per parameter.
 
     python benchmarks/bench_optimizer.py --params 1e8        # on a GPU host
+    python benchmarks/bench_optimizer.py --device cpu --params 3.4e7 --rows inertia_sgd_no_noise,sgd_foreach
     pytest benchmarks/bench_optimizer.py                     # CPU suite (pytest-benchmark)
 """
 from __future__ import annotations
@@ -63,24 +64,27 @@ def _sgd(params, **kw):
     return torch.optim.SGD(params, lr=1e-3, momentum=0.9, **kw)
 
 
-def make_steps(params: list[torch.Tensor], noise: float = 1e-3) -> dict:
-    """name -> zero-argument callable doing one optimizer step on `params`."""
+ROWS = ("inertia_sgd", "inertia_sgd_no_noise", "sgd_foreach", "sgd_fused", "unfused")
+
+
+def make_step(label: str, params: list[torch.Tensor], noise: float = 1e-3):
+    """A zero-argument callable doing one optimizer step of kind `label` on `params` (None if unavailable)."""
     from inertia_gpu import InertiaSGD
 
-    steps = {}
-    opt = InertiaSGD(params, lr=1e-3, momentum=0.9, noise=noise, seed=1, record_history=False)
     loss = torch.zeros((), device=params[0].device)
-    steps["inertia_sgd"] = lambda: opt.step(loss=loss)
-    quiet = InertiaSGD(params, lr=1e-3, momentum=0.9, record_history=False)
-    steps["inertia_sgd_no_noise"] = lambda: quiet.step(loss=loss)
-    foreach = _sgd(params, foreach=True)
-    steps["sgd_foreach"] = foreach.step
-    try:
-        fused = _sgd(params, fused=True)
-        fused.step()
-        steps["sgd_fused"] = fused.step
-    except (RuntimeError, ValueError):  # fused SGD not built for this device
-        pass
+    if label in ("inertia_sgd", "inertia_sgd_no_noise"):
+        opt = InertiaSGD(params, lr=1e-3, momentum=0.9, noise=noise if label == "inertia_sgd" else 0.0, seed=1,
+                         record_history=False)
+        return lambda: opt.step(loss=loss)
+    if label == "sgd_foreach":
+        return _sgd(params, foreach=True).step
+    if label == "sgd_fused":
+        try:
+            fused = _sgd(params, fused=True)
+            fused.step()
+            return fused.step
+        except (RuntimeError, ValueError):  # fused SGD not built for this device
+            return None
     unfused_opt = _sgd(params, foreach=True)
 
     def unfused():
@@ -93,28 +97,45 @@ def make_steps(params: list[torch.Tensor], noise: float = 1e-3) -> dict:
             p.grad = g
         bufs = [unfused_opt.state[p]["momentum_buffer"] for p in params]
         return 0.5e-3 * torch.stack(torch._foreach_norm(bufs)).square().sum()
-    steps["unfused"] = unfused
-    return steps
+    return unfused
+
+
+def make_steps(params: list[torch.Tensor], noise: float = 1e-3, rows=ROWS) -> dict:
+    """name -> zero-argument callable doing one optimizer step on `params`."""
+    steps = {label: make_step(label, params, noise) for label in rows}
+    return {k: v for k, v in steps.items() if v is not None}
+
+
+def _once(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def time_step(fn, device: torch.device, repeat: int = 20, warmup: int = 3) -> float:
     """Median seconds per call; CUDA events on a GPU, perf_counter on the CPU."""
     for _ in range(warmup):
         fn()
-    times = []
+    return statistics.median(_once(fn, device) for _ in range(repeat))
+
+
+def time_alternating(steps: dict, device: torch.device, repeat: int, warmup: int = 2) -> dict:
+    """Median seconds per call of each step, timed in turn (round-robin), so a busy machine slows all alike."""
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+    times = {label: [] for label in steps}
     for _ in range(repeat):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for label, fn in steps.items():
+            times[label].append(_once(fn, device))
+    return {label: statistics.median(t) for label, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -122,6 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--params", type=float, default=None, help="parameter count (default 1e8 GPU, 1e6 CPU)")
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -134,32 +156,42 @@ def main(argv: list[str] | None = None) -> dict:
     src = torch.empty(n * BYTES_PER_PARAM // 8, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
     results = {"device": name, "n_params": n, "n_tensors": len(params), "bytes_per_param": BYTES_PER_PARAM,
-               "rows": {}}
-    copy_s = time_step(lambda: dst.copy_(src), device, args.repeat)
-    copy_gbs = 8 * src.numel() / copy_s / 1e9
-    results["rows"]["copy"] = {"seconds": copy_s, "GB/s": copy_gbs}
-    for label, fn in make_steps(params).items():
-        seconds = time_step(fn, device, args.repeat)
-        gbs = BYTES_PER_PARAM * n / seconds / 1e9
-        results["rows"][label] = {"seconds": seconds, "GB/s": gbs, "of_copy": gbs / copy_gbs}
-    print(f"{name}: {n:,} parameters in {len(params)} tensors, {BYTES_PER_PARAM} bytes/param")
-    print(f"{'':20s} {'ms':>9s} {'GB/s':>9s} {'of copy':>8s}")
-    for label, row in results["rows"].items():
-        print(f"{label:20s} {row['seconds'] * 1e3:9.3f} {row['GB/s']:9.1f} {row.get('of_copy', 1.0):8.1%}")
-    rows = results["rows"]
-    if "unfused" in rows:
-        print(f"inertia_sgd speed-up over unfused: {rows['unfused']['seconds'] / rows['inertia_sgd']['seconds']:.2f}x")
+               "timing": "median of round-robin repeats", "rows": {}}
+    steps = {"copy": lambda: dst.copy_(src), **make_steps(params, rows=[r for r in args.rows.split(",") if r])}
+    seconds = time_alternating(steps, device, args.repeat)
+    copy_gbs = 8 * src.numel() / seconds["copy"] / 1e9
+    results["rows"]["copy"] = {"seconds": seconds["copy"], "GB/s": copy_gbs}
+    for label in steps:
+        if label != "copy":
+            gbs = BYTES_PER_PARAM * n / seconds[label] / 1e9
+            results["rows"][label] = {"seconds": seconds[label], "GB/s": gbs, "of_copy": gbs / copy_gbs}
+    _print(results)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
     return results
 
 
+def _print(results: dict) -> None:
+    rows = results["rows"]
+    print(f"{results['device']}: {results['n_params']:,} parameters in {results['n_tensors']} tensors, "
+          f"{results['bytes_per_param']} bytes/param ({results['timing']})")
+    print(f"{'':20s} {'ms':>9s} {'GB/s':>9s} {'of copy':>8s}")
+    for label, row in rows.items():
+        print(f"{label:20s} {row['seconds'] * 1e3:9.3f} {row['GB/s']:9.1f} {row.get('of_copy', 1.0):8.1%}")
+    if "sgd_foreach" in rows:
+        for label in ("inertia_sgd", "inertia_sgd_no_noise"):
+            if label in rows:
+                print(f"{label} / sgd_foreach step time: {rows[label]['seconds'] / rows['sgd_foreach']['seconds']:.2f}x")
+    if "unfused" in rows and "inertia_sgd" in rows:
+        print(f"inertia_sgd speed-up over unfused: {rows['unfused']['seconds'] / rows['inertia_sgd']['seconds']:.2f}x")
+
+
 # ---- pytest-benchmark suite (CPU, small: runs anywhere) --------------------------------------------
 
 def _bench(benchmark, label: str) -> None:
     params = make_params(gpt2_like_shapes(5e4), torch.device("cpu"))
-    fn = make_steps(params)[label]
+    fn = make_step(label, params)
     benchmark.extra_info["bytes_per_step"] = BYTES_PER_PARAM * sum(p.numel() for p in params)
     benchmark(fn)
 

@@ -1,27 +1,30 @@
-"""The CPU target, measured side by side in one run: auto backend vs plain per-step PyTorch loops.
+"""The CPU path against the loop a user would write instead, as whole processes, in one run.
 
-    python benchmarks/cpu_ratio.py [--trajectories 1000000] [--steps 100] [--rounds 3] [--out PATH]
+    python benchmarks/cpu_ratio.py [--sizes 1000000,10000000] [--steps 100] [--rounds 3] [--no-compile] [--out PATH]
 
-Ensemble: `inertia-gpu simulate` defaults (quadratic d = 1, heavy ball lr 0.01,
-momentum 0.9, record every step) with --noise 0.1, 10^6 trajectories x 100 steps.
-Timed, interleaved round by round so that load on a shared machine hits all alike:
+The ensemble: d = 1 heavy ball on L = lambda/2 theta^2 (lambda 2), lr 0.01,
+momentum 0.95, additive gradient noise 0.5, the mean inertia at every step.
+For each size, round by round (alternating, so that load on a shared machine
+hits every contender alike), three whole processes, each timed from spawn to
+exit (interpreter start, imports, work, output):
 
-  auto      engine.simulate with --backend auto (numba here), the figure
-            `inertia-gpu simulate` reports (elapsed_s of the engine);
-  eager     a minimal hand-written per-step torch loop over the same ensemble:
-            torch.randn noise, the same update and the same per-step group sums;
-  torch     engine.simulate with --backend torch: the reference backend, a
-            per-step torch loop drawing the same Philox stream as numba.
+  cli       python -m inertia_gpu.cli simulate ... --quiet --json out.json
+            (auto backend: numba here; statistics, theory and decay fit in the JSON);
+  plain     python benchmarks/peers/plain_torch_loop.py N STEPS: torch.randn noise,
+            b.mul_(mu).add_(grad), th.sub_(lr * b), one float64 mean of the inertia per step;
+  compiled  the same script with its step under torch.compile (compile time included:
+            a user pays it on every run).
 
-plus, once, the CLI itself in a subprocess (`inertia-gpu simulate ... --json`,
-its trajectory_steps_per_s) and the numba compile time in a fresh cache
-directory (reported separately; timed runs load the cached kernel and warm up
-first). Writes benchmarks/results/cpu-<date>-<cores>core.json.
+Reported separately: the in-process kernel rate (NumbaEnsemble.run over
+10^6 x 100, noisy, recording every step, warm; alternating with the rounds),
+start-up (import torch alone; a whole `simulate` of 64 x 1), and what the
+first process pays for numba's cache (a cold compile into an empty cache
+directory) against the second (loading it). Ratios are the peer's median
+wall time over the CLI's. Writes benchmarks/results/cpu-<date>-<cores>core.json.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -32,137 +35,189 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from inertia_gpu import engine
-from inertia_gpu.bench import cpu_model, eager_step_fn
-from inertia_gpu.config import SimulationConfig
-
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PEER = HERE / "peers" / "plain_torch_loop.py"
+SETTINGS = {"lr": 0.01, "momentum": 0.95, "noise": 0.5, "lam": 2.0}  # as in the peer script
+KERNEL_TRAJECTORIES = 1_000_000
 
 
-def cold_compile_seconds() -> float:
-    """First numba call in a fresh process with an empty cache directory (JIT compile of one dtype)."""
+def _env(**extra) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.update(extra)
+    return env
+
+
+def cli_command(n: int, steps: int, json_path: str) -> list[str]:
+    s = SETTINGS
+    return [sys.executable, "-m", "inertia_gpu.cli", "simulate", "--trajectories", str(n), "--steps", str(steps),
+            "--lr", str(s["lr"]), "--momentum", str(s["momentum"]), "--noise", str(s["noise"]),
+            "--spectrum", str(s["lam"]), "--quiet", "--json", json_path]
+
+
+def timed(args: list[str], env: dict | None = None) -> tuple[float, str]:
+    """(wall seconds from spawn to exit, stdout)."""
+    t0 = time.perf_counter()
+    out = subprocess.run(args, check=True, capture_output=True, text=True, env=env or _env())
+    return time.perf_counter() - t0, out.stdout
+
+
+def kernel_probe(n: int, steps: int, repeat: int) -> dict:
+    """In a fresh process: import and cache-load costs, then the warm kernel rate (best and median)."""
+    code = f"""
+import json, time
+t0 = time.perf_counter()
+from inertia_gpu.backends.numba_cpu import NumbaEnsemble
+from inertia_gpu.config import SimulationConfig
+import numba
+t1 = time.perf_counter()
+c = SimulationConfig(trajectories={n}, steps={steps}, noise={SETTINGS['noise']}, lr={SETTINGS['lr']},
+                     momentum={SETTINGS['momentum']}, spectrum=[{SETTINGS['lam']}], replicates=1).validate()
+b = NumbaEnsemble()
+b.run(c, 0, 64, 0, 4, None)
+t2 = time.perf_counter()
+ts = []
+for _ in range({repeat}):
+    t = time.perf_counter(); b.run(c, 0, {n}, 0, {steps}, None); ts.append(time.perf_counter() - t)
+print(json.dumps({{"import_s": t1 - t0, "first_call_s": t2 - t1, "times_s": ts, "threads": numba.get_num_threads()}}))
+"""
+    _, out = timed([sys.executable, "-c", code])
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def cache_costs() -> dict:
+    """First process into an empty numba cache directory (compiles), then a second one (loads the cache)."""
     code = ("import time; t=time.perf_counter();"
-            "from inertia_gpu.config import SimulationConfig;"
             "from inertia_gpu.backends.numba_cpu import NumbaEnsemble;"
-            "c=SimulationConfig(trajectories=64, steps=4, noise=0.1).validate();"
+            "from inertia_gpu.config import SimulationConfig;"
+            "c=SimulationConfig(trajectories=64, steps=4, noise=0.5).validate();"
             "t1=time.perf_counter(); NumbaEnsemble().run(c,0,64,0,4,None);"
             "print(time.perf_counter()-t1)")
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, NUMBA_CACHE_DIR=tmp)
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+        first, out1 = timed([sys.executable, "-c", code], _env(NUMBA_CACHE_DIR=tmp))
+        second, out2 = timed([sys.executable, "-c", code], _env(NUMBA_CACHE_DIR=tmp))
+    return {"first_process_first_call_s": float(out1.split()[-1]), "first_process_wall_s": first,
+            "second_process_first_call_s": float(out2.split()[-1]), "second_process_wall_s": second,
+            "what": "float32 kernel: a cold compile into an empty NUMBA_CACHE_DIR, then a process loading that cache"}
 
 
-def eager_loop(n: int, steps: int) -> float:
-    step = eager_step_fn(n, "cpu")
-    t0 = time.perf_counter()
-    theta = torch.randn(n)
-    b = torch.zeros(n)
-    sums = []
-    for _ in range(steps):
-        theta, b, s = step(theta, b)
-        sums.append(s)
-    torch.stack(sums)
-    return time.perf_counter() - t0
+def startup(rounds: int) -> dict:
+    sim = cli_command(64, 1, os.devnull)[:-2]
+    times = {"import_torch_s": [], "simulate_64x1_s": []}
+    for _ in range(rounds):
+        times["import_torch_s"].append(timed([sys.executable, "-c", "import torch"])[0])
+        times["simulate_64x1_s"].append(timed(sim)[0])
+    return {k: {"times_s": v, "best_s": min(v), "median_s": statistics.median(v)} for k, v in times.items()}
 
 
-def cli_run(n: int, steps: int) -> dict:
+def summary(ts: list[float]) -> dict:
+    return {"times_s": ts, "median_s": statistics.median(ts), "best_s": min(ts)}
+
+
+def whole_processes(n: int, steps: int, rounds: int, compiled: bool, kernel: list, log) -> dict:
+    contenders = {"cli": None, "plain": [sys.executable, str(PEER), str(n), str(steps)]}
+    if compiled:
+        contenders["compiled"] = contenders["plain"] + ["--compile"]
+    times = {k: [] for k in contenders}
+    inner = {k: [] for k in contenders}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "out.json")
-        cmd = ["inertia-gpu", "simulate", "--noise", "0.1", "--trajectories", str(n), "--steps", str(steps),
-               "--quiet", "--json", path]
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        wall = time.perf_counter() - t0
-        with open(path) as fh:
-            rep = json.load(fh)
-    return {"command": " ".join(cmd[:-2]), "backend": rep["backend"], "elapsed_s": rep["elapsed_s"],
-            "trajectory_steps_per_s": rep["trajectory_steps_per_s"], "process_wall_s": wall}
+        for r in range(rounds):
+            for name, cmd in contenders.items():
+                wall, out = timed(cmd or cli_command(n, steps, path))
+                times[name].append(wall)
+                if name == "cli":
+                    with open(path) as fh:
+                        rep = json.load(fh)
+                    inner[name].append(rep["elapsed_s"])
+                    backend = rep["backend"]
+                else:
+                    inner[name].append(json.loads(out.strip().splitlines()[-1])["kernel_s"])
+            if n == KERNEL_TRAJECTORIES:  # the kernel probe alternates with the rounds of its size
+                kernel.append(kernel_probe(KERNEL_TRAJECTORIES, steps, 3))
+            log(f"  {n:>10,d} round {r}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
+    result = {"trajectories": n, "steps": steps, "cli_backend": backend,
+              "commands": {"cli": " ".join(cli_command(n, steps, "out.json")[1:]),
+                           **{k: " ".join(v[1:]) for k, v in contenders.items() if v}},
+              "process_wall": {k: summary(v) for k, v in times.items()},
+              "in_process_s": {k: summary(v) for k, v in inner.items()}}
+    cli = statistics.median(times["cli"])
+    result["ratio_over_cli"] = {k: statistics.median(v) / cli for k, v in times.items() if k != "cli"}
+    result["ratio_over_cli_best"] = {k: min(v) / min(times["cli"]) for k, v in times.items() if k != "cli"}
+    return result
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trajectories", type=int, default=1_000_000)
+    ap.add_argument("--sizes", default="1000000,10000000", help="trajectory counts, comma-separated")
     ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of auto and eager")
-    ap.add_argument("--reference-rounds", type=int, default=1, help="rounds of the (slow) torch reference backend")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per size")
+    ap.add_argument("--no-compile", action="store_true", help="leave out the torch.compile peer")
+    ap.add_argument("--no-cache-check", action="store_true", help="skip the cold numba compile (minutes)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    n, steps = args.trajectories, args.steps
-    cfg = SimulationConfig(trajectories=n, steps=steps, noise=0.1, backend="auto").validate()
-    work = n * steps
+    sizes = [int(x) for x in args.sizes.split(",")]
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
 
-    print("numba cold compile (fresh cache) ...", flush=True)
-    compile_s = cold_compile_seconds()
-    t0 = time.perf_counter()
-    engine.simulate(dataclasses.replace(cfg, trajectories=4096, steps=8), with_theory=False)  # load cache, warm up
-    warm_s = time.perf_counter() - t0
-    eager_loop(min(n, 65536), 4)
-
-    times = {"auto": [], "eager": [], "torch": []}
-    backend_name = None
-    for r in range(max(args.rounds, args.reference_rounds)):
-        if r < args.rounds:
-            res = engine.simulate(cfg, with_theory=False)
-            backend_name = res.backend
-            times["auto"].append(res.elapsed_s)
-            times["eager"].append(eager_loop(n, steps))
-            print(f"round {r}: auto({res.backend}) {res.elapsed_s:.2f} s, eager {times['eager'][-1]:.2f} s", flush=True)
-        if r < args.reference_rounds:
-            ref = engine.simulate(dataclasses.replace(cfg, backend="torch"), with_theory=False)
-            times["torch"].append(ref.elapsed_s)
-            print(f"round {r}: torch reference {ref.elapsed_s:.2f} s", flush=True)
-    print("CLI run ...", flush=True)
-    cli = cli_run(n, steps)
-
-    def fig(ts):
-        return {"times_s": ts, "median_s": statistics.median(ts), "min_s": min(ts),
-                "traj_steps_per_s_median": work / statistics.median(ts), "traj_steps_per_s_best": work / min(ts)}
-
-    figures = {
-        "auto": {"backend": backend_name, **fig(times["auto"])},
-        "eager_torch_randn_loop": fig(times["eager"]),
-        "torch_reference_backend": fig(times["torch"]),
-        "cli_simulate": cli,
-    }
-    a = figures["auto"]["median_s"]
-    ratios = {
-        "auto_over_torch_reference": figures["torch_reference_backend"]["median_s"] / a,
-        "auto_over_eager_randn_loop": figures["eager_torch_randn_loop"]["median_s"] / a,
-        "auto_over_eager_randn_loop_best": figures["eager_torch_randn_loop"]["min_s"] / figures["auto"]["min_s"],
-        "cli_over_torch_reference": cli["trajectory_steps_per_s"] / figures["torch_reference_backend"]["traj_steps_per_s_median"],
-    }
-    cores = os.cpu_count()
+    log("numba cache: cold compile, then load ...")
+    cache = None if args.no_cache_check else cache_costs()
+    timed(cli_command(64, 1, os.devnull)[:-2])  # the cache of this checkout is warm before timing
+    log("start-up ...")
+    start = startup(args.rounds)
+    kernel: list = []
+    runs = []
+    for n in sizes:
+        log(f"whole processes, {n:,d} x {args.steps} ...")
+        runs.append(whole_processes(n, args.steps, args.rounds, not args.no_compile, kernel, log))
+    if not kernel:
+        kernel.append(kernel_probe(KERNEL_TRAJECTORIES, args.steps, 3))
+    work = KERNEL_TRAJECTORIES * args.steps
+    best = min(min(k["times_s"]) for k in kernel)
+    med = statistics.median(statistics.median(k["times_s"]) for k in kernel)
+    import numba
+    import torch
     try:
         load = os.getloadavg()
     except OSError:
         load = None
-    import numba
     result = {
-        "device": {"cpu_model": cpu_model(), "cores": cores, "torch_threads": torch.get_num_threads(),
-                   "numba_threads": numba.get_num_threads(), "loadavg_at_end": load},
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": {"cpu_model": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                   "numba_threads": kernel[0]["threads"], "loadavg_at_end": load},
         "versions": {"torch": torch.__version__, "numba": numba.__version__, "python": sys.version.split()[0]},
-        "config": cfg.to_dict(),
-        "trajectory_steps": work,
-        "timing": "engine elapsed_s (perf_counter around the backend launches), rounds interleaved; ratio = median "
-                  "time of the peer / median time of auto",
-        "numba_cold_compile_s": compile_s,
-        "numba_cache_load_and_warmup_s": warm_s,
-        "figures": figures,
-        "ratios": ratios,
-        "target": "auto >= 3x a plain per-step PyTorch loop (torch reference backend with its Philox)",
-        "target_met": ratios["auto_over_torch_reference"] >= 3,
+        "ensemble": {"problem": "quadratic d=1, lambda 2", "integrator": "heavy ball", **SETTINGS,
+                     "recorded": "mean inertia every step", "steps": args.steps},
+        "timing": "whole processes from spawn to exit, contenders alternating round by round; ratio = median wall "
+                  "time of the peer / median wall time of the CLI",
+        "whole_process": runs,
+        "kernel": {"trajectories": KERNEL_TRAJECTORIES, "steps": args.steps, "probes": kernel,
+                   "traj_steps_per_s_best": work / best, "traj_steps_per_s_median": work / med,
+                   "what": "NumbaEnsemble.run in a warm process: noisy d=1, every step recorded"},
+        "startup": start,
+        "numba_cache": cache,
     }
-    out = args.out or str(HERE / "results" / f"cpu-{dt.date.today().isoformat()}-{cores}core.json")
+    result["targets"] = {f"whole process {r['trajectories']:.0e} x {r['steps']}: plain / cli":
+                         r["ratio_over_cli"]["plain"] for r in runs}
+    result["targets"]["kernel traj-steps/s (best)"] = result["kernel"]["traj_steps_per_s_best"]
+    out = args.out or str(HERE / "results" / f"cpu-{dt.date.today().isoformat()}-{os.cpu_count()}core.json")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as fh:
         json.dump(result, fh, indent=1)
-    print(json.dumps({"ratios": ratios, "compile_s": compile_s}, indent=1))
+    print(json.dumps(result["targets"], indent=1))
     print(f"wrote {out}")
     return 0
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -5,12 +5,16 @@ One run measures, on one device:
 * ceilings, once: copy bandwidth (a large tensor copy; bytes read + written
   per second) and the float32 arithmetic rate of a large matmul (2 n^3 flop);
 * the ensemble kernels (suite `ensemble`) at several sizes, d = 1 heavy ball
-  with additive noise, recording every step: the fast backend of the device
-  (numba on the CPU, triton on CUDA), the torch reference backend, and the
-  peers a user would write instead: an eager per-step torch loop with
-  torch.randn, and the same loop under torch.compile when it works here.
-  Figures: median time after warm-up, trajectory-steps/s, arithmetic rate
-  from an explicit op count (ENSEMBLE_OPS) and each peer's ratio;
+  (lr 0.01, momentum 0.95, additive noise 0.5, lambda 2), recording every
+  step: the fast backend of the device (numba on the CPU, triton on CUDA),
+  the torch reference backend, and the peers a user would write instead: the
+  plain per-step torch loop (torch.randn noise, in-place momentum and
+  parameter updates, one float64 mean of the inertia per step; the loop of
+  benchmarks/peers/plain_torch_loop.py) and the same loop under torch.compile
+  when it works here. Figures: median time after warm-up, trajectory-steps/s,
+  arithmetic rate from an explicit op count (ENSEMBLE_OPS) and each peer's
+  ratio; plus the start-up a user pays (a whole `simulate` process on a tiny
+  run, and `import torch` alone), measured in fresh processes;
 * the fused optimizer step (suite `optimizer`): InertiaSGD against
   torch.optim.SGD foreach / fused / for-loop, with the achieved GB/s of the
   algorithmic minimum traffic (read p, g, b; write p, b) as a fraction of the
@@ -22,9 +26,7 @@ device, date, sizes, ceilings, figures and peer ratios, and a roofline plot
 (--plot, PNG).
 
 Optional pieces are imported lazily: without InertiaSGD the optimizer suite
-says so and is skipped; if `benchmarks/bench_ensemble.py` (repository
-checkout) defines `BENCH_PEERS = {name: factory(n, steps, device) -> callable}`
-its entries are timed as extra ensemble peers.
+says so and is skipped.
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ import math
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -147,10 +151,15 @@ def ceilings(device: str, quick: bool) -> dict:
 
 # --- ensemble suite -------------------------------------------------------------------------
 
+# the benchmarked ensemble: d = 1 heavy ball on L = lam/2 theta^2, additive gradient noise
+ENSEMBLE_SETTINGS = {"lr": 0.01, "momentum": 0.95, "noise": 0.5, "lam": 2.0}
+
+
 def _ensemble_config(n: int, steps: int, device: str, backend: str):
     from .config import SimulationConfig
-    return SimulationConfig(trajectories=n, steps=steps, noise=0.1, lr=0.01, momentum=0.9, device=device,
-                            backend=backend, replicates=1).validate()
+    e = ENSEMBLE_SETTINGS
+    return SimulationConfig(trajectories=n, steps=steps, noise=e["noise"], lr=e["lr"], momentum=e["momentum"],
+                            spectrum=[e["lam"]], device=device, backend=backend, replicates=1).validate()
 
 
 def backend_runner(name: str, n: int, steps: int, device: str) -> Callable[[], object] | str:
@@ -164,34 +173,25 @@ def backend_runner(name: str, n: int, steps: int, device: str) -> Callable[[], o
     return lambda: backend.run(cfg, 0, n, 0, steps, None)
 
 
-def eager_step_fn(n: int, device: str, lr=0.01, mu=0.9, s=0.1, lam=1.0):
-    """The per-step torch loop a user writes: torch.randn noise, per-step group sums of the six quantities."""
-    group = 64
-    pad = (-n) % group
+def eager_step_fn(n: int, device: str, lr=0.01, mu=0.95, s=0.5, lam=2.0):
+    """One step of the loop a user writes instead: torch.randn noise, in-place momentum and parameter
+    updates, the mean inertia E[lr/2 b^2 + L] in float64 (benchmarks/peers/plain_torch_loop.py).
 
+    step(theta, b) -> (theta, b, mean inertia); theta and b are updated in place.
+    """
     def step(theta, b):
-        xi = torch.randn(n, device=device)
-        lt = lam * theta
-        b = mu * b + (lt + s * xi)
-        theta = theta - lr * b
-        lt = lam * theta
-        kin = (0.5 * lr) * (b * b)
-        loss = 0.5 * (lt * theta)
-        ine = kin + loss
-        shadow = ine + (0.5 * lr) * (b * lt)
-        fin = torch.isfinite(ine)
-        cols = [fin.double()] + [torch.where(fin, q.double(), 0.0) for q in (ine, kin, loss, shadow)]
-        cols.append(cols[1] * cols[1])
-        table = torch.stack(cols, dim=-1)
-        if pad:
-            table = torch.cat([table, table.new_zeros(pad, 6)])
-        return theta, b, table.reshape(-1, group, 6).sum(dim=1)
+        g = lam * theta + s * torch.randn_like(theta)
+        b.mul_(mu).add_(g)
+        theta.sub_(lr * b)
+        inertia = (0.5 * lr) * b * b + (0.5 * lam) * theta * theta
+        return theta, b, inertia.mean(dtype=torch.float64)
 
     return step
 
 
 def loop_runner(n: int, steps: int, device: str, compiled: bool) -> Callable[[], object] | str:
-    step = eager_step_fn(n, device)
+    e = ENSEMBLE_SETTINGS
+    step = eager_step_fn(n, device, lr=e["lr"], mu=e["momentum"], s=e["noise"], lam=e["lam"])
     if compiled:
         try:
             step = torch.compile(step, dynamic=False)
@@ -201,30 +201,34 @@ def loop_runner(n: int, steps: int, device: str, compiled: bool) -> Callable[[],
             return f"torch.compile unavailable here: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
 
     def run():
-        gen = torch.manual_seed(0)  # noqa: F841
+        torch.manual_seed(0)
         theta = torch.randn(n, device=device)
         b = torch.zeros_like(theta)
-        sums = []
-        for _ in range(steps):
-            theta, b, s = step(theta, b)
-            sums.append(s)
-        return torch.stack(sums)
+        means = [step(theta, b)[2] for _ in range(steps)]
+        return torch.stack(means)
 
     return run
 
 
-def _extra_peers() -> dict:
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ensemble.py"
-    if not path.exists():
-        return {}
-    import importlib.util
-    try:
-        spec = importlib.util.spec_from_file_location("_bench_ensemble", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return dict(getattr(mod, "BENCH_PEERS", {}))
-    except Exception:  # noqa: BLE001 - optional
-        return {}
+def process_seconds(args: list[str], env: dict | None = None) -> float:
+    """Wall time of a whole process (interpreter start, imports, work, exit), from here."""
+    t0 = time.perf_counter()
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    return time.perf_counter() - t0
+
+
+def startup(repeat: int = 3) -> dict:
+    """What a user pays before any work: `import torch` alone, and a whole `simulate` of 64 x 1 (best of repeat)."""
+    sim = [sys.executable, "-m", "inertia_gpu.cli", "simulate", "--trajectories", "64", "--steps", "1", "--quiet"]
+    torch_only = [sys.executable, "-c", "import torch"]
+    times = {"import_torch_s": [], "simulate_64x1_s": []}
+    for _ in range(repeat):  # alternating, so that load on a shared machine hits both alike
+        times["import_torch_s"].append(process_seconds(torch_only))
+        times["simulate_64x1_s"].append(process_seconds(sim))
+    out = {k: min(v) for k, v in times.items()}
+    out["what"] = "whole processes, best of %d: python -c 'import torch'; python -m inertia_gpu.cli simulate " \
+                  "--trajectories 64 --steps 1 --quiet (imports, numba cache load, statistics)" % repeat
+    return out
 
 
 def ensemble_suite(device: str, quick: bool, log=print) -> dict:
@@ -233,8 +237,8 @@ def ensemble_suite(device: str, quick: bool, log=print) -> dict:
     if device == "cuda":
         sizes = [100_000, 1_000_000] if quick else [100_000, 1_000_000, 10_000_000]
     fast = "numba" if device == "cpu" else "triton"
-    out = {"steps": steps, "sizes": sizes, "problem": "quadratic d=1, heavy ball lr=0.01 mu=0.9, additive noise 0.1, "
-                                                      "record every step",
+    out = {"steps": steps, "sizes": sizes, "problem": "quadratic d=1 lambda=2, heavy ball lr=0.01 mu=0.95, additive "
+                                                      "noise 0.5, record every step",
            "flop_per_traj_step": ENSEMBLE_FLOP_PER_TRAJ_STEP, "op_count": ENSEMBLE_OPS,
            "philox_int_ops_per_traj_step": PHILOX_INT_OPS_PER_TRAJ_STEP, "kernels": {}, "notes": []}
     # one-off costs, reported separately from the timings
@@ -243,21 +247,17 @@ def ensemble_suite(device: str, quick: bool, log=print) -> dict:
     if callable(r):
         r()
         out["fast_backend_first_call_s"] = time.perf_counter() - t0
-    candidates = [(fast, "backend"), ("torch", "backend"), ("eager loop (torch.randn)", "eager"),
-                  ("torch.compile loop", "compiled")]
-    extra = _extra_peers()
+    if device == "cpu":
+        out["startup"] = startup()
+    candidates = [(fast, "backend"), ("torch", "backend"), ("plain torch loop", "eager"),
+                  ("plain torch loop, torch.compile", "compiled")]
     for n in sizes:
-        for name, kind in candidates + [(k, "extra") for k in extra]:
+        for name, kind in candidates:
             if kind == "backend" and name == "torch" and device == "cpu" and n > (sizes[0] if quick else 100_000):
                 continue  # the int64 Philox reference is slow on the CPU; its rate hardly depends on n
             t_setup = time.perf_counter()
             if kind == "backend":
                 fn = backend_runner(name, n, steps, device)
-            elif kind == "extra":
-                try:
-                    fn = extra[name](n, steps, device)
-                except Exception as exc:  # noqa: BLE001
-                    fn = f"{type(exc).__name__}: {exc}"
             else:
                 fn = loop_runner(n, steps, device, compiled=(kind == "compiled"))
             setup_s = time.perf_counter() - t_setup

@@ -1,20 +1,19 @@
 """Toy losses, batched over trajectories, with analytic loss and gradient.
 
 Every problem acts on theta of shape [trajectories, dim] and returns the
-per-trajectory loss [trajectories] and gradient [trajectories, dim]. A
-problem says whether exact theory exists for it (THEORY.md §3-4): the
-quadratic has the exact second-moment recursion; separable potentials
-(the double well) have a stationary law by quadrature; Rosenbrock has
-neither.
+per-trajectory loss [trajectories] and gradient [trajectories, dim]. Exact
+theory (inertia_gpu/theory.py) exists for the quadratic (the second-moment
+recursion, docs/THEORY.md §3) and, at stationarity, for separable potentials
+such as the double well (Gibbs quadrature, §4); Rosenbrock has neither.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from . import rng
+from .coefficients import spectrum_parameters
 
 PROBLEMS = ("quadratic", "double-well", "rosenbrock")
 
@@ -23,8 +22,6 @@ PROBLEMS = ("quadratic", "double-well", "rosenbrock")
 class Problem:
     name: str
     dim: int
-    exact_theory: bool  # exact E[I] at every step (quadratics)
-    stationary_theory: bool  # stationary E[L] by quadrature (separable potentials)
 
     def loss(self, theta: torch.Tensor, lam: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
@@ -75,13 +72,13 @@ class Rosenbrock(Problem):
 
 def make_problem(name: str, dim: int) -> Problem:
     if name == "quadratic":
-        return Quadratic(name, dim, exact_theory=True, stationary_theory=True)
+        return Quadratic(name, dim)
     if name == "double-well":
-        return DoubleWell(name, dim, exact_theory=False, stationary_theory=True)
+        return DoubleWell(name, dim)
     if name == "rosenbrock":
         if dim < 2:
             raise ValueError("rosenbrock needs dim >= 2")
-        return Rosenbrock(name, dim, exact_theory=False, stationary_theory=False)
+        return Rosenbrock(name, dim)
     raise ValueError(f"unknown problem {name!r}; allowed: {', '.join(PROBLEMS)}")
 
 
@@ -105,12 +102,13 @@ def drawn_spectrum(distribution: str, params: tuple[float, float], trajectories:
     loguniform:a,b   log lambda ~ U[log a, log b)
     lognormal:m,s    log lambda ~ N(m, s^2)
     """
+    if distribution not in SPECTRUM_DISTRIBUTIONS:
+        raise ValueError(f"unknown spectrum distribution {distribution!r}; allowed: {', '.join(SPECTRUM_DISTRIBUTIONS)}")
     u, z = rng.spectrum_draws(trajectories, dim, seed, dtype)
-    a, b = params
+    a, b = spectrum_parameters(distribution, params)  # float64, rounded to dtype as they enter
     if distribution == "uniform":
-        return a + (b - a) * u
+        return a + b * u
     if distribution == "loguniform":
-        return torch.exp(math.log(a) + (math.log(b) - math.log(a)) * u)
-    if distribution == "lognormal":
-        return torch.exp(a + b * z)
-    raise ValueError(f"unknown spectrum distribution {distribution!r}; allowed: {', '.join(SPECTRUM_DISTRIBUTIONS)}")
+        return torch.exp(a + b * u)
+    return torch.exp(a + b * z)
+

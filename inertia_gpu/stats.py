@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .backends.base import FRACTIONS, QUANTITIES
+from .spec import FRACTIONS, QUANTITIES
 
 
 def combine(table: np.ndarray) -> dict[str, np.ndarray]:
@@ -105,8 +105,8 @@ def fit_decay(steps: np.ndarray, mean: np.ndarray, sem: np.ndarray, floor: float
         if jk is not None and np.isfinite(jk).all():
             r = jk.size
             jk_se = math.sqrt((r - 1) / r * float(((jk - jk.mean()) ** 2).sum()))
-            from scipy.stats import t as student_t
-            half = max(float(student_t.ppf(0.975, r - 1)) * jk_se, 1.96 * slope_se)
+            from scipy.special import stdtrit  # the t quantile of scipy.stats.t.ppf, without scipy.stats (~1 s)
+            half = max(float(stdtrit(r - 1, 0.975)) * jk_se, 1.96 * slope_se)
             out.update(ci95=[rate - half, rate + half], interval=f"jackknife over {r} replicates")
     return out
 
@@ -134,7 +134,3 @@ def _jackknife_rates(table: np.ndarray, x: np.ndarray, w: np.ndarray, floor: flo
         rates.append(_weighted_slope(x, np.log(excess), w)[0])
     return np.asarray(rates)
 
-
-def z_scores(mean: np.ndarray, sem: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (np.asarray(mean) - np.asarray(expected)) / np.asarray(sem)

@@ -1,20 +1,34 @@
-"""Time-blocked ensemble kernel for the CPU (numba): one trajectory at a time, many steps in registers.
+"""Ensemble kernel for the CPU (numba): a group of trajectories in SIMD lanes, groups across cores.
 
 Kernel source only: plain numpy arrays and scalars in, nothing of the library
 imported. The launcher is `inertia_gpu.backends.numba_cpu`; the contract is
 docs/CONVENTIONS.md.
 
-Work split: `prange` over GROUPs of 64 trajectories. A thread walks the
-trajectories of its group in index order and advances each one through the
-whole step window while its state stays in registers (d = 1) or in a small
-L1-resident scratch row (d > 1); each recorded step adds the trajectory's
-quantities to its group's float64 row. A group's sums are therefore formed by
-one thread in trajectory order: the result is bitwise the same whatever the
+Work split: `prange` over blocks of GROUPs; a thread advances one GROUP of 64
+trajectories at a time through the whole step window. The group's state lives
+in small [dim, 64] scratch arrays (L1-resident for the toy dimensions), so
+every per-step operation is a loop over the 64 trajectories that the compiler
+turns into SIMD instructions: Philox (32x32 -> 64 products in uint64 lanes),
+the normal transform (log, sin, cos as polynomials below, no libm calls), the
+integrator, the gradient and the recorded observables. One copy of the
+dynamics serves every dimension: d = 1 is the same code with one coordinate.
+
+Statistics: at a recorded step the observables are formed in float64 from the
+state converted to float64 (so float32 runs stay right, and never compute
+subnormal products, when inertia decays below the float32 range); first
+passage compares I_n <= f I_0 in float64. A group's sums are formed by one
+thread, adding its 64 lanes in trajectory order: bitwise the same whatever the
 thread count or schedule.
 
-Noise: Philox4x32-10 in uint64 arithmetic (the 32x32 -> 64 products are exact),
-one call per (trajectory, coordinate, four steps), all four outputs used
-(lanes n % 4 of counter (trajectory, n // 4, coordinate, 0)).
+Divergence: at a recorded step a trajectory whose float64 inertia is not
+<= the divergence threshold (NaN and inf fail too) gets a NaN state, so it
+stays diverged, and is left out of every sum.
+
+Noise: Philox4x32-10, one call per (trajectory, coordinate, four steps), all
+four outputs used (lanes n % 4 of counter (trajectory, n // 4, coordinate,
+TAG_STEP)); the transform is the CONVENTIONS Box-Muller of the same words,
+with log/sin/cos evaluated in float64 and rounded to the working dtype, so
+the normals agree with the reference to an ulp or two.
 
 Per-step scalars (mu_n, gamma_n, the OU coefficients, noise scales) are
 computed by the launcher in the working dtype exactly as the reference
@@ -23,26 +37,41 @@ does only the per-trajectory arithmetic, in the operation order of
 `inertia_gpu.reference`. One compiled specialisation per dtype: the
 integrator, problem and noise model are runtime integer switches.
 
-Integer switches:
+Integer switches (copies of inertia_gpu/spec.py, checked by tests/test_spec.py):
     integrator  0 heavy-ball, 1 euler, 2 leapfrog, 3 baoab
     problem     0 quadratic, 1 double-well, 2 rosenbrock
     noise_model 0 additive, 1 temperature, 2 loss-scaled
 
-coef columns per step:
-    heavy-ball  [mu_n, s_n (loss-scaled: noise), 0]
+coef columns per step (inertia_gpu/coefficients.py: DECAY, XI, SPREAD):
+    heavy-ball  [mu_n, s_n (loss-scaled: noise), 1]
     euler       [h*gamma_n, sigma_n*sqrt(h) (loss-scaled: noise), sqrt(h)]
-    leapfrog/baoab (O-step)  [c1_n, sqrt(var_n), sigma_n*sqrt(var_n) (loss-scaled: noise)]
+    leapfrog/baoab (O-step)  [c1_n, sigma_n*sqrt(var_n) (loss-scaled: noise), sqrt(var_n)]
+The noise multiplier is XI, or (XI * sqrt(max(L, 0))) * SPREAD for the loss-scaled model.
 
-consts (working dtype): see the K_* indices below.
+Recording (table-driven): rec_row[n - step_begin] is the row of `out` that
+receives the state after step n (-1: not recorded); init_row the row of the
+initial state (-1: none).
 """
-import math
-
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange, types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
-GROUP = 64
-N_QUANTITIES = 6
+GROUP = 64  # trajectories per group: the SIMD lanes of one thread's work item
+N_QUANTITIES = 6  # count, inertia, kinetic, loss, shadow inertia, inertia^2
+TAG_STEP = 0
+TAG_INIT = 1
+
+INTEGRATOR_HEAVY_BALL = 0
+INTEGRATOR_EULER = 1
+INTEGRATOR_LEAPFROG = 2
+INTEGRATOR_BAOAB = 3
+PROBLEM_QUADRATIC = 0
+PROBLEM_DOUBLE_WELL = 1
+PROBLEM_ROSENBROCK = 2
+NOISE_MODEL_ADDITIVE = 0
+NOISE_MODEL_TEMPERATURE = 1
+NOISE_MODEL_LOSS_SCALED = 2
 
 M0 = np.uint64(0xD2511F53)
 M1 = np.uint64(0xCD9E8D57)
@@ -53,17 +82,20 @@ SH32 = np.uint64(32)
 SH8 = np.uint64(8)
 U1 = np.uint64(1)
 
-# indices into `consts`
+# indices into `consts` (working dtype)
 K_LR = 0          # heavy-ball lr
-K_HALF_LR = 1     # 0.5 * lr (as the reference rounds it)
+K_HALF_H = 1      # 0.5 * dt
 K_H = 2           # dt
-K_HALF_H = 3      # 0.5 * dt
-K_H2_8 = 4        # dt**2 / 8
-K_INIT_THETA = 5  # init_theta_std
-K_INIT_V = 6      # init_velocity_std
-K_FRAC = 7        # 7, 8, 9: first-passage fractions
-K_ONE = 10        # 1.0 (carries the working dtype)
-N_CONSTS = 11
+K_INIT_THETA = 3  # init_theta_std
+K_INIT_V = 4      # init_velocity_std
+K_ONE = 5         # 1.0 (carries the working dtype)
+N_CONSTS = 6
+# indices into `obs` (float64: the recorded observables)
+O_HALF_LR = 0     # 0.5 * lr
+O_H2_8 = 1        # dt**2 / 8
+O_FRAC = 2        # 2, 3, 4: first-passage fractions
+O_DIVERGE = 5     # a trajectory is diverged unless its inertia is <= this
+N_OBS = 6
 
 
 def cast_like(x, like):  # pragma: no cover - replaced by the overload inside numba
@@ -77,9 +109,70 @@ def _cast_like(x, like):
     return lambda x, like: np.float64(x)
 
 
-@njit
+def _bitcast(src, dst):
+    def make(typingctx, x):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(dst))
+        return dst(src), codegen
+    return intrinsic(make)
+
+
+# IEEE bits <-> floats: register moves that vectorise (exponent and mantissa of the log's argument)
+_f64_bits = _bitcast(types.float64, types.uint64)
+_bits_f64 = _bitcast(types.uint64, types.float64)
+_f32_bits = _bitcast(types.float32, types.uint32)
+_bits_f32 = _bitcast(types.uint32, types.float32)
+
+
+def split_exponent(x):  # pragma: no cover - replaced by the overload inside numba
+    raise NotImplementedError
+
+
+@overload(split_exponent)
+def _split_exponent(x):
+    """(e, m) with x = 2**e m, m in [1, 2), e as a float of x's dtype (x positive and normal)."""
+    if x == types.float32:
+        def f32(x):
+            bits = _f32_bits(x)
+            e = np.float32(np.int32(bits >> np.uint32(23))) - np.float32(127.0)
+            return e, _bits_f32((bits & np.uint32(0x007FFFFF)) | np.uint32(0x3F800000))
+        return f32
+
+    def f64(x):
+        bits = _f64_bits(x)
+        # the exponent field under the bits of 2**52 is 2**52 + field as a float: no int64 -> float (not in AVX2)
+        e = _bits_f64(np.uint64(0x4330000000000000) | (bits >> np.uint64(52))) - 4503599627370496.0 - 1023.0
+        return e, _bits_f64((bits & np.uint64(0x000FFFFFFFFFFFFF)) | np.uint64(0x3FF0000000000000))
+    return f64
+
+
+def per_dtype(one, c32, c64):  # pragma: no cover - replaced by the overload inside numba
+    raise NotImplementedError
+
+
+@overload(per_dtype)
+def _per_dtype(one, c32, c64):
+    """A constant split differently per dtype (ln 2, pi / 2), as a value of one's dtype."""
+    if one == types.float32:
+        return lambda one, c32, c64: np.float32(c32)
+    return lambda one, c32, c64: np.float64(c64)
+
+
+# --- Philox and the normal transform ----------------------------------------------------
+
+@njit(inline="always", error_model="numpy")
 def philox4x32(c0, c1, c2, c3, k0, k1):
-    """Philox4x32-10 on uint64 words holding uint32 values (Random123 constants)."""
+    """Philox4x32-10 on uint64 words holding uint32 values (Random123 constants).
+
+    The masks tell the compiler every word is below 2**32, so each product is one
+    32x32 -> 64 SIMD multiply (vpmuludq) rather than an emulated 64x64 one.
+    """
+    c0 &= MASK
+    c1 &= MASK
+    c2 &= MASK
+    c3 &= MASK
+    k0 &= MASK
+    k1 &= MASK
     for _ in range(10):
         p0 = M0 * c0
         p1 = M1 * c2
@@ -110,427 +203,450 @@ def philox_batch(c0, c1, c2, c3, k0, k1):
     return out
 
 
-@njit
+# fdlibm's log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f / (2 + f) (e_log.c), and ln 2 in two
+# parts (hi with trailing zeros so that e * hi is exact)
+LG1 = 6.666666666666735130e-01
+LG2 = 3.999999999940941908e-01
+LG3 = 2.857142874366239149e-01
+LG4 = 2.222219843214978396e-01
+LG5 = 1.818357216161805012e-01
+LG6 = 1.531383769920937332e-01
+LG7 = 1.479819860511658591e-01
+LN2_HI_64 = 6.93147180369123816490e-01
+LN2_LO_64 = 1.90821492927058770002e-10
+LN2_HI_32 = 0.693115234375
+LN2_LO_32 = 3.194618329871446e-05
+SQRT2 = 1.4142135623730951
+# fdlibm's sin/cos kernels on [-pi/4, pi/4] (k_sin.c, k_cos.c); pi/2 in three parts, the first two
+# short enough that q * part is exact for the quadrants q <= 4 of [0, 2 pi]
+S1 = -1.66666666666666324348e-01
+S2 = 8.33333333332248946124e-03
+S3 = -1.98412698298579493134e-04
+S4 = 2.75573137070700676789e-06
+S5 = -2.50507602534068634195e-08
+S6 = 1.58969099521155010221e-10
+C1 = 4.16666666666666019037e-02
+C2 = -1.38888888888741095749e-03
+C3 = 2.48015872894767294178e-05
+C4 = -2.75573143513906633035e-07
+C5 = 2.08757232129817482790e-09
+C6 = -1.13596475577881948265e-11
+PIO2_1_64 = 1.57079632673412561417e+00
+PIO2_2_64 = 6.07710050650619224932e-11
+PIO2_3_64 = 0.0
+PIO2_1_32 = 1.5703125
+PIO2_2_32 = 0.0004837512969970703
+PIO2_3_32 = 7.549790126404332e-08
+TWO_OVER_PI = 6.36619772367581382433e-01
+
+
+@njit(inline="always", error_model="numpy")
+def log_positive(x):
+    """log(x) for a positive normal x (float32 or float64), within an ulp: fdlibm's e_log, no special cases."""
+    e, m = split_exponent(x)
+    one = cast_like(1.0, x)
+    big = m > cast_like(SQRT2, x)
+    m = cast_like(0.5, x) * m if big else m
+    e = e + one if big else e
+    f = m - one
+    s = f / (cast_like(2.0, x) + f)
+    z = s * s
+    w = z * z
+    r = (z * (cast_like(LG1, x) + w * (cast_like(LG3, x) + w * (cast_like(LG5, x) + w * cast_like(LG7, x))))
+         + w * (cast_like(LG2, x) + w * (cast_like(LG4, x) + w * cast_like(LG6, x))))
+    hfsq = cast_like(0.5, x) * f * f
+    return e * per_dtype(x, LN2_HI_32, LN2_HI_64) - ((hfsq - (s * (hfsq + r) + e * per_dtype(x, LN2_LO_32, LN2_LO_64)))
+                                                    - f)
+
+
+@njit(inline="always", error_model="numpy")
+def sincos_turn(a):
+    """(sin a, cos a) for a in [0, 2 pi] (float32 or float64), within an ulp or two.
+
+    Quadrant reduction a = q pi/2 + x, |x| <= pi/4, then fdlibm's kernels and the quadrant's signs.
+    """
+    q = np.floor(a * cast_like(TWO_OVER_PI, a) + cast_like(0.5, a))
+    x = ((a - q * per_dtype(a, PIO2_1_32, PIO2_1_64)) - q * per_dtype(a, PIO2_2_32, PIO2_2_64)) \
+        - q * per_dtype(a, PIO2_3_32, PIO2_3_64)
+    z = x * x
+    sn = x + (x * z) * (cast_like(S1, a) + z * (cast_like(S2, a) + z * (cast_like(S3, a) + z * (
+        cast_like(S4, a) + z * (cast_like(S5, a) + z * cast_like(S6, a))))))
+    cs = (cast_like(1.0, a) - cast_like(0.5, a) * z) + (z * z) * (cast_like(C1, a) + z * (cast_like(C2, a) + z * (
+        cast_like(C3, a) + z * (cast_like(C4, a) + z * (cast_like(C5, a) + z * cast_like(C6, a))))))
+    odd = (q == cast_like(1.0, a)) | (q == cast_like(3.0, a))
+    s0 = cs if odd else sn
+    c0 = sn if odd else cs
+    s1 = -s0 if (q == cast_like(2.0, a)) | (q == cast_like(3.0, a)) else s0
+    c1 = -c0 if (q == cast_like(1.0, a)) | (q == cast_like(2.0, a)) else c0
+    return s1, c1
+
+
+@njit(inline="always", error_model="numpy")
+def uniform24(x, plus, one):
+    """(top 24 bits of a uint32 word + plus) * 2**-24 in the dtype of `one` (exact).
+
+    Through int32: AVX2 converts int32 lanes to floats, not uint64 ones (the values are below 2**24 + 1).
+    """
+    return cast_like(np.int32(x >> SH8) + np.int32(plus), one) * cast_like(5.9604644775390625e-08, one)
+
+
+@njit(inline="always", error_model="numpy")
+def box_muller_uniform(u1, u2):
+    """Two normals from u1 in (0, 1], u2 in [0, 1) (the CONVENTIONS transform, in the dtype of u1).
+
+    The reference rounds log u1, the square root, the angle 2 pi u2 and each product in the
+    working dtype; so does this, with log/sin/cos as polynomials in that dtype (SIMD lanes
+    instead of libm calls).
+    """
+    r = np.sqrt(cast_like(-2.0, u1) * log_positive(u1))
+    s, c = sincos_turn(cast_like(6.283185307179586, u1) * u2)
+    return r * c, r * s
+
+
+@njit(inline="always", error_model="numpy")
 def box_muller(xa, xb, one):
-    """Two normals from two uint32 words, in the dtype of `one` (CONVENTIONS transform)."""
-    scale = cast_like(5.9604644775390625e-08, one)  # 2**-24
-    u1 = cast_like((xa >> SH8) + U1, one) * scale
-    u2 = cast_like(xb >> SH8, one) * scale
-    r = math.sqrt(cast_like(-2.0, one) * math.log(u1))
-    angle = cast_like(6.283185307179586, one) * u2
-    return r * math.cos(angle), r * math.sin(angle)
+    """Two normals from two uint32 words, in the dtype of `one`."""
+    return box_muller_uniform(uniform24(xa, 1, one), uniform24(xb, 0, one))
 
 
-@njit
-def _normals4(traj, block, coord, tag, k0, k1, one):
-    x0, x1, x2, x3 = philox4x32(np.uint64(traj), np.uint64(block), np.uint64(coord), np.uint64(tag), k0, k1)
-    z0, z1 = box_muller(x0, x1, one)
-    z2, z3 = box_muller(x2, x3, one)
-    return z0, z1, z2, z3
+@njit(cache=True, error_model="numpy")
+def normals_batch(xa, xb, out):
+    """out[i] = box_muller(xa[i], xb[i]) in out's dtype, over arrays of uint32 words held in int64 (for tests)."""
+    one = cast_like(1.0, out[0, 0])
+    for i in range(xa.shape[0]):
+        out[i, 0], out[i, 1] = box_muller(np.uint64(xa[i]), np.uint64(xb[i]), one)
 
 
-# --- problems on a row (d > 1) -------------------------------------------------
-
-@njit
-def _grad_loss_row(problem, theta, lam, g, one):
-    """Fill g with grad L(theta); return L(theta) (reference operation order, sequential sums)."""
-    d = theta.shape[0]
-    zero = cast_like(0.0, one)
-    if problem == 0:
-        acc = zero
-        for j in range(d):
-            lt = lam[j] * theta[j]
-            acc += lt * theta[j]
-            g[j] = lt
-        return cast_like(0.5, one) * acc
-    if problem == 1:
-        acc = zero
-        for j in range(d):
-            w = theta[j] * theta[j] - one
-            acc += w * w
-            g[j] = theta[j] * w
-        return cast_like(0.25, one) * acc
-    # rosenbrock
-    acc = zero
-    for j in range(d):
-        g[j] = zero
-    for j in range(d - 1):
-        x = theta[j]
-        r = theta[j + 1] - x * x
-        omx = one - x
-        acc += cast_like(100.0, one) * (r * r) + omx * omx
-        g[j] = g[j] + (cast_like(-400.0, one) * x * r - cast_like(2.0, one) * omx)
-    for j in range(1, d):
-        x = theta[j - 1]
-        r = theta[j] - x * x
-        g[j] = g[j] + cast_like(200.0, one) * r
-    return acc
+@njit(inline="always", error_model="numpy")
+def _draw(z, k, base, quad, tag, k0, k1, w, one):
+    """z[0..3, k, :] = the four normals of counters (base + j, quad, k, tag) for the GROUP lanes j."""
+    coord = np.uint64(k)
+    # three passes, each a loop the compiler vectorises (fused, the transform's loop stays scalar)
+    for j in range(GROUP):
+        w[0, j], w[1, j], w[2, j], w[3, j] = philox4x32(base + np.uint64(j), quad, coord, tag, k0, k1)
+    for j in range(GROUP):
+        z[0, k, j] = uniform24(w[0, j], 1, one)
+        z[1, k, j] = uniform24(w[1, j], 0, one)
+        z[2, k, j] = uniform24(w[2, j], 1, one)
+        z[3, k, j] = uniform24(w[3, j], 0, one)
+    for j in range(GROUP):
+        z[0, k, j], z[1, k, j] = box_muller_uniform(z[0, k, j], z[1, k, j])
+        z[2, k, j], z[3, k, j] = box_muller_uniform(z[2, k, j], z[3, k, j])
 
 
-@njit
-def _grad_loss_1(problem, th, lam, one):
-    """(grad, loss) for d = 1 (quadratic or double well)."""
-    if problem == 0:
-        lt = lam * th
-        return lt, cast_like(0.5, one) * (lt * th)
-    w = th * th - one
-    return th * w, cast_like(0.25, one) * (w * w)
+# --- problems on [dim, GROUP] blocks --------------------------------------------------------
+
+@njit(inline="always", error_model="numpy")
+def _grad_loss_1(problem, x, lam, one):
+    """(grad, loss) of one coordinate (d = 1 quadratic or double well), the operation order of the loops below."""
+    if problem == PROBLEM_QUADRATIC:
+        lt = lam * x
+        return lt, cast_like(0.5, one) * (lt * x)
+    w = x * x - one
+    return x * w, cast_like(0.25, one) * (w * w)
 
 
-@njit
-def _clamp0(x, one):
-    # torch.clamp(min=0) keeps NaN
-    return cast_like(0.0, one) if x < 0 else x
+@njit(inline="always", error_model="numpy")
+def _grad_loss(problem, th, lm, g, L, one):
+    """g = grad L(th), L = L(th) per lane in one's dtype (th converted to it); coordinates summed in order."""
+    dim = th.shape[0]
+    if dim == 1 and problem != PROBLEM_ROSENBROCK:  # one pass: the same values as the loops below
+        for j in range(GROUP):
+            g[0, j], L[j] = _grad_loss_1(problem, cast_like(th[0, j], one), lm[0, j], one)
+        return
+    for j in range(GROUP):
+        L[j] = cast_like(0.0, one)
+    if problem == PROBLEM_QUADRATIC:
+        for k in range(dim):
+            for j in range(GROUP):
+                x = cast_like(th[k, j], one)
+                lt = lm[k, j] * x
+                L[j] += lt * x
+                g[k, j] = lt
+        for j in range(GROUP):
+            L[j] = cast_like(0.5, one) * L[j]
+    elif problem == PROBLEM_DOUBLE_WELL:
+        for k in range(dim):
+            for j in range(GROUP):
+                x = cast_like(th[k, j], one)
+                w = x * x - one
+                L[j] += w * w
+                g[k, j] = x * w
+        for j in range(GROUP):
+            L[j] = cast_like(0.25, one) * L[j]
+    else:  # chained rosenbrock
+        for j in range(GROUP):
+            g[dim - 1, j] = cast_like(0.0, one)
+        for k in range(dim - 1):
+            for j in range(GROUP):
+                x = cast_like(th[k, j], one)
+                r = cast_like(th[k + 1, j], one) - x * x
+                omx = one - x
+                L[j] += cast_like(100.0, one) * (r * r) + omx * omx
+                g[k, j] = (cast_like(0.0, one) if k == 0 else g[k, j]) + (cast_like(-400.0, one) * x * r
+                                                                          - cast_like(2.0, one) * omx)
+                g[k + 1, j] = cast_like(200.0, one) * r
 
 
-@njit(cache=True, parallel=True, fastmath=False)
-def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, out,
-                    start, step_begin, step_end, record_every, init,
-                    key0, key1, integrator, problem, noise_model, noisy=1):
+@njit(inline="always", error_model="numpy")
+def _noise_scale(sc, base, L, factor, loss_scaled, one):
+    """Per-lane noise scale: base, or (base sqrt(max(L, 0))) * factor for the loss-scaled model."""
+    if loss_scaled:
+        for j in range(GROUP):
+            lj = L[j]
+            lj = cast_like(0.0, one) if lj < 0 else lj  # torch.clamp(min=0) keeps NaN
+            sc[j] = (base * np.sqrt(lj)) * factor
+    else:
+        for j in range(GROUP):
+            sc[j] = base
+
+
+# --- one step of each integrator (reference operation order) ------------------------------
+
+@njit(inline="always", error_model="numpy")
+def _step(integrator, problem, loss_scaled, ca, cb, cc, lr, h, half_h, th, v, g, L, lm, z, lane, sc, one):
+    """Advance the group's state by one step with standard normals z[lane]; g, L follow th.
+
+    Scalars and whole arrays only (no slices or tuples): a view made in the step loop costs
+    two atomic reference-count updates per step.
+    """
+    dim = th.shape[0]
+    if integrator == INTEGRATOR_HEAVY_BALL:
+        _noise_scale(sc, cb, L, cc, loss_scaled, one)
+        for k in range(dim):
+            for j in range(GROUP):
+                v[k, j] = ca * v[k, j] + (g[k, j] + sc[j] * z[lane, k, j])
+                th[k, j] = th[k, j] - lr * v[k, j]
+    elif integrator == INTEGRATOR_EULER:
+        _noise_scale(sc, cb, L, cc, loss_scaled, one)
+        for k in range(dim):
+            for j in range(GROUP):
+                x = th[k, j]
+                th[k, j] = x + h * v[k, j]
+                v[k, j] = ((v[k, j] - h * g[k, j]) - ca * v[k, j]) + sc[j] * z[lane, k, j]
+    elif integrator == INTEGRATOR_LEAPFROG:  # B A B O
+        for k in range(dim):
+            for j in range(GROUP):
+                v[k, j] = v[k, j] - half_h * g[k, j]
+                th[k, j] = th[k, j] + h * v[k, j]
+        _grad_loss(problem, th, lm, g, L, one)
+        _noise_scale(sc, cb, L, cc, loss_scaled, one)
+        for k in range(dim):
+            for j in range(GROUP):
+                v[k, j] = ca * (v[k, j] - half_h * g[k, j]) + sc[j] * z[lane, k, j]
+        return
+    else:  # baoab: B A O A B
+        for k in range(dim):
+            for j in range(GROUP):
+                v[k, j] = v[k, j] - half_h * g[k, j]
+                th[k, j] = th[k, j] + half_h * v[k, j]
+        if loss_scaled:
+            _grad_loss(problem, th, lm, g, L, one)  # the loss at the midpoint scales the O-step
+        _noise_scale(sc, cb, L, cc, loss_scaled, one)
+        for k in range(dim):
+            for j in range(GROUP):
+                v[k, j] = ca * v[k, j] + sc[j] * z[lane, k, j]
+                th[k, j] = th[k, j] + half_h * v[k, j]
+        _grad_loss(problem, th, lm, g, L, one)
+        for k in range(dim):
+            for j in range(GROUP):
+                v[k, j] = v[k, j] - half_h * g[k, j]
+        return
+    _grad_loss(problem, th, lm, g, L, one)
+
+
+# --- what is recorded --------------------------------------------------------------------
+
+# rows of the packed float64 scratch `s` of a group (row r is s[r * GROUP:(r + 1) * GROUP]); one array
+# with constant offsets, so the compiler proves the rows apart and vectorises without runtime alias checks
+R_VV = 0     # |v|^2
+R_VG = 1     # <v, grad L> (heavy ball) or |grad L|^2
+R_LOSS = 2
+R_THR = 3    # 3, 4, 5: f I_0 per fraction
+R_FP = 6     # 6, 7, 8: first passage per fraction (a step index as float64; -1: not yet)
+R_INE = 9    # the lane's inertia
+R_SUM = 10   # 10..15: the summands (count, inertia, kinetic, loss, shadow, inertia^2), 0 for a dropped lane
+N_ROWS = 16
+
+
+@njit(inline="always", error_model="numpy")
+def _observe(heavy, problem, th, v, lm64, g64, L64, s):
+    """Rows R_VV, R_VG, R_LOSS of s: float64 |v|^2, <v, g> or |g|^2, and L from the state converted to float64."""
+    dim = th.shape[0]
+    if dim == 1 and problem != PROBLEM_ROSENBROCK:
+        for j in range(GROUP):
+            y = np.float64(v[0, j])
+            gj, lj = _grad_loss_1(problem, np.float64(th[0, j]), lm64[0, j], 1.0)
+            s[R_VV * GROUP + j] = y * y
+            s[R_VG * GROUP + j] = y * gj if heavy else gj * gj
+            s[R_LOSS * GROUP + j] = lj
+        return
+    _grad_loss(problem, th, lm64, g64, L64, 1.0)
+    for j in range(GROUP):
+        s[R_VV * GROUP + j] = 0.0
+        s[R_VG * GROUP + j] = 0.0
+        s[R_LOSS * GROUP + j] = L64[j]
+    for k in range(dim):
+        for j in range(GROUP):
+            y = np.float64(v[k, j])
+            s[R_VV * GROUP + j] += y * y
+            s[R_VG * GROUP + j] += y * g64[k, j] if heavy else g64[k, j] * g64[k, j]
+
+
+@njit(inline="always", error_model="numpy")
+def _record(row, m, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active):
+    """At a recorded state (after step m): observables in float64, first passage, divergence, and
+    the group's float64 sums into acc[row] (row -1: none). Returns the number of lanes kept."""
+    dim = th.shape[0]
+    _observe(heavy, problem, th, v, lm64, g64, L64, s)
+    fm = np.float64(m)
+    kept = 0
+    for j in range(GROUP):  # one vectorised pass over the packed rows
+        vv = s[R_VV * GROUP + j]
+        vg = s[R_VG * GROUP + j]
+        loss = s[R_LOSS * GROUP + j]
+        kin = half_lr * vv if heavy else 0.5 * vv
+        ine = kin + loss
+        shadow = ine + half_lr * vg if heavy else ine - h2_8 * vg
+        s[R_INE * GROUP + j] = ine
+        for f in range(3):
+            fp = s[(R_FP + f) * GROUP + j]
+            s[(R_FP + f) * GROUP + j] = fm if (fp < 0.0) & (ine <= s[(R_THR + f) * GROUP + j]) else fp
+        keep = (ine <= limit) & (j < n_active)
+        kept += np.int64(keep)
+        s[R_SUM * GROUP + j] = 1.0 if keep else 0.0
+        s[(R_SUM + 1) * GROUP + j] = ine if keep else 0.0
+        s[(R_SUM + 2) * GROUP + j] = kin if keep else 0.0
+        s[(R_SUM + 3) * GROUP + j] = loss if keep else 0.0
+        s[(R_SUM + 4) * GROUP + j] = shadow if keep else 0.0
+        s[(R_SUM + 5) * GROUP + j] = ine * ine if keep else 0.0
+    if kept < GROUP:  # diverged lanes (and padding) get a NaN state, so they stay diverged
+        for k in range(dim):
+            for j in range(GROUP):
+                dropped = s[R_SUM * GROUP + j] == 0.0
+                th[k, j] = np.nan if dropped else th[k, j]
+                v[k, j] = np.nan if dropped else v[k, j]
+    if row >= 0:
+        # the sums in lane order (the reference's order; fixed whatever thread forms them), six chains
+        s0 = s1 = s2 = s3 = s4 = s5 = 0.0
+        for j in range(GROUP):
+            s0 += s[R_SUM * GROUP + j]
+            s1 += s[(R_SUM + 1) * GROUP + j]
+            s2 += s[(R_SUM + 2) * GROUP + j]
+            s3 += s[(R_SUM + 3) * GROUP + j]
+            s4 += s[(R_SUM + 4) * GROUP + j]
+            s5 += s[(R_SUM + 5) * GROUP + j]
+        acc[row, 0] = s0
+        acc[row, 1] = s1
+        acc[row, 2] = s2
+        acc[row, 3] = s3
+        acc[row, 4] = s4
+        acc[row, 5] = s5
+    return kept
+
+
+# --- the kernel ----------------------------------------------------------------------------
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, obs, rec_row, init_row, out,
+                    start, step_begin, step_end, init, key0, key1, integrator, problem, noise_model, noisy,
+                    groups_per_task):
     """Advance trajectories [start, start + count) from step_begin to step_end, in place.
 
-    theta, mom [count, dim]; inertia0 [count]; first_passage [count, 3] int32;
-    lam [1 or count, dim]; coef [step_end - step_begin, 3]; consts [N_CONSTS];
-    out [n_groups, n_records, 6] float64, zeroed (records as in recorded_in_window).
+    theta, mom [count, dim] working dtype; inertia0 [count] float64; first_passage [count, 3] int32;
+    lam [1 or count, dim]; coef [step_end - step_begin, 3]; consts [N_CONSTS]; obs [N_OBS] float64;
+    rec_row [step_end - step_begin] int32; out [n_groups, n_records, 6] float64, zeroed.
     init != 0: draw the initial state (step_begin must be 0) instead of reading theta/mom.
-    noisy == 0: every noise scale is zero, so the Philox draws are skipped (xi stays 0 or 1, times 0).
+    noisy == 0: every noise scale is zero, so the Philox draws are skipped (the noise stays 0).
+    groups_per_task: groups a parallel task walks through with one set of scratch arrays (any
+    value gives the same result: each group is computed alone).
     """
     count = theta.shape[0]
     dim = theta.shape[1]
+    dt = theta.dtype
     n_groups = (count + GROUP - 1) // GROUP
-    lam_shared = lam.shape[0] == 1
+    n_tasks = (n_groups + groups_per_task - 1) // groups_per_task
+    for task in prange(n_tasks):
+        # scratch of one task, [dim, GROUP] blocks (trajectories minor: the lane loops vectorise)
+        th, v, g, lm = (np.empty((dim, GROUP), dt), np.empty((dim, GROUP), dt), np.empty((dim, GROUP), dt),
+                        np.empty((dim, GROUP), dt))
+        L, sc = np.empty(GROUP, dt), np.empty(GROUP, dt)  # loss, noise scale
+        z, w = np.zeros((4, dim, GROUP), dt), np.empty((4, GROUP), np.uint64)  # normals, Philox words
+        lm64, g64, L64 = np.empty((dim, GROUP)), np.empty((dim, GROUP)), np.empty(GROUP)  # float64 observables
+        s64 = np.empty(N_ROWS * GROUP)  # the packed rows R_*
+        for grp in range(task * groups_per_task, min((task + 1) * groups_per_task, n_groups)):
+            _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s64, theta, mom, inertia0,
+                           first_passage, lam, coef, consts, obs, rec_row, init_row, out[grp], start, step_begin,
+                           step_end, init, key0, key1, integrator, problem, noise_model, noisy)
+
+
+@njit(error_model="numpy")
+def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom, inertia0,
+                   first_passage, lam, coef, consts, obs, rec_row, init_row, acc, start, step_begin, step_end,
+                   init, key0, key1, integrator, problem, noise_model, noisy):
+    """One group through the window: load (or draw) its state, step, record, store."""
+    count = theta.shape[0]
+    dim = th.shape[0]
+    one = consts[K_ONE]
+    lr = consts[K_LR]
+    h = consts[K_H]
+    half_h = consts[K_HALF_H]
+    half_lr = obs[O_HALF_LR]
+    h2_8 = obs[O_H2_8]
+    limit = obs[O_DIVERGE]
+    heavy = integrator == INTEGRATOR_HEAVY_BALL
+    loss_scaled = noise_model == NOISE_MODEL_LOSS_SCALED
     k0 = np.uint64(key0)
     k1 = np.uint64(key1)
-    one = consts[K_ONE]
-    lr = consts[K_LR]
-    half_lr = consts[K_HALF_LR]
-    h = consts[K_H]
-    half_h = consts[K_HALF_H]
-    h2_8 = consts[K_H2_8]
-    heavy = integrator == 0
-    loss_scaled = noise_model == 2
-    for grp in prange(n_groups):
-        acc = out[grp]
-        lo = grp * GROUP
-        hi = min(lo + GROUP, count)
-        if dim == 1:
-            # ---- scalar path: LANES trajectories in lockstep, state in registers ----
-            _group_lanes(lo, hi, start, theta, mom, inertia0, first_passage, lam, lam_shared, coef, consts,
-                         acc, step_begin, step_end, record_every, init, k0, k1, integrator, problem,
-                         noise_model, noisy)
-            continue
-        # ---- row path (d > 1): one trajectory at a time, state in an L1-resident scratch row ----
-        zrow = np.zeros((dim, 4), dtype=theta.dtype)  # stays 0 without noise
-        th = np.empty(dim, dtype=theta.dtype)
-        v = np.empty(dim, dtype=theta.dtype)
-        g = np.empty(dim, dtype=theta.dtype)
-        for i in range(lo, hi):
-            traj = start + i
-            lrow = lam[0] if lam_shared else lam[i]
-            fp0 = first_passage[i, 0]
-            fp1 = first_passage[i, 1]
-            fp2 = first_passage[i, 2]
-            rec = 0
-            # steps until the next recorded state (a countdown: no integer division per step)
-            until_rec = record_every - (step_begin + 1) % record_every
-            if until_rec == record_every:
-                until_rec = 0
-            if init != 0:
-                for j in range(dim):
-                    za, zb, _, _ = _normals4(traj, 0, j, 1, k0, k1, one)
-                    th[j] = consts[K_INIT_THETA] * za
-                    yy = consts[K_INIT_V] * zb
-                    v[j] = -yy / lr if heavy else yy
-            else:
-                for j in range(dim):
-                    th[j] = theta[i, j]
-                    v[j] = mom[i, j]
-            L = _grad_loss_row(problem, th, lrow, g, one)
-            if init != 0:
-                kin, ine, sh = _observe_row(heavy, v, g, L, half_lr, h2_8, one)
-                i0 = ine
-                fp0 = -1
-                fp1 = -1
-                fp2 = -1
-                _accumulate(acc, 0, ine, kin, L, sh)
-                rec = 1
-            else:
-                i0 = inertia0[i]
-            for n in range(step_begin, step_end):
-                lane = n & 3
-                if noisy != 0 and (lane == 0 or n == step_begin):
-                    for j in range(dim):
-                        a0, a1, a2, a3 = _normals4(traj, n >> 2, j, 0, k0, k1, one)
-                        zrow[j, 0] = a0
-                        zrow[j, 1] = a1
-                        zrow[j, 2] = a2
-                        zrow[j, 3] = a3
-                c = coef[n - step_begin]
-                if heavy:
-                    s = c[1]
-                    if loss_scaled:
-                        s = s * math.sqrt(_clamp0(L, one))
-                    mu = c[0]
-                    for j in range(dim):
-                        gg = g[j] + s * zrow[j, lane]
-                        v[j] = mu * v[j] + gg
-                        th[j] = th[j] - lr * v[j]
-                elif integrator == 1:
-                    sg = c[1]
-                    if loss_scaled:
-                        sg = (sg * math.sqrt(_clamp0(L, one))) * c[2]
-                    hg = c[0]
-                    for j in range(dim):
-                        xn = th[j] + h * v[j]
-                        v[j] = ((v[j] - h * g[j]) - hg * v[j]) + sg * zrow[j, lane]
-                        th[j] = xn
-                elif integrator == 2:
-                    for j in range(dim):
-                        v[j] = v[j] - half_h * g[j]
-                        th[j] = th[j] + h * v[j]
-                    L = _grad_loss_row(problem, th, lrow, g, one)
-                    sg = c[2]
-                    if loss_scaled:
-                        sg = (sg * math.sqrt(_clamp0(L, one))) * c[1]
-                    c1 = c[0]
-                    for j in range(dim):
-                        vv = v[j] - half_h * g[j]
-                        v[j] = c1 * vv + sg * zrow[j, lane]
-                else:
-                    for j in range(dim):
-                        v[j] = v[j] - half_h * g[j]
-                        th[j] = th[j] + half_h * v[j]
-                    sg = c[2]
-                    if loss_scaled:
-                        L = _grad_loss_row(problem, th, lrow, g, one)
-                        sg = (sg * math.sqrt(_clamp0(L, one))) * c[1]
-                    c1 = c[0]
-                    for j in range(dim):
-                        v[j] = c1 * v[j] + sg * zrow[j, lane]
-                        th[j] = th[j] + half_h * v[j]
-                    _grad_loss_row(problem, th, lrow, g, one)
-                    for j in range(dim):
-                        v[j] = v[j] - half_h * g[j]
-                L = _grad_loss_row(problem, th, lrow, g, one)
-                m = n + 1
-                if until_rec != 0:
-                    until_rec -= 1
-                else:
-                    until_rec = record_every - 1
-                    kin, ine, sh = _observe_row(heavy, v, g, L, half_lr, h2_8, one)
-                    fp0, fp1, fp2 = _first_passage(fp0, fp1, fp2, ine, i0, consts, m)
-                    _accumulate(acc, rec, ine, kin, L, sh)
-                    rec += 1
-            for j in range(dim):
-                theta[i, j] = th[j]
-                mom[i, j] = v[j]
-            inertia0[i] = i0
-            first_passage[i, 0] = fp0
-            first_passage[i, 1] = fp1
-            first_passage[i, 2] = fp2
-
-
-LANES = 8  # trajectories advanced in lockstep on the scalar path
-
-
-@njit
-def _group_lanes(lo, hi, start, theta, mom, inertia0, first_passage, lam, lam_shared, coef, consts, acc,
-                 step_begin, step_end, record_every, init, k0, k1, integrator, problem, noise_model, noisy):
-    """d = 1: trajectories [lo, hi) of one group, LANES at a time in lockstep.
-
-    One trajectory's steps form a chain of dependent operations; LANES independent chains
-    overlap in the pipeline and the lane loops vectorise. Per trajectory the operations and
-    their order are those of `inertia_gpu.reference`; each record's sums still add the
-    trajectories in index order (lanes in order, chunks in order), so the group's float64
-    sums are bitwise those of a one-at-a-time loop.
-    """
-    one = consts[K_ONE]
-    lr = consts[K_LR]
-    half_lr = consts[K_HALF_LR]
-    h = consts[K_H]
-    half_h = consts[K_HALF_H]
-    h2_8 = consts[K_H2_8]
-    heavy = integrator == 0
-    loss_scaled = noise_model == 2
-    dt = theta.dtype
-    x = np.empty(LANES, dtype=dt)
-    y = np.empty(LANES, dtype=dt)
-    gr = np.empty(LANES, dtype=dt)
-    L = np.empty(LANES, dtype=dt)
-    lm = np.empty(LANES, dtype=dt)
-    i0 = np.empty(LANES, dtype=dt)
-    fpa = np.empty(LANES, dtype=np.int32)  # first passage below f I_0, one array per fraction
-    fpb = np.empty(LANES, dtype=np.int32)
-    fpc = np.empty(LANES, dtype=np.int32)
-    thr_a = consts[K_FRAC]
-    thr_b = consts[K_FRAC + 1]
-    thr_c = consts[K_FRAC + 2]
-    z = np.zeros((4, LANES), dtype=dt)  # [lane of the Philox call, trajectory]; stays 0 without noise
-    w = np.empty((4, LANES), dtype=np.uint64)  # the Philox words before the normal transform
-    for c_lo in range(lo, hi, LANES):
-        nl = min(LANES, hi - c_lo)
-        for j in range(nl):
-            i = c_lo + j
-            lm[j] = lam[0, 0] if lam_shared else lam[i, 0]
-            fpa[j] = first_passage[i, 0]
-            fpb[j] = first_passage[i, 1]
-            fpc[j] = first_passage[i, 2]
-            if init != 0:
-                za, zb, _, _ = _normals4(start + i, 0, 0, 1, k0, k1, one)
-                x[j] = consts[K_INIT_THETA] * za
-                yy = consts[K_INIT_V] * zb
-                y[j] = -yy / lr if heavy else yy
-            else:
-                x[j] = theta[i, 0]
-                y[j] = mom[i, 0]
-            gr[j], L[j] = _grad_loss_1(problem, x[j], lm[j], one)
-        rec = 0
-        if init != 0:
-            for j in range(nl):
-                kin, ine, sh = _observe_sums(heavy, y[j] * y[j], y[j] * gr[j], gr[j] * gr[j], L[j], half_lr, h2_8, one)
-                i0[j] = ine
-                fpa[j] = -1
-                fpb[j] = -1
-                fpc[j] = -1
-                _accumulate(acc, 0, ine, kin, L[j], sh)
-            rec = 1
-        else:
-            for j in range(nl):
-                i0[j] = inertia0[c_lo + j]
-        # steps until the next recorded state (a countdown: no integer division per step)
-        until_rec = record_every - (step_begin + 1) % record_every
-        if until_rec == record_every:
-            until_rec = 0
-        for n in range(step_begin, step_end):
-            lane = n & 3
-            if noisy != 0 and (lane == 0 or n == step_begin):
-                # integer Philox for all lanes first (independent, pipelined), then the transform
-                quad = np.uint64(n >> 2)
-                for j in range(nl):
-                    w[0, j], w[1, j], w[2, j], w[3, j] = philox4x32(np.uint64(start + c_lo + j), quad, np.uint64(0),
-                                                                    np.uint64(0), k0, k1)
-                for j in range(nl):
-                    z[0, j], z[1, j] = box_muller(w[0, j], w[1, j], one)
-                    z[2, j], z[3, j] = box_muller(w[2, j], w[3, j], one)
-            r = n - step_begin
-            ca = coef[r, 0]
-            cb = coef[r, 1]
-            cc = coef[r, 2]
-            if heavy:
-                for j in range(nl):
-                    s = cb
-                    if loss_scaled:
-                        s = s * math.sqrt(_clamp0(L[j], one))
-                    gg = gr[j] + s * z[lane, j]
-                    y[j] = ca * y[j] + gg
-                    x[j] = x[j] - lr * y[j]
-                    gr[j], L[j] = _grad_loss_1(problem, x[j], lm[j], one)
-            elif integrator == 1:
-                for j in range(nl):
-                    sg = cb
-                    if loss_scaled:
-                        sg = (sg * math.sqrt(_clamp0(L[j], one))) * cc
-                    xn = x[j] + h * y[j]
-                    y[j] = ((y[j] - h * gr[j]) - ca * y[j]) + sg * z[lane, j]
-                    x[j] = xn
-                    gr[j], L[j] = _grad_loss_1(problem, x[j], lm[j], one)
-            elif integrator == 2:
-                for j in range(nl):
-                    yj = y[j] - half_h * gr[j]
-                    xj = x[j] + h * yj
-                    g1, l1 = _grad_loss_1(problem, xj, lm[j], one)
-                    yj = yj - half_h * g1
-                    sg = cc
-                    if loss_scaled:
-                        sg = (sg * math.sqrt(_clamp0(l1, one))) * cb
-                    y[j] = ca * yj + sg * z[lane, j]
-                    x[j] = xj
-                    gr[j], L[j] = g1, l1
-            else:
-                for j in range(nl):
-                    yj = y[j] - half_h * gr[j]
-                    xj = x[j] + half_h * yj
-                    sg = cc
-                    if loss_scaled:
-                        _, l_mid = _grad_loss_1(problem, xj, lm[j], one)
-                        sg = (sg * math.sqrt(_clamp0(l_mid, one))) * cb
-                    yj = ca * yj + sg * z[lane, j]
-                    xj = xj + half_h * yj
-                    g1, l1 = _grad_loss_1(problem, xj, lm[j], one)
-                    y[j] = yj - half_h * g1
-                    x[j] = xj
-                    gr[j], L[j] = g1, l1
-            if until_rec != 0:
-                until_rec -= 1
-            else:
-                until_rec = record_every - 1
-                m = n + 1
-                for j in range(nl):
-                    kin, ine, sh = _observe_sums(heavy, y[j] * y[j], y[j] * gr[j], gr[j] * gr[j], L[j],
-                                                 half_lr, h2_8, one)
-                    if fpa[j] < 0 and ine <= thr_a * i0[j]:
-                        fpa[j] = m
-                    if fpb[j] < 0 and ine <= thr_b * i0[j]:
-                        fpb[j] = m
-                    if fpc[j] < 0 and ine <= thr_c * i0[j]:
-                        fpc[j] = m
-                    _accumulate(acc, rec, ine, kin, L[j], sh)
-                rec += 1
-        for j in range(nl):
-            i = c_lo + j
-            theta[i, 0] = x[j]
-            mom[i, 0] = y[j]
-            inertia0[i] = i0[j]
-            first_passage[i, 0] = fpa[j]
-            first_passage[i, 1] = fpb[j]
-            first_passage[i, 2] = fpc[j]
-
-
-@njit(inline="always")  # in the innermost loop: inlined at the numba IR level, as if written there
-def _first_passage(fp0, fp1, fp2, ine, i0, consts, m):
-    """First recorded step m with I <= f I_0 for each of the three fractions (-1: not yet)."""
-    if fp0 < 0 and ine <= consts[K_FRAC] * i0:
-        fp0 = m
-    if fp1 < 0 and ine <= consts[K_FRAC + 1] * i0:
-        fp1 = m
-    if fp2 < 0 and ine <= consts[K_FRAC + 2] * i0:
-        fp2 = m
-    return fp0, fp1, fp2
-
-
-@njit(inline="always")
-def _accumulate(acc, rec, ine, kin, L, sh):
-    """Add one trajectory to its group's float64 sums at record `rec`; non-finite inertia is left out."""
-    if math.isfinite(ine):
-        ie = np.float64(ine)
-        acc[rec, 0] += 1.0
-        acc[rec, 1] += ie
-        acc[rec, 2] += np.float64(kin)
-        acc[rec, 3] += np.float64(L)
-        acc[rec, 4] += np.float64(sh)
-        acc[rec, 5] += ie * ie
-
-
-@njit
-def _observe_row(heavy, v, g, L, half_lr, h2_8, one):
-    d = v.shape[0]
-    vv = cast_like(0.0, one)
-    vg = vv
-    gg = vv
-    for j in range(d):
-        vv += v[j] * v[j]
-        vg += v[j] * g[j]
-        gg += g[j] * g[j]
-    return _observe_sums(heavy, vv, vg, gg, L, half_lr, h2_8, one)
-
-
-@njit(inline="always")
-def _observe_sums(heavy, vv, vg, gg, L, half_lr, h2_8, one):
-    """(kinetic, inertia, shadow) from |v|^2, <v, grad L>, |grad L|^2 (docs/CONVENTIONS.md, "What is recorded")."""
-    if heavy:
-        kin = half_lr * vv
-        ine = kin + L
-        return kin, ine, ine + half_lr * vg
-    kin = cast_like(0.5, one) * vv
-    ine = kin + L
-    return kin, ine, ine - h2_8 * gg
+    lo = grp * GROUP
+    n_active = min(GROUP, count - lo)
+    base = np.uint64(start + lo)
+    lam_shared = lam.shape[0] == 1
+    for j in range(GROUP):
+        src = min(lo + j, count - 1)  # padding lanes copy the last trajectory and are never stored or summed
+        for k in range(dim):
+            lm[k, j] = lam[0, k] if lam_shared else lam[src, k]
+            lm64[k, j] = np.float64(lm[k, j])
+        if init == 0:
+            for k in range(dim):
+                th[k, j] = theta[src, k]
+                v[k, j] = mom[src, k]
+            for f in range(3):
+                s[(R_FP + f) * GROUP + j] = np.float64(first_passage[src, f])
+                s[(R_THR + f) * GROUP + j] = obs[O_FRAC + f] * inertia0[src]
+    if init != 0:
+        for k in range(dim):
+            _draw(z, k, base, np.uint64(0), np.uint64(TAG_INIT), k0, k1, w, one)
+            for j in range(GROUP):
+                th[k, j] = consts[K_INIT_THETA] * z[0, k, j]
+                yy = consts[K_INIT_V] * z[1, k, j]
+                v[k, j] = -yy / lr if heavy else yy
+        s[R_FP * GROUP:(R_FP + 3) * GROUP] = -1.0
+        s[R_THR * GROUP:(R_THR + 3) * GROUP] = -np.inf  # no first passage at step 0
+        _record(init_row, 0, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active)
+        for j in range(GROUP):
+            for f in range(3):
+                s[(R_THR + f) * GROUP + j] = obs[O_FRAC + f] * s[R_INE * GROUP + j]
+        for j in range(n_active):
+            inertia0[lo + j] = s[R_INE * GROUP + j]
+    _grad_loss(problem, th, lm, g, L, one)
+    if noisy == 0:
+        z[:] = 0
+    for n in range(step_begin, step_end):
+        lane = n & 3
+        if noisy != 0 and (lane == 0 or n == step_begin):
+            for k in range(dim):
+                _draw(z, k, base, np.uint64(n >> 2), np.uint64(TAG_STEP), k0, k1, w, one)
+        r = n - step_begin
+        _step(integrator, problem, loss_scaled, coef[r, 0], coef[r, 1], coef[r, 2], lr, h, half_h, th, v, g, L, lm,
+              z, lane, sc, one)
+        row = rec_row[r]
+        if row >= 0:
+            _record(row, n + 1, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active)
+    for j in range(n_active):
+        i = lo + j
+        for k in range(dim):
+            theta[i, k] = th[k, j]
+            mom[i, k] = v[k, j]
+        for f in range(3):
+            first_passage[i, f] = np.int32(s[(R_FP + f) * GROUP + j])

@@ -14,7 +14,8 @@ code with no dead branches (codes: inertia_gpu/spec.py, copied below):
     DIM, DIMP      dimension and its next power of two (tile width; padding coordinates stay exactly 0)
     TPT, WIDTH     trajectories per thread and threads per program (WIDTH = 32 num_warps): a program
                    owns BLOCK = TPT * WIDTH consecutive trajectories, thread t the TPT consecutive ones
-                   t * TPT .. t * TPT + TPT - 1
+                   t * TPT .. t * TPT + TPT - 1. TPT = WIDTH = 1 is the wide layout for large DIM:
+                   one trajectory per program, its coordinates spread over the program's threads
     GUARD          per-step window guards (needed unless step_begin and step_end are multiples of 4)
 
 The working dtype (float32 or float64) is the element type of the state pointers.
@@ -46,7 +47,10 @@ each thread adds its TPT trajectories in order, then the 64 / TPT lanes of
 the group combine by a butterfly of warp shuffles (no shared memory, no
 barrier). The group sums are therefore identical for any chunking, window
 cut or rank count (a group is always reduced by the same code); changing TPT
-(the block size at fixed warps) may change their last bits.
+(the block size at fixed warps) may change their last bits. In the wide
+layout (one trajectory per program) the kernel writes per-trajectory rows
+and the launcher sums each group by a fixed pairwise tree of elementwise
+adds (again independent of chunking).
 
 Floating-point contraction. The launcher compiles with
 enable_fp_fusion=False: every product and sum is rounded as the torch
@@ -56,12 +60,12 @@ drifting by an FMA's extra precision. Fusion would be faster by a few
 instructions per step and statistically equivalent, but it would no longer
 be the reference's arithmetic.
 
-Scalars that the reference forms in Python double and then rounds to the
-working dtype (lr, 0.5 lr, constant-schedule noise scales, ...) arrive
-precomputed in the coefficient vector `coef` (working dtype, see COEF_*
-below); the float64 observables take their own float64 scalars from `obs`
-(OBS_*). Nesterov schedules compute their per-step scalars in the working
-dtype in the same order of operations as the reference.
+Every scalar the dynamics multiplies by comes from the coefficient table
+(inertia_gpu/coefficients.py, formed once in float64 and rounded once): the
+constants `coef` (CONST_*) and the per-step rows `step` (STEP_*; one row for
+a constant schedule, one per step of the window for nesterov), so the kernel
+does only per-trajectory arithmetic, in the reference's order. The float64
+observables take their float64 scalars from `obs` (OBS_*).
 """
 import triton
 import triton.language as tl
@@ -95,27 +99,30 @@ SPECTRUM_UNIFORM: tl.constexpr = tl.constexpr(1)
 SPECTRUM_LOGUNIFORM: tl.constexpr = tl.constexpr(2)
 SPECTRUM_LOGNORMAL: tl.constexpr = tl.constexpr(3)
 
-# coefficient vector layout (working dtype)
-COEF_LR_H: tl.constexpr = tl.constexpr(0)  # lr (heavy ball) | h = dt (continuous)
-COEF_MU: tl.constexpr = tl.constexpr(1)  # constant schedule: mu (heavy ball) | c1 = exp(-gamma h) (leapfrog, baoab) | h*gamma (euler)
-COEF_S: tl.constexpr = tl.constexpr(2)  # constant schedule, additive/temperature: s (heavy ball) | sigma sqrt(h) (euler) | sigma sqrt(vf) (O-step)
-COEF_NOISE: tl.constexpr = tl.constexpr(3)  # noise (loss-scaled factor; additive sigma for nesterov O-step)
-COEF_HALF: tl.constexpr = tl.constexpr(4)  # 0.5 lr | 0.5 h
-COEF_R: tl.constexpr = tl.constexpr(5)  # nesterov r
-COEF_T: tl.constexpr = tl.constexpr(6)  # temperature
-COEF_INIT_THETA: tl.constexpr = tl.constexpr(7)
-COEF_INIT_V: tl.constexpr = tl.constexpr(8)
-COEF_SHADOW: tl.constexpr = tl.constexpr(9)  # h^2 / 8
-COEF_SPEC_A: tl.constexpr = tl.constexpr(10)  # a | log a | m
-COEF_SPEC_B: tl.constexpr = tl.constexpr(11)  # b - a | log b - log a | s
-COEF_SQRT_H: tl.constexpr = tl.constexpr(12)  # sqrt(h)
-COEF_SQRT_VF: tl.constexpr = tl.constexpr(13)  # constant O-step sqrt((1 - e^{-2 gamma h}) / (2 gamma))
-N_COEF = 16
-COEF_INDEX = {k: int(v.value) for k, v in dict(globals()).items() if k.startswith("COEF_")}
+# the coefficient table (copies of inertia_gpu/coefficients.py Const and Step; tests check them):
+# constants, working dtype, formed once on the host in float64 and rounded once
+CONST_LR: tl.constexpr = tl.constexpr(0)
+CONST_HALF_LR: tl.constexpr = tl.constexpr(1)
+CONST_H: tl.constexpr = tl.constexpr(2)
+CONST_HALF_H: tl.constexpr = tl.constexpr(3)
+CONST_SQRT_H: tl.constexpr = tl.constexpr(4)
+CONST_SHADOW: tl.constexpr = tl.constexpr(5)
+CONST_NOISE: tl.constexpr = tl.constexpr(6)
+CONST_TEMPERATURE: tl.constexpr = tl.constexpr(7)
+CONST_NESTEROV_R: tl.constexpr = tl.constexpr(8)
+CONST_INIT_THETA_STD: tl.constexpr = tl.constexpr(9)
+CONST_INIT_VELOCITY_STD: tl.constexpr = tl.constexpr(10)
+CONST_SPECTRUM_A: tl.constexpr = tl.constexpr(11)
+CONST_SPECTRUM_B: tl.constexpr = tl.constexpr(12)
+# per-step columns (one row for a constant schedule, else one per step of the window)
+STEP_DECAY: tl.constexpr = tl.constexpr(0)  # mu_n | h gamma_n | e^{-gamma_n h}
+STEP_XI: tl.constexpr = tl.constexpr(1)  # the multiplier of xi (loss-scaled: noise)
+STEP_SPREAD: tl.constexpr = tl.constexpr(2)  # 1 | sqrt(h) | sqrt(vf_n) (loss-scaled: (XI sqrt(L)) SPREAD)
+N_STEP_COLUMNS: tl.constexpr = tl.constexpr(3)
 
 # float64 scalars of the observables (the `obs` vector)
-OBS_KINETIC: tl.constexpr = tl.constexpr(0)  # 0.5 lr (heavy ball: K = 0.5 lr |b|^2) | 0.5 (continuous)
-OBS_SHADOW: tl.constexpr = tl.constexpr(1)  # 0.5 lr (heavy ball: + 0.5 lr b.g) | h^2 / 8 (continuous: - h^2/8 |g|^2)
+OBS_KINETIC: tl.constexpr = tl.constexpr(0)  # coefficients Obs.HALF_LR (heavy ball: K = lr/2 |b|^2) | 0.5 (continuous)
+OBS_SHADOW: tl.constexpr = tl.constexpr(1)  # Obs.HALF_LR (heavy ball: + lr/2 b.g) | Obs.SHADOW = h^2/8 (continuous: - h^2/8 |g|^2)
 OBS_DIVERGE: tl.constexpr = tl.constexpr(2)  # min(diverge_above, largest float64): non-finite inertia always diverges
 OBS_NAN: tl.constexpr = tl.constexpr(3)  # a NaN: the state of a diverged trajectory (a constexpr NaN breaks jit caching)
 N_OBS = 4
@@ -145,39 +152,53 @@ def _group_sum(x, TPT: tl.constexpr, WIDTH: tl.constexpr):
 
 
 @triton.jit
-def _shift(x, cols, DIM: tl.constexpr, OFFSET: tl.constexpr):
-    """out[:, i, :] = x[:, i + OFFSET, :] (0 where i + OFFSET is outside [0, DIM)); exact (adds zeros).
+def _shift(x, cols, row_buf, DIM: tl.constexpr, OFFSET: tl.constexpr):
+    """out[:, i, :] = x[:, i + OFFSET, :] (0 where i + OFFSET is outside [0, DIM)); exact.
 
-    The coordinates are in-thread, so the masks are compile-time constants per register and the
-    selects fold away: O(DIM) adds, not O(DIM^2).
+    x holds values of the working dtype (theta, or theta converted to float64). Coordinates in-thread
+    (TPT/WIDTH layout): the masks are compile-time constants per register and the selects fold away,
+    O(DIM) adds of zeros. The wide layout (coordinates across the threads of the program, row_buf this
+    trajectory's row of theta_out, written only at the end): through memory, between CTA barriers,
+    so compile time does not grow with DIM.
     """
-    out = tl.zeros_like(x)
-    for j in tl.static_range(DIM):
-        if (j - OFFSET >= 0) and (j - OFFSET < DIM):
-            col = tl.sum(tl.where(cols == j, x, 0.0), axis=1)
-            out = tl.where(cols == j - OFFSET, col[:, None, :], out)
+    if x.shape[0] * x.shape[2] == 1:
+        tl.debug_barrier()  # earlier readers of the row are done
+        tl.store(row_buf + cols, x.to(row_buf.dtype.element_ty), mask=cols < DIM)
+        tl.debug_barrier()  # the row is written
+        src = cols + OFFSET
+        inside = (src >= 0) & (src < DIM) & (cols < DIM)  # padding columns stay exactly 0
+        out = tl.load(row_buf + src, mask=inside, other=0.0).to(x.dtype)
+    else:
+        out = tl.zeros_like(x)
+        for j in tl.static_range(DIM):
+            if (j - OFFSET >= 0) and (j - OFFSET < DIM):
+                col = tl.sum(tl.where(cols == j, x, 0.0), axis=1)
+                out = tl.where(cols == j - OFFSET, col[:, None, :], out)
     return out
 
 
 @triton.jit
-def _grad(theta, lam, cols, PROBLEM: tl.constexpr, DIM: tl.constexpr):
+def _grad(theta, lam, cols, row_buf, PROBLEM: tl.constexpr, DIM: tl.constexpr):
     if PROBLEM == QUADRATIC:
         g = lam * theta
     elif PROBLEM == DOUBLE_WELL:
         g = theta * (theta * theta - 1.0)
     else:
         # chained Rosenbrock: r_i = theta_{i+1} - theta_i^2 for i < DIM - 1
-        y = _shift(theta, cols, DIM, 1)
+        y = _shift(theta, cols, row_buf, DIM, 1)
         r = y - theta * theta
         a = -400.0 * theta * r - 2.0 * (1.0 - theta)
         a = tl.where(cols < DIM - 1, a, 0.0)
-        b = _shift(200.0 * r, cols, DIM, -1)  # 200 r_{i-1}, zero at i = 0
+        # 200 r_{i-1} = 200 (theta_i - theta_{i-1}^2), zero at i = 0: the same operations as r at i - 1,
+        # from a shift of theta (exact through a working-dtype buffer), not of r
+        x = _shift(theta, cols, row_buf, DIM, -1)
+        b = tl.where(cols >= 1, 200.0 * (theta - x * x), 0.0)
         g = a + b
     return g
 
 
 @triton.jit
-def _loss(theta, lam, cols, PROBLEM: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr):
+def _loss(theta, lam, cols, row_buf, PROBLEM: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr):
     """Per-trajectory loss [TPT, WIDTH] in the dtype of theta."""
     if PROBLEM == QUADRATIC:
         out = 0.5 * _coord_sum(lam * theta * theta)
@@ -188,7 +209,7 @@ def _loss(theta, lam, cols, PROBLEM: tl.constexpr, DIM: tl.constexpr, PAD: tl.co
             ww = tl.where(cols < DIM, ww, 0.0)
         out = 0.25 * _coord_sum(ww)
     else:
-        y = _shift(theta, cols, DIM, 1)
+        y = _shift(theta, cols, row_buf, DIM, 1)
         r = y - theta * theta
         one_m = 1.0 - theta
         t = 100.0 * (r * r) + one_m * one_m
@@ -201,14 +222,14 @@ def _loss(theta, lam, cols, PROBLEM: tl.constexpr, DIM: tl.constexpr, PAD: tl.co
 
 
 @triton.jit
-def _observe64(theta, mom, lam, cols, kin_c, shadow_c, PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr,
+def _observe64(theta, mom, lam, cols, row_buf, kin_c, shadow_c, PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr,
                DIM: tl.constexpr, PAD: tl.constexpr):
     """(inertia, kinetic, loss, shadow) per trajectory [TPT, WIDTH] in float64, as reference.Model.observe."""
     t64 = theta.to(tl.float64)
     m64 = mom.to(tl.float64)
     l64 = lam.to(tl.float64)
-    loss = _loss(t64, l64, cols, PROBLEM, DIM, PAD)
-    g64 = _grad(t64, l64, cols, PROBLEM, DIM)
+    loss = _loss(t64, l64, cols, row_buf, PROBLEM, DIM, PAD)
+    g64 = _grad(t64, l64, cols, row_buf, PROBLEM, DIM)
     kinetic = kin_c * _coord_sum(m64 * m64)
     inertia = kinetic + loss
     if INTEGRATOR == HEAVY_BALL:
@@ -229,16 +250,27 @@ def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, 
     i64 = tl.where(kept, inertia, zero)
     base = partials_ptr + (row.to(tl.int64) * n_groups + grp) * N_QUANTITIES
     gmask = grp < n_groups
-    tl.store(base + 0, _group_sum(kept.to(tl.int32), TPT, WIDTH).to(tl.float64), mask=gmask)
-    tl.store(base + 1, _group_sum(i64, TPT, WIDTH), mask=gmask)
-    tl.store(base + 2, _group_sum(tl.where(kept, kinetic, zero), TPT, WIDTH), mask=gmask)
-    tl.store(base + 3, _group_sum(tl.where(kept, loss, zero), TPT, WIDTH), mask=gmask)
-    tl.store(base + 4, _group_sum(tl.where(kept, shadow, zero), TPT, WIDTH), mask=gmask)
-    tl.store(base + 5, _group_sum(i64 * i64, TPT, WIDTH), mask=gmask)
+    if TPT * WIDTH < GROUP:
+        # the wide layout (one trajectory per program): per-trajectory rows, summed into groups by the
+        # launcher in a fixed pairwise order
+        base = tl.reshape(base, [1, 1])
+        tl.store(base + 0, kept.to(tl.float64))
+        tl.store(base + 1, i64)
+        tl.store(base + 2, tl.where(kept, kinetic, zero))
+        tl.store(base + 3, tl.where(kept, loss, zero))
+        tl.store(base + 4, tl.where(kept, shadow, zero))
+        tl.store(base + 5, i64 * i64)
+    else:
+        tl.store(base + 0, _group_sum(kept.to(tl.int32), TPT, WIDTH).to(tl.float64), mask=gmask)
+        tl.store(base + 1, _group_sum(i64, TPT, WIDTH), mask=gmask)
+        tl.store(base + 2, _group_sum(tl.where(kept, kinetic, zero), TPT, WIDTH), mask=gmask)
+        tl.store(base + 3, _group_sum(tl.where(kept, loss, zero), TPT, WIDTH), mask=gmask)
+        tl.store(base + 4, _group_sum(tl.where(kept, shadow, zero), TPT, WIDTH), mask=gmask)
+        tl.store(base + 5, _group_sum(i64 * i64, TPT, WIDTH), mask=gmask)
 
 
 @triton.jit
-def _record(theta, mom, g, lam, cols, n, row, inertia0, fp0, fp1, fp2, partials_ptr, grp, n_groups, valid,
+def _record(theta, mom, g, lam, cols, row_buf, n, row, inertia0, fp0, fp1, fp2, partials_ptr, grp, n_groups, valid,
             kin_c, shadow_c, diverge, nan64, PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, DIM: tl.constexpr,
             PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr):
     """Statistics of the state at recorded step n (partial-sum row `row`), divergence, first passage.
@@ -246,7 +278,7 @@ def _record(theta, mom, g, lam, cols, n, row, inertia0, fp0, fp1, fp2, partials_
     `diverge` is min(diverge_above, largest float64), so the one compare `I <= diverge` is false for
     NaN, for +inf and above the bound.
     """
-    inertia, kinetic, loss, shadow = _observe64(theta, mom, lam, cols, kin_c, shadow_c, PROBLEM, INTEGRATOR,
+    inertia, kinetic, loss, shadow = _observe64(theta, mom, lam, cols, row_buf, kin_c, shadow_c, PROBLEM, INTEGRATOR,
                                                 DIM, PAD)
     ok = inertia <= diverge
     _store_sums(partials_ptr, row, grp, n_groups, valid & ok, inertia, kinetic, loss, shadow, TPT, WIDTH)
@@ -269,143 +301,101 @@ def _record(theta, mom, g, lam, cols, n, row, inertia0, fp0, fp1, fp2, partials_
 
 
 @triton.jit
-def _neg_expm1(x):
-    """-(e^x - 1), accurate for small |x| (Kahan: (u - 1) x / log u)."""
-    u = tl.exp(x)
-    um1 = u - 1.0
-    em1 = tl.where(u == 1.0, x, tl.where(um1 == -1.0, -1.0, um1 * x / tl.log(u)))
-    return -em1
-
-
-@triton.jit
-def _ou(v, xi, theta, lam, cols, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf,
-        PROBLEM: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr, NOISY: tl.constexpr,
-        DIM: tl.constexpr, PAD: tl.constexpr):
-    """Exact Ornstein-Uhlenbeck step v <- c1 v + c2 xi (reference.Model.ou_step)."""
-    if SCHEDULE == CONSTANT:
-        out = c_mu * v
-        if NOISY:
-            if NOISE_MODEL == LOSS_SCALED:
-                loss = _loss(theta, lam, cols, PROBLEM, DIM, PAD)
-                sigma = noise_c * tl.sqrt(tl.where(loss < 0.0, 0.0, loss))
-                out = out + (sigma * sqrt_vf)[:, None, :] * xi
-            else:
-                out = out + c_s * xi
+def _xi_scale(theta, lam, cols, row_buf, xi_c, spread, PROBLEM: tl.constexpr, NOISE_MODEL: tl.constexpr,
+              DIM: tl.constexpr, PAD: tl.constexpr):
+    """What multiplies xi: the table's XI, or (XI sqrt(max(L, 0))) SPREAD for loss-scaled noise."""
+    if NOISE_MODEL == LOSS_SCALED:
+        loss = _loss(theta, lam, cols, row_buf, PROBLEM, DIM, PAD)
+        out = ((xi_c * tl.sqrt(tl.where(loss < 0.0, 0.0, loss))) * spread)[:, None, :]
     else:
-        nf = n.to(v.dtype)
-        mu = nf / (nf + r_c)
-        gamma = (1.0 - mu) / h
-        c1 = tl.exp(-gamma * h)
-        out = c1 * v
-        if NOISY:
-            vf = tl.where(gamma > 0.0, _neg_expm1(-2.0 * gamma * h) / (2.0 * gamma), h)
-            sq = tl.sqrt(vf)
-            if NOISE_MODEL == LOSS_SCALED:
-                loss = _loss(theta, lam, cols, PROBLEM, DIM, PAD)
-                sigma = noise_c * tl.sqrt(tl.where(loss < 0.0, 0.0, loss))
-                out = out + (sigma * sq)[:, None, :] * xi
-            elif NOISE_MODEL == TEMPERATURE:
-                sigma = tl.sqrt(2.0 * gamma * temp_c)
-                out = out + (sigma * sq) * xi
-            else:
-                out = out + (noise_c * sq) * xi
+        out = xi_c
     return out
 
 
 @triton.jit
-def _advance(theta, mom, g, lam, xi, cols, n, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf,
-             PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr,
-             NOISE_MODEL: tl.constexpr, NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr):
-    """State n -> n + 1 (docs/CONVENTIONS.md, Dynamics).
+def _ou(v, xi, theta, lam, cols, row_buf, decay, xi_c, spread, PROBLEM: tl.constexpr, NOISE_MODEL: tl.constexpr,
+        NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr):
+    """The exact Ornstein-Uhlenbeck step v <- DECAY v + scale xi (reference.Model.step, letter O)."""
+    out = decay * v
+    if NOISY:
+        out = out + _xi_scale(theta, lam, cols, row_buf, xi_c, spread, PROBLEM, NOISE_MODEL, DIM, PAD) * xi
+    return out
+
+
+@triton.jit
+def _advance(theta, mom, g, lam, xi, cols, row_buf, lr, h, half_h, decay, xi_c, spread,
+             PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, NOISE_MODEL: tl.constexpr, NOISY: tl.constexpr,
+             DIM: tl.constexpr, PAD: tl.constexpr):
+    """State n -> n + 1 with the step's table scalars (reference.Model.step: the same operations in order).
 
     Leapfrog and BAOAB carry g = grad L(theta) in and out (their closing half-kick's gradient opens the
     next step); heavy ball and Euler compute it at the start of the step and carry nothing (g = 0.0),
     which saves a register per coordinate.
     """
-    if INTEGRATOR == HEAVY_BALL:
-        lr = lr_h
-        if SCHEDULE == CONSTANT:
-            mu = c_mu
-        else:
-            nf = n.to(theta.dtype)
-            mu = nf / (nf + r_c)
-        g = _grad(theta, lam, cols, PROBLEM, DIM)  # at the start: nothing is carried across steps
-        gn = g
+    if INTEGRATOR == HEAVY_BALL:  # M: torch.optim.SGD's convention
+        g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM)
         if NOISY:
-            if NOISE_MODEL == LOSS_SCALED:
-                loss = _loss(theta, lam, cols, PROBLEM, DIM, PAD)
-                s = noise_c * tl.sqrt(tl.where(loss < 0.0, 0.0, loss))
-                gn = g + s[:, None, :] * xi
-            elif NOISE_MODEL == TEMPERATURE and SCHEDULE == NESTEROV:
-                friction = (1.0 - mu) / lr
-                gn = g + tl.sqrt(2.0 * friction * temp_c) * xi
-            else:
-                gn = g + c_s * xi
-        mom = mu * mom + gn
+            g = g + _xi_scale(theta, lam, cols, row_buf, xi_c, spread, PROBLEM, NOISE_MODEL, DIM, PAD) * xi
+        mom = decay * mom + g
         theta = theta - lr * mom
         g = 0.0
-    elif INTEGRATOR == EULER:
-        h = lr_h
-        if SCHEDULE == CONSTANT:
-            hg = c_mu
-        else:
-            nf = n.to(theta.dtype)
-            mu = nf / (nf + r_c)
-            gamma = (1.0 - mu) / h
-            hg = h * gamma
-        g = _grad(theta, lam, cols, PROBLEM, DIM)
-        new_mom = mom - h * g - hg * mom
+    elif INTEGRATOR == EULER:  # E
+        g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM)
+        new_mom = mom - h * g - decay * mom
         if NOISY:
-            if NOISE_MODEL == LOSS_SCALED:
-                loss = _loss(theta, lam, cols, PROBLEM, DIM, PAD)
-                sigma = noise_c * tl.sqrt(tl.where(loss < 0.0, 0.0, loss))
-                new_mom = new_mom + (sigma * sqrt_h)[:, None, :] * xi
-            elif NOISE_MODEL == TEMPERATURE and SCHEDULE == NESTEROV:
-                new_mom = new_mom + (tl.sqrt(2.0 * gamma * temp_c) * sqrt_h) * xi
-            else:
-                new_mom = new_mom + c_s * xi
+            new_mom = new_mom + _xi_scale(theta, lam, cols, row_buf, xi_c, spread, PROBLEM, NOISE_MODEL, DIM,
+                                          PAD) * xi
         theta = theta + h * mom
         mom = new_mom
         g = 0.0
     elif INTEGRATOR == LEAPFROG:  # B A B O
-        h = lr_h
-        mom = mom - half * g
+        mom = mom - half_h * g
         theta = theta + h * mom
-        g = _grad(theta, lam, cols, PROBLEM, DIM)
-        mom = mom - half * g
-        mom = _ou(mom, xi, theta, lam, cols, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf, PROBLEM, SCHEDULE,
-                  NOISE_MODEL, NOISY, DIM, PAD)
+        g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM)
+        mom = mom - half_h * g
+        mom = _ou(mom, xi, theta, lam, cols, row_buf, decay, xi_c, spread, PROBLEM, NOISE_MODEL, NOISY, DIM, PAD)
     else:  # baoab: B A O A B
-        h = lr_h
-        mom = mom - half * g
-        theta = theta + half * mom
-        mom = _ou(mom, xi, theta, lam, cols, n, h, c_mu, c_s, noise_c, r_c, temp_c, sqrt_vf, PROBLEM, SCHEDULE,
-                  NOISE_MODEL, NOISY, DIM, PAD)
-        theta = theta + half * mom
-        g = _grad(theta, lam, cols, PROBLEM, DIM)
-        mom = mom - half * g
+        mom = mom - half_h * g
+        theta = theta + half_h * mom
+        mom = _ou(mom, xi, theta, lam, cols, row_buf, decay, xi_c, spread, PROBLEM, NOISE_MODEL, NOISY, DIM, PAD)
+        theta = theta + half_h * mom
+        g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM)
+        mom = mom - half_h * g
     return theta, mom, g
 
 
 @triton.jit
-def _step(theta, mom, g, lam, xi, cols, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp, n_groups,
-          valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, kin_c, shadow_c, diverge, nan64,
+def _step(theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp, n_groups,
+          valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c, diverge, nan64,
           PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
           NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr):
-    """One step n -> n + 1 plus, when the table says n + 1 is recorded, its statistics."""
-    theta, mom, g = _advance(theta, mom, g, lam, xi, cols, n, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c,
-                             sqrt_h, sqrt_vf, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD)
+    """One step n -> n + 1 plus, when the table says n + 1 is recorded, its statistics.
+
+    The step's scalars: the constant row (decay0, xi0, spread0) or, for a nesterov schedule, row n - lo
+    of the window's table.
+    """
+    if SCHEDULE == NESTEROV:
+        at = step_ptr + (n - lo) * N_STEP_COLUMNS
+        decay = tl.load(at + STEP_DECAY)
+        xi_c = tl.load(at + STEP_XI)
+        spread = tl.load(at + STEP_SPREAD)
+    else:
+        decay = decay0
+        xi_c = xi0
+        spread = spread0
+    theta, mom, g = _advance(theta, mom, g, lam, xi, cols, row_buf, lr, h, half_h, decay, xi_c, spread,
+                             PROBLEM, INTEGRATOR, NOISE_MODEL, NOISY, DIM, PAD)
     row = tl.load(rec_ptr + (n + 1 - lo))
     if row >= 0:
-        theta, mom, g, fp0, fp1, fp2 = _record(theta, mom, g, lam, cols, n + 1, row, inertia0, fp0, fp1, fp2,
+        theta, mom, g, fp0, fp1, fp2 = _record(theta, mom, g, lam, cols, row_buf, n + 1, row, inertia0, fp0, fp1, fp2,
                                                partials_ptr, grp, n_groups, valid, kin_c, shadow_c, diverge, nan64,
                                                PROBLEM, INTEGRATOR, DIM, PAD, TPT, WIDTH)
     return theta, mom, g, fp0, fp1, fp2
 
 
 @triton.jit
-def _quad(theta, mom, g, lam, cols, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, fp0, fp1, fp2,
-          partials_ptr, grp, n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf,
+def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, fp0, fp1, fp2,
+          partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0,
           kin_c, shadow_c, diverge, nan64,
           PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
           NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr,
@@ -443,13 +433,13 @@ def _quad(theta, mom, g, lam, cols, colmask, traj_u32, q, lo, hi, seed, rec_ptr,
         if GUARD:
             if (n >= lo) & (n < hi):
                 theta, mom, g, fp0, fp1, fp2 = _step(
-                    theta, mom, g, lam, xi, cols, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp,
-                    n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, kin_c, shadow_c,
+                    theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp,
+                    n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c,
                     diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH)
         else:
             theta, mom, g, fp0, fp1, fp2 = _step(
-                theta, mom, g, lam, xi, cols, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp,
-                n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf, kin_c, shadow_c,
+                theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp,
+                n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c,
                 diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH)
     return theta, mom, g, fp0, fp1, fp2
 
@@ -461,7 +451,7 @@ def _quad(theta, mom, g, lam, cols, colmask, traj_u32, q, lo, hi, seed, rec_ptr,
 def ensemble_kernel(
     theta_in, mom_in, inertia0_in, fp_in,
     theta_out, mom_out, inertia0_out, fp_out,
-    lam_ptr, coef_ptr, obs_ptr, rec_ptr, partials_ptr,
+    lam_ptr, coef_ptr, step_ptr, obs_ptr, rec_ptr, partials_ptr,
     start, count, n_groups, step_begin, step_end, seed,
     PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
     NOISY: tl.constexpr, DRAWN_SPECTRUM: tl.constexpr, START_FROM_INIT: tl.constexpr,
@@ -495,17 +485,19 @@ def ensemble_kernel(
     offs2 = (pid.to(tl.int64) * TPT + i2) * WIDTH + t2
     offs_fp = (pid.to(tl.int64) * TPT + i2) * (3 * WIDTH) + t2
     traj_u32 = (start.to(tl.int64) + rows).to(tl.uint32)  # [TPT, 1, WIDTH]; Philox broadcasts it
-    grp = pid.to(tl.int64) * (BLOCK // GROUP) + tl.arange(0, BLOCK // GROUP).to(tl.int64)
+    if BLOCK < GROUP:  # the wide layout: one trajectory per program, `partials` holds per-trajectory rows
+        grp = pid.to(tl.int64) + tl.arange(0, 1).to(tl.int64)
+    else:
+        grp = pid.to(tl.int64) * (BLOCK // GROUP) + tl.arange(0, BLOCK // GROUP).to(tl.int64)
 
-    lr_h = tl.load(coef_ptr + COEF_LR_H)
-    c_mu = tl.load(coef_ptr + COEF_MU)
-    c_s = tl.load(coef_ptr + COEF_S)
-    noise_c = tl.load(coef_ptr + COEF_NOISE)
-    half = tl.load(coef_ptr + COEF_HALF)
-    r_c = tl.load(coef_ptr + COEF_R)
-    temp_c = tl.load(coef_ptr + COEF_T)
-    sqrt_h = tl.load(coef_ptr + COEF_SQRT_H)
-    sqrt_vf = tl.load(coef_ptr + COEF_SQRT_VF)
+    # the wide layout's shift buffer: this trajectory's row of theta_out (written only at the end)
+    row_buf = theta_out + pid.to(tl.int64) * DIM
+    lr = tl.load(coef_ptr + CONST_LR)
+    h = tl.load(coef_ptr + CONST_H)
+    half_h = tl.load(coef_ptr + CONST_HALF_H)
+    decay0 = tl.load(step_ptr + STEP_DECAY)  # row 0: every step's row when the schedule is constant
+    xi0 = tl.load(step_ptr + STEP_XI)
+    spread0 = tl.load(step_ptr + STEP_SPREAD)
     kin_c = tl.load(obs_ptr + OBS_KINETIC)
     shadow_c = tl.load(obs_ptr + OBS_SHADOW)
     diverge = tl.load(obs_ptr + OBS_DIVERGE)
@@ -516,8 +508,8 @@ def ensemble_kernel(
         if DRAWN_SPECTRUM == SPECTRUM_FIXED:
             lam = tl.load(lam_ptr + cols, mask=colmask, other=0.0).to(ACC)  # [1, DIMP, 1]: shared
         else:
-            spec_a = tl.load(coef_ptr + COEF_SPEC_A)
-            spec_b = tl.load(coef_ptr + COEF_SPEC_B)
+            spec_a = tl.load(coef_ptr + CONST_SPECTRUM_A)
+            spec_b = tl.load(coef_ptr + CONST_SPECTRUM_B)
             zero = tl.zeros([TPT, DIMP, WIDTH], dtype=tl.uint32)
             x0, x1, _x2, _x3 = tl.philox(seed, zero + traj_u32, zero, zero + cols.to(tl.uint32), zero + TAG_SPECTRUM)
             if DRAWN_SPECTRUM == SPECTRUM_UNIFORM:
@@ -535,20 +527,20 @@ def ensemble_kernel(
         zero = tl.zeros([TPT, DIMP, WIDTH], dtype=tl.uint32)
         z_theta, z_v, _z2, _z3 = philox_normals4(seed, zero + traj_u32, zero, zero + cols.to(tl.uint32), zero + TAG_INIT,
                                                  ACC)
-        theta = tl.where(colmask, tl.load(coef_ptr + COEF_INIT_THETA) * z_theta, 0.0)
-        v = tl.where(colmask, tl.load(coef_ptr + COEF_INIT_V) * z_v, 0.0)
+        theta = tl.where(colmask, tl.load(coef_ptr + CONST_INIT_THETA_STD) * z_theta, 0.0)
+        v = tl.where(colmask, tl.load(coef_ptr + CONST_INIT_VELOCITY_STD) * z_v, 0.0)
         if INTEGRATOR == HEAVY_BALL:
-            mom = -v / lr_h
+            mom = -v / lr
         else:
             mom = v
-        g = _grad(theta, lam, cols, PROBLEM, DIM) if CARRY_G else 0.0
-        inertia0, _k, _l, _s = _observe64(theta, mom, lam, cols, kin_c, shadow_c, PROBLEM, INTEGRATOR, DIM, PAD)
+        g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM) if CARRY_G else 0.0
+        inertia0, _k, _l, _s = _observe64(theta, mom, lam, cols, row_buf, kin_c, shadow_c, PROBLEM, INTEGRATOR, DIM, PAD)
         fp0 = tl.full([TPT, WIDTH], -1, dtype=tl.int32)
         fp1 = tl.full([TPT, WIDTH], -1, dtype=tl.int32)
         fp2 = tl.full([TPT, WIDTH], -1, dtype=tl.int32)
         row = tl.load(rec_ptr)
         if row >= 0:  # step 0 is recorded whenever the run starts (backends.base.recorded_in_window)
-            theta, mom, g, fp0, fp1, fp2 = _record(theta, mom, g, lam, cols, step_begin * 0, row, inertia0, fp0,
+            theta, mom, g, fp0, fp1, fp2 = _record(theta, mom, g, lam, cols, row_buf, step_begin * 0, row, inertia0, fp0,
                                                    fp1, fp2, partials_ptr, grp, n_groups, valid, kin_c, shadow_c,
                                                    diverge, nan64, PROBLEM, INTEGRATOR, DIM, PAD, TPT, WIDTH)
     else:
@@ -562,7 +554,7 @@ def ensemble_kernel(
         fp0 = tl.load(fp_in + offs_fp)
         fp1 = tl.load(fp_in + offs_fp + WIDTH)
         fp2 = tl.load(fp_in + offs_fp + 2 * WIDTH)
-        g = _grad(theta, lam, cols, PROBLEM, DIM) if CARRY_G else 0.0
+        g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM) if CARRY_G else 0.0
 
     lo = step_begin.to(tl.int64)
     hi = step_end.to(tl.int64)
@@ -572,8 +564,8 @@ def ensemble_kernel(
     q_last = (hi - 1) // 4  # inclusive; the window has at least one step
     while q <= q_last:
         theta, mom, g, fp0, fp1, fp2 = _quad(
-            theta, mom, g, lam, cols, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, fp0, fp1, fp2,
-            partials_ptr, grp, n_groups, valid, lr_h, c_mu, c_s, noise_c, half, r_c, temp_c, sqrt_h, sqrt_vf,
+            theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, fp0, fp1, fp2,
+            partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0,
             kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH,
             GUARD)
         q += 1

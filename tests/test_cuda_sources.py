@@ -22,9 +22,10 @@ import torch
 
 from inertia_gpu import rng
 from inertia_gpu.backends import cupy_backend
-from inertia_gpu.backends.base import FRACTIONS, ChunkState, n_groups, record_rows, recorded_in_window
+from inertia_gpu.backends.base import ChunkState, n_groups, recorded_in_window
 from inertia_gpu.optim import cuda_step
 from inertia_gpu.config import SimulationConfig
+from inertia_gpu.testing import HostCudaEnsemble
 
 NVCC = shutil.which("nvcc")
 CXX = shutil.which("g++") or shutil.which("c++")
@@ -187,125 +188,6 @@ def test_host_philox_equals_reference(tmp_path):
 
 # --- (c) the ensemble step math on the host -----------------------------------------------------
 
-ENSEMBLE_MAIN = r"""
-#include "ensemble.cu"
-#include <stdio.h>
-#include <stdlib.h>
-#include <vector>
-
-struct HostRecorder {
-    std::vector<double> *out;  // [R][count][5]: kept, I, K, L, S
-    long long count, t;
-    void operator()(long long r, bool kept, double I, double K, double L, double S) {
-        double *row = out->data() + (r * count + t) * 5;
-        row[0] = kept ? 1.0 : 0.0; row[1] = I; row[2] = K; row[3] = L; row[4] = S;
-    }
-};
-
-static double rd() { double x; if (scanf("%lf", &x) != 1) exit(3); return x; }
-static long long ri() { long long x; if (scanf("%lld", &x) != 1) exit(3); return x; }
-
-int main() {
-    IgParams P;
-    long long n_const = ri(), n_table = ri();
-    std::vector<ig_real> consts(n_const), table(n_table);
-    for (auto &x : consts) x = (ig_real)rd();
-    for (auto &x : table) x = (ig_real)rd();
-    P.consts = consts.data();
-    P.table = table.data();
-    P.table_stride = ri();
-    P.half_lr64 = rd(); P.shadow64 = rd(); P.diverge_above = rd();
-    P.k0 = (ig_u32)ri(); P.k1 = (ig_u32)ri();
-    long long start = ri(), count = ri();
-    P.step_begin = ri(); P.step_end = ri();
-    std::vector<int> rows(P.step_end - P.step_begin + 1);
-    for (auto &x : rows) x = (int)ri();
-    P.record_row = rows.data();
-    P.lam_stride = ri();
-    long long n_lam = ri(), records = ri(), init = ri();
-    std::vector<ig_real> lam(n_lam + 1), th(count * IG_DIM), mo(count * IG_DIM);
-    std::vector<double> i0(count);
-    std::vector<int> fp(count * 3);
-    for (long long i = 0; i < n_lam; ++i) lam[i] = (ig_real)rd();
-    P.lam = lam.data();
-    if (!init) {
-        for (auto &x : th) x = (ig_real)rd();
-        for (auto &x : mo) x = (ig_real)rd();
-        for (auto &x : i0) x = rd();
-        for (auto &x : fp) x = (int)ri();
-    }
-    std::vector<ig_real> tho(count * IG_DIM), moo(count * IG_DIM), work(3 * IG_DIM * count);
-    std::vector<double> i0o(count);
-    std::vector<int> fpo(count * 3);
-    std::vector<double> out(records * count * 5 + 1, 0.0);
-    for (long long t = 0; t < count; ++t) {
-        HostRecorder rec{&out, count, t};
-        ig_run_trajectory(P, (ig_u32)(start + t), t, true, init ? nullptr : th.data(), mo.data(), i0.data(), fp.data(),
-                          tho.data(), moo.data(), i0o.data(), fpo.data(), work.data(), count, rec);
-    }
-    for (long long i = 0; i < records * count * 5; ++i) printf("%.17e\n", out[i]);
-    for (auto x : tho) printf("%.17e\n", (double)x);
-    for (auto x : moo) printf("%.17e\n", (double)x);
-    for (auto x : i0o) printf("%.17e\n", x);
-    for (auto x : fpo) printf("%d\n", x);
-    return 0;
-}
-"""
-
-
-def _floats(values) -> str:
-    return " ".join(repr(float(x)) for x in values)
-
-
-def _host_window(exe: Path, config: SimulationConfig, start: int, count: int, step_begin: int, step_end: int,
-                 state: ChunkState | None):
-    """Run the host build of ensemble.cu; returns (per-trajectory obs [R, count, 5], ChunkState) in float64.
-
-    obs columns: kept (0/1), I, K, L, S. The kernel gets exactly what CupyEnsemble passes:
-    the coefficient table, the record-row table and the observables' float64 constants.
-    """
-    from inertia_gpu.coefficients import N_STEP, Obs, coefficients
-    dim = config.dim
-    records = len(recorded_in_window(config, step_begin, step_end))
-    dtype = torch.float64 if config.dtype == "float64" else torch.float32
-    if config.problem == "quadratic" and config.distribution is not None:
-        from inertia_gpu.problems import drawn_spectrum
-        name, params = config.distribution
-        lam = drawn_spectrum(name, params, torch.arange(start, start + count), dim, config.seed, dtype).reshape(-1)
-        stride = dim
-    elif config.problem == "quadratic":
-        lam, stride = torch.tensor(config.spectrum, dtype=dtype), 0
-    else:
-        lam, stride = torch.zeros(0), 0
-    coef = coefficients(config, step_begin, step_end)
-    table = coef.rows.reshape(-1)
-    head = [len(coef.constants), table.numel()]
-    parts = [" ".join(map(str, head)), _floats(coef.constants.tolist()), _floats(table.tolist())]
-    tail = [0 if coef.constant_schedule else N_STEP, float(coef.observe[Obs.HALF_LR]), float(coef.observe[Obs.SHADOW]),
-            float(getattr(config, "diverge_above", math.inf)), config.seed & 0xFFFFFFFF, config.seed >> 32,
-            start, count, step_begin, step_end]
-    parts.append(" ".join(repr(v) if isinstance(v, float) else str(v) for v in tail))
-    parts.append(" ".join(str(int(r)) for r in record_rows(config, step_begin, step_end).tolist()))
-    parts.append(" ".join(map(str, [stride, lam.numel(), records, 1 if state is None else 0])))
-    parts.append(_floats(lam.double().tolist()))
-    if state is not None:
-        for t in (state.theta, state.momentum, state.inertia0):
-            parts.append(_floats(t.double().reshape(-1).tolist()))
-        parts.append(" ".join(str(int(x)) for x in state.first_passage.reshape(-1).tolist()))
-    vals = _run([str(exe)], input="\n".join(parts) + "\n").split()
-    obs_n = records * count * 5
-    obs = np.array([float(v) for v in vals[:obs_n]]).reshape(records, count, 5)
-    rest = vals[obs_n:]
-    theta = np.array([float(v) for v in rest[:count * dim]]).reshape(count, dim)
-    mom = np.array([float(v) for v in rest[count * dim:2 * count * dim]]).reshape(count, dim)
-    i0 = np.array([float(v) for v in rest[2 * count * dim:2 * count * dim + count]])
-    fp = np.array([int(v) for v in rest[2 * count * dim + count:]], dtype=np.int32).reshape(count, len(FRACTIONS))
-    np_dtype = np.float64 if config.dtype == "float64" else np.float32
-    state = ChunkState(torch.from_numpy(theta.astype(np_dtype)), torch.from_numpy(mom.astype(np_dtype)),
-                       torch.from_numpy(i0), torch.from_numpy(fp))
-    return obs, state
-
-
 HOST_CASES = [
     dict(problem="quadratic", condition=10.0, dim=3, integrator="heavy-ball", lr=0.3, momentum=0.8, noise=0.3),
     dict(problem="quadratic", condition=10.0, dim=2, integrator="heavy-ball", lr=0.2, momentum_schedule="nesterov:3",
@@ -329,12 +211,9 @@ def _reference(config, start, count, step_begin, step_end, state):
     return TorchEnsemble().run(config, start, count, step_begin, step_end, state)
 
 
-def _group_sums_from_obs(obs: np.ndarray):
-    """Group sums of the host observables; a trajectory the kernel did not keep enters with I = NaN (left out)."""
-    from inertia_gpu.backends.torch_ref import group_sums
-    t = torch.from_numpy(obs)
-    inertia = torch.where(t[..., 0] > 0, t[..., 1], torch.full_like(t[..., 1], math.nan))
-    return torch.stack([group_sums(inertia[r], t[r, :, 2], t[r, :, 3], t[r, :, 4]) for r in range(t.shape[0])])
+def _host(tmp_path, regs: bool = True) -> HostCudaEnsemble:
+    """The CUDA kernel's host build (inertia_gpu.testing), fed exactly what CupyEnsemble passes."""
+    return HostCudaEnsemble(build_dir=tmp_path, reg_max=None if regs else 0)
 
 
 @needs_cxx
@@ -345,18 +224,14 @@ def test_host_ensemble_equals_reference(tmp_path, case, regs):
                               **HOST_CASES[case]).validate()
     if not regs and case % 2:
         pytest.skip("work-buffer path: every other case is enough")
-    defines = cupy_backend.ensemble_defines(config)
-    if not regs:
-        defines = [d for d in defines if not d.startswith("-DIG_REG_MAX")] + ["-DIG_REG_MAX=0"]
-    exe = _build(tmp_path, "ensemble", ENSEMBLE_MAIN, defines)
+    host = _host(tmp_path, regs)
     start, count = 128, 70  # two groups, the second short
     for record_every, windows in ((1, [(0, 11)]), (2, [(0, 5), (5, 9), (9, 11)])):
         config.record_every = record_every
         ref_state = host_state = None
         for step_begin, step_end in windows:
             ref_state, ref_sums = _reference(config, start, count, step_begin, step_end, ref_state)
-            obs, host_state = _host_window(exe, config, start, count, step_begin, step_end, host_state)
-            sums = _group_sums_from_obs(obs)
+            host_state, sums = host.run(config, start, count, step_begin, step_end, host_state)
             assert sums.shape == ref_sums.shape == (len(recorded_in_window(config, step_begin, step_end)),
                                                      n_groups(count), 6)
             np.testing.assert_allclose(sums.numpy(), ref_sums.numpy(), rtol=1e-10, atol=1e-10)
@@ -387,11 +262,10 @@ def test_host_ensemble_float32_equals_reference(tmp_path, case):
     """float32: the kernel multiplies by the reference's own coefficients, so states agree to rounding."""
     config = SimulationConfig(trajectories=200, steps=13, record_every=1, seed=99 + case, dtype="float32",
                               **FLOAT32_CASES[case]).validate()
-    exe = _build(tmp_path, "ensemble32", ENSEMBLE_MAIN, cupy_backend.ensemble_defines(config))
+    host = _host(tmp_path)
     start, count = 64, 130
     ref_state, ref_sums = _reference(config, start, count, 0, 13, None)
-    obs, state = _host_window(exe, config, start, count, 0, 13, None)
-    sums = _group_sums_from_obs(obs)
+    state, sums = host.run(config, start, count, 0, 13, None)
     rtol = 3e-5
     for name in ("theta", "momentum"):
         x, y = getattr(state, name), getattr(ref_state, name)

@@ -131,7 +131,7 @@ def test_recording_follows_the_recorded_steps_not_a_modulus(monkeypatch):
 @pytest.mark.parametrize("integrator", ["leapfrog", "baoab", "euler", "heavy-ball"])
 def test_infinite_bound_keeps_every_finite_trajectory(integrator):
     cfg = SimulationConfig(spectrum=[1.0], integrator=integrator, lr=0.1, dt=0.1, damping=0.5, noise=0.2,
-                           steps=12, trajectories=70, seed=1).validate()
-    assert math.isinf(getattr(cfg, "diverge_above", math.inf))
+                           steps=12, trajectories=70, seed=1, diverge_above=math.inf).validate()
+    assert math.isinf(cfg.diverge_above)
     _, sums = _run(cfg, 70, [(0, 12)])
     assert sums[..., 0].sum(1).tolist() == [70.0] * 13

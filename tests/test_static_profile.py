@@ -138,6 +138,17 @@ def test_budget_check():
     assert set(budgets.BUDGETS["sm_90"]) <= {v["name"] for v in variants.ENSEMBLE + variants.OPTIMIZER}
 
 
+def test_steps_per_iteration_matches_the_kernel():
+    """The profile divides by the steps one main-loop iteration advances: the kernel's own
+    STEPS_PER_ITERATION, or else four, for as long as its docstring says it walks in quads."""
+    import inertia_gpu.kernels.ensemble as kernel
+    steps = figures.steps_per_iteration("ensemble_kernel")
+    if hasattr(kernel, "STEPS_PER_ITERATION"):
+        assert steps == kernel.STEPS_PER_ITERATION
+    else:
+        assert steps == 4 and "quads of four" in kernel.__doc__
+
+
 def test_cli_refuses_unknown_arch_and_variants_in_one_line(capsys):
     from inertia_gpu.cli import main
     assert main(["bench", "--static", "--arch", "sm_70"]) == 2

@@ -152,6 +152,23 @@ def test_unpadded_dims_and_ragged_chunk():
     compare_windows(cfg1, [(0, 2), (2, 11)], count=200, backend=TritonEnsemble(block=128, poison=True))
 
 
+# --- the wide layout (one trajectory per program) for large dimensions ------------------------------
+
+
+@pytest.mark.parametrize("problem,integrator,schedule,noise,dim,dtype", [
+    ("quadratic", "heavy-ball", "constant", "additive", 16, "float32"),
+    ("double-well", "baoab", "nesterov", "temperature", 12, "float32"),
+    ("rosenbrock", "leapfrog", "constant", "loss-scaled", 40, "float64"),  # DIM > 32: the gather shift
+    ("rosenbrock", "euler", "nesterov", "additive", 9, "float32"),  # DIM <= 32: the unrolled shift
+])
+def test_wide_layout_matches_reference(problem, integrator, schedule, noise, dim, dtype):
+    extra = dict(spectrum=None, condition=10.0) if problem == "quadratic" else {}
+    cfg = make_config(problem, integrator, schedule, noise, dim=dim, dtype=dtype, trajectories=80, **extra)
+    assert triton_ensemble.wide(cfg)
+    # one program per trajectory (slow under the interpreter): a ragged chunk of 10 in the second group
+    compare_windows(cfg, [(0, 3), (3, 6)], count=10, start=64)
+
+
 # --- noise: the reference Philox stream, sample for sample --------------------------------------
 
 
@@ -372,3 +389,14 @@ def test_divergence_turns_the_state_to_nan_and_drops_it_from_the_sums():
         want = torch.where(~gone, inertia, 0.0).reshape(-1, 64).sum(dim=1)
         torch.testing.assert_close(p_b[-1, :, 1], want, rtol=1e-12, atol=0)
     assert saw_divergence and not gone.all()
+
+
+def test_kernel_copies_of_the_coefficient_layout():
+    """kernels/ imports nothing of the library: its CONST_* / STEP_* copies must match coefficients.py."""
+    from inertia_gpu import coefficients
+    from inertia_gpu.kernels import ensemble
+    for member in coefficients.Const:
+        assert getattr(ensemble, f"CONST_{member.name}").value == int(member), member
+    for member in coefficients.Step:
+        assert getattr(ensemble, f"STEP_{member.name}").value == int(member), member
+    assert ensemble.N_STEP_COLUMNS.value == coefficients.N_STEP

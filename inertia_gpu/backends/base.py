@@ -27,11 +27,8 @@ class ChunkState:
 
     theta: torch.Tensor  # [n, dim]
     momentum: torch.Tensor  # [n, dim]: b for heavy ball, v for continuous integrators
-    inertia0: torch.Tensor  # [n]
+    inertia0: torch.Tensor  # [n] float64 (first passage compares in float64)
     first_passage: torch.Tensor  # [n, len(FRACTIONS)] int32, -1 = not yet
-
-    def to(self, device) -> "ChunkState":
-        return ChunkState(*(t.to(device) for t in (self.theta, self.momentum, self.inertia0, self.first_passage)))
 
 
 def recorded_in_window(config: SimulationConfig, step_begin: int, step_end: int) -> list[int]:

@@ -159,7 +159,14 @@ class _OnTorchStream:
 # --- the ensemble backend ----------------------------------------------------------
 
 class CupyEnsemble(EnsembleBackend):
+    """EnsembleBackend over kernels/cuda/ensemble.cu; poison fills every output with NaN (int: -7) first,
+    so an element the kernel fails to write shows up (tests, the conformance matrix)."""
+
     name = "cupy"
+    records_any_steps = True  # recording follows the per-window row table (record_rows)
+
+    def __init__(self, poison: bool | None = None):
+        self.poison = poison if poison is not None else os.environ.get("INERTIA_GPU_POISON", "0") == "1"
 
     @classmethod
     def unavailable_reason(cls, config: SimulationConfig) -> str | None:
@@ -189,10 +196,12 @@ class CupyEnsemble(EnsembleBackend):
 
         f64 = dict(dtype=torch.float64, device=device)
         real = dict(dtype=dtype, device=device)
-        theta_out = torch.empty(count, dim, **real)
-        mom_out = torch.empty(count, dim, **real)
-        inertia0_out = torch.empty(count, **f64)  # I_0 in float64 (first passage compares in float64)
-        fp_out = torch.empty(count, len(FRACTIONS), dtype=torch.int32, device=device)
+        empty = (lambda *shape, **kw: torch.full(shape, -7 if kw["dtype"] == torch.int32 else math.nan, **kw)) \
+            if self.poison else torch.empty
+        theta_out = empty(count, dim, **real)
+        mom_out = empty(count, dim, **real)
+        inertia0_out = empty(count, **f64)  # I_0 in float64 (first passage compares in float64)
+        fp_out = empty(count, len(FRACTIONS), dtype=torch.int32, device=device)
         partial = torch.zeros(max(1, records * n_warps * N_QUANTITIES), **f64)
         work = torch.empty(3 * dim * threads if dim > REG_MAX else 1, **real)
 

@@ -15,6 +15,7 @@ import sys
 import torch
 
 from .. import spec
+from ..coefficients import Obs, coefficients
 from ..config import SimulationConfig
 from .base import FRACTIONS, GROUP, N_QUANTITIES, ChunkState, EnsembleBackend, n_groups, recorded_in_window
 
@@ -41,75 +42,26 @@ def default_tpt(config: SimulationConfig) -> int:
     return {1: 4, 2: 2, 4: 2}.get(words, 1)
 
 
+def wide(config: SimulationConfig) -> bool:
+    """The wide layout (one trajectory per program, coordinates over its threads) once a trajectory's
+    state no longer fits one thread's registers: DIMP > 8 words of the working dtype."""
+    return _next_pow2(config.dim) * (2 if config.dtype == "float64" else 1) > 8
+
+
+def wide_warps(config: SimulationConfig) -> int:
+    """Warps of a wide program: about 8 coordinates per thread, 1 to 16 warps."""
+    return max(1, min(16, _next_pow2(config.dim) // 256))
+
+
 def default_block(config: SimulationConfig, count: int) -> tuple[int, int]:
     """(BLOCK, num_warps): BLOCK = TPT * 32 * num_warps trajectories per program.
 
     A function of the configuration alone (never of `count`): the block fixes TPT, TPT fixes the order
     of the group sums, and the sums must not depend on how the trajectories are chunked.
     """
+    if wide(config):
+        return 1, wide_warps(config)
     return default_tpt(config) * 32 * 4, 4
-
-
-def coefficients(config: SimulationConfig, dtype: torch.dtype) -> torch.Tensor:
-    """The kernel's coefficient vector: each scalar formed as reference.Model forms it, then rounded to dtype."""
-    from ..kernels.ensemble import COEF_INDEX, N_COEF
-    cfg = config
-    c: dict[str, float | torch.Tensor] = {}
-
-    def t(x):
-        return torch.as_tensor(x, dtype=dtype)
-
-    c["COEF_NOISE"] = cfg.noise
-    c["COEF_R"] = cfg.nesterov_r or 0.0
-    c["COEF_T"] = cfg.temperature
-    c["COEF_INIT_THETA"] = cfg.init_theta_std
-    c["COEF_INIT_V"] = cfg.init_velocity_std
-    constant = cfg.nesterov_r is None
-    if cfg.integrator == "heavy-ball":
-        c["COEF_LR_H"] = cfg.lr
-        c["COEF_HALF"] = 0.5 * cfg.lr
-        c["COEF_MU"] = cfg.momentum
-        if cfg.noise_model == "additive":
-            c["COEF_S"] = cfg.noise
-        elif cfg.noise_model == "temperature" and constant:
-            friction = (1.0 - cfg.momentum) / cfg.lr
-            c["COEF_S"] = torch.sqrt(t(2.0 * friction * cfg.temperature))
-    else:
-        h = cfg.dt
-        c["COEF_LR_H"] = h
-        c["COEF_HALF"] = 0.5 * h
-        c["COEF_SHADOW"] = cfg.dt ** 2 / 8.0
-        c["COEF_SQRT_H"] = math.sqrt(h)
-        gamma = cfg.damping
-        if cfg.integrator == "euler":
-            c["COEF_MU"] = h * gamma
-            if cfg.noise_model == "additive":
-                c["COEF_S"] = cfg.noise * math.sqrt(h)
-            elif cfg.noise_model == "temperature" and constant:
-                c["COEF_S"] = torch.sqrt(t(2.0 * gamma * cfg.temperature)) * math.sqrt(h)
-        elif constant:  # O-step of leapfrog / baoab, as reference.Model.ou_step
-            g = t(gamma)
-            c["COEF_MU"] = torch.exp(-g * h)
-            var_factor = torch.where(g > 0, -torch.expm1(-2.0 * g * h) / (2.0 * torch.clamp(g, min=1e-300)), t(h))
-            sq = torch.sqrt(var_factor)
-            c["COEF_SQRT_VF"] = sq
-            if cfg.noise_model == "additive":
-                c["COEF_S"] = cfg.noise * sq
-            elif cfg.noise_model == "temperature":
-                c["COEF_S"] = torch.sqrt(t(2.0 * g * cfg.temperature)) * sq
-    if cfg.distribution is not None:
-        name, (a, b) = cfg.distribution
-        if name == "uniform":
-            c["COEF_SPEC_A"], c["COEF_SPEC_B"] = a, b - a
-        elif name == "loguniform":
-            c["COEF_SPEC_A"], c["COEF_SPEC_B"] = math.log(a), math.log(b) - math.log(a)
-        else:
-            c["COEF_SPEC_A"], c["COEF_SPEC_B"] = a, b
-    values = [0.0] * N_COEF
-    for key, value in c.items():
-        values[COEF_INDEX[key]] = float(value)
-    # float64 holds every float32 exactly; the cast below is the reference's rounding of a Python scalar
-    return torch.tensor(values, dtype=torch.float64).to(dtype)
 
 
 class TritonEnsemble(EnsembleBackend):
@@ -170,13 +122,16 @@ class TritonEnsemble(EnsembleBackend):
         block, num_warps = default_block(cfg, count)
         if self.num_warps:
             num_warps = self.num_warps
-            block = default_tpt(cfg) * 32 * num_warps
-        if self.block:
+            if not wide(cfg):
+                block = default_tpt(cfg) * 32 * num_warps
+        if self.block and not wide(cfg):
             block = self.block
-        width = 32 * num_warps
-        if block < width:
-            width = block
-        tpt = block // width
+        if block == 1:  # the wide layout
+            tpt = width = 1
+        else:
+            width = min(block, 32 * num_warps)
+            tpt = block // width
+            num_warps = max(1, width // 32)
         if GROUP % tpt:
             raise ValueError(f"block {block} with {num_warps} warps: more than {GROUP} trajectories per thread")
 
@@ -194,14 +149,23 @@ class TritonEnsemble(EnsembleBackend):
 
         programs = triton_cdiv(count, block)
         nf = len(FRACTIONS)
-        partials = out((len(recorded), groups, N_QUANTITIES), torch.float64)
+        if block == 1:  # per-trajectory rows, padded with zeros to whole groups; summed below
+            partials = torch.zeros((len(recorded), groups * GROUP, N_QUANTITIES), dtype=torch.float64, device=device)
+            if self.poison:
+                partials[:, :count] = float("nan")
+            stride = groups * GROUP
+        else:
+            partials = out((len(recorded), groups, N_QUANTITIES), torch.float64)
+            stride = groups
         theta = out((programs, tpt, dim, width), dtype)
         mom = out((programs, tpt, dim, width), dtype)
         inertia0 = out((programs, tpt, width), torch.float64)
         first_passage = out((programs, tpt, nf, width), torch.int32)
 
-        coef = coefficients(cfg, dtype).to(device)
-        obs = observable_scalars(cfg).to(device)
+        coefs = coefficients(cfg, step_begin, step_end)  # the one coefficient table (inertia_gpu/coefficients.py)
+        coef = coefs.constants.to(device)
+        steps = coefs.rows.contiguous().to(device)  # one row (constant schedule) or one per step
+        obs = observable_scalars(cfg, coefs.observe).to(device)
         rec = torch.tensor(table, dtype=torch.int32, device=device)
         drawn = cfg.distribution is not None
         if cfg.problem == "quadratic" and not drawn:
@@ -218,14 +182,16 @@ class TritonEnsemble(EnsembleBackend):
 
         grid = (programs,)
         ensemble_kernel[grid](
-            *ins, theta, mom, inertia0, first_passage, lam, coef, obs, rec, partials,
-            start, count, groups, step_begin, step_end, cfg.seed,
+            *ins, theta, mom, inertia0, first_passage, lam, coef, steps, obs, rec, partials,
+            start, count, stride, step_begin, step_end, cfg.seed,
             **kernel_switches(cfg, state is None),
             DIM=dim, DIMP=dimp, TPT=tpt, WIDTH=width,
             GUARD=self.guard is True or step_begin % 4 != 0 or step_end % 4 != 0,
-            num_warps=max(1, width // 32),
+            num_warps=num_warps,
             enable_fp_fusion=ENABLE_FP_FUSION,
         )
+        if block == 1:
+            partials = pairwise_group_sums(partials, groups)
         return ChunkState(from_blocked(theta, count), from_blocked(mom, count),
                           from_blocked(inertia0[:, :, None, :], count)[:, 0],
                           from_blocked(first_passage, count)), partials
@@ -245,20 +211,34 @@ def kernel_switches(cfg: SimulationConfig, start_from_init: bool) -> dict:
     )
 
 
-def observable_scalars(cfg: SimulationConfig) -> torch.Tensor:
-    """The float64 scalars of the observables (kernels/ensemble.py OBS_*), formed as reference.Model.observe."""
+def observable_scalars(cfg: SimulationConfig, observe: torch.Tensor) -> torch.Tensor:
+    """The float64 scalars of the observables (kernels/ensemble.py OBS_*), from the table's `observe`
+    exactly as reference.Model.observe takes them."""
     from ..kernels.ensemble import N_OBS, OBS_INDEX
     values = [0.0] * N_OBS
     if cfg.integrator == "heavy-ball":
-        values[OBS_INDEX["OBS_KINETIC"]] = 0.5 * cfg.lr
-        values[OBS_INDEX["OBS_SHADOW"]] = 0.5 * cfg.lr
+        values[OBS_INDEX["OBS_KINETIC"]] = float(observe[Obs.HALF_LR])
+        values[OBS_INDEX["OBS_SHADOW"]] = float(observe[Obs.HALF_LR])
     else:
         values[OBS_INDEX["OBS_KINETIC"]] = 0.5
-        values[OBS_INDEX["OBS_SHADOW"]] = cfg.dt ** 2 / 8.0
+        values[OBS_INDEX["OBS_SHADOW"]] = float(observe[Obs.SHADOW])
     # one compare in the kernel, I <= bound, also rejects +inf (and NaN)
     values[OBS_INDEX["OBS_DIVERGE"]] = min(float(getattr(cfg, "diverge_above", math.inf)), sys.float_info.max)
     values[OBS_INDEX["OBS_NAN"]] = math.nan
     return torch.tensor(values, dtype=torch.float64)
+
+
+def pairwise_group_sums(rows: torch.Tensor, groups: int) -> torch.Tensor:
+    """[records, groups * GROUP, Q] per-trajectory rows -> [records, groups, Q] group sums.
+
+    A fixed pairwise tree of elementwise adds: each group's sum has the same order whatever the
+    number of groups (chunking, ranks), on any device.
+    """
+    t = rows.view(rows.shape[0], groups, GROUP, rows.shape[-1])
+    while t.shape[2] > 1:
+        h = t.shape[2] // 2
+        t = t[:, :, :h] + t[:, :, h:]
+    return t[:, :, 0].contiguous()
 
 
 def to_blocked(x: torch.Tensor, tpt: int, width: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .. import rng
@@ -30,19 +31,57 @@ def optimizer_noise(sizes: list[int], step: torch.Tensor, parameters: list[int],
     return [chunk[:n] for chunk, n in zip(torch.split(z, [4 * g.numel() for g in groups]), sizes)]
 
 
+_NUMBA_DTYPES = (torch.float32, torch.float64)
+_cpu_kernel = None
+
+
+def _numba_sums():
+    """kernels/sgd_cpu.py, or False when numba is not installed (the optional [cpu] extra)."""
+    global _cpu_kernel
+    if _cpu_kernel is None:
+        try:
+            from ..kernels import sgd_cpu
+            _cpu_kernel = sgd_cpu
+        except ImportError:
+            _cpu_kernel = False
+    return _cpu_kernel
+
+
+def _cpu_inertia_sums(buffers, grads, params, *, maximize, weight_decay, grad_scale):
+    """The numba kernel's sums over float32/float64 contiguous tensors; the (buffer, grad, param) triples it skips."""
+    kernel = _numba_sums()
+    out = np.zeros(2)
+    rest = []
+    scale = 1.0 if grad_scale is None else float(grad_scale)  # the CPU path reads found_inf on the host anyway
+    for b, g, p in zip(buffers, grads, params):
+        if b is None:
+            continue
+        if kernel and b.dtype in _NUMBA_DTYPES and b.is_contiguous() and g.is_contiguous() and p.is_contiguous():
+            flat = [t.detach().reshape(-1).numpy() for t in (b, g, p)]
+            kernel.add_inertia_sums(*flat, -1.0 if maximize else 1.0, scale, float(weight_decay), out)
+        else:
+            rest.append((b, g, p))
+    return torch.from_numpy(out), rest
+
+
 def inertia_sums(buffers, grads, params, *, maximize: bool, weight_decay: float,
                  grad_scale: torch.Tensor | None, chunk: int | None = None) -> torch.Tensor:
     """float64 (sum |b|^2, sum <b, d>), d = ±g / grad_scale + weight_decay theta; None buffers count 0.
 
-    Exact float64 dot products over slices of at most `chunk` elements: on the CPU a slice
-    small enough to stay in cache, on a GPU large slices (few launches).
+    On the CPU the numba kernel (kernels/sgd_cpu.py) reads each tensor once; elsewhere, and for what
+    it does not take, exact float64 dot products over slices of at most `chunk` elements (on the CPU
+    a slice small enough to stay in cache, on a GPU large slices: few launches).
     """
     device = params[0].device
     if chunk is None:
         chunk = 1 << 24 if device.type == "cuda" else 1 << 16
-    scale = None if grad_scale is None else grad_scale.to(device=device, dtype=torch.float64)
     sums = torch.zeros(2, dtype=torch.float64, device=device)
-    for b, g, p in zip(buffers, grads, params):
+    triples = list(zip(buffers, grads, params))
+    if device.type == "cpu" and _numba_sums():
+        sums, triples = _cpu_inertia_sums(buffers, grads, params, maximize=maximize, weight_decay=weight_decay,
+                                          grad_scale=grad_scale)
+    scale = None if grad_scale is None else grad_scale.to(device=device, dtype=torch.float64)
+    for b, g, p in triples:
         if b is None:
             continue
         b, g, p = b.reshape(-1), g.reshape(-1), p.detach().reshape(-1)
@@ -90,28 +129,42 @@ def foreach_inertia_sgd(params, grads, momentum_buffers, *, step, parameter_inde
     del block  # a Triton tuning knob; the signature is shared by every implementation
     device = params[0].device
     std = noise_std(noise, temperature, momentum, lr)
+    options = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                   maximize=maximize, grad_scale=grad_scale)
+    if found_inf is not None and bool(found_inf.item()):  # host read: this path is for the CPU
+        if momentum == 0:
+            return torch.zeros(2, dtype=torch.float64, device=device)
+        return inertia_sums(momentum_buffers, grads, params, maximize=maximize, weight_decay=weight_decay,
+                            grad_scale=grad_scale)
+    noisy = isinstance(std, torch.Tensor) or std != 0
+    noise_terms = (std, lambda: _noise_terms(params, step, parameter_index, seed)) if noisy else None
+    return _step(params, grads, momentum_buffers, noise_terms=noise_terms, **options)
+
+
+def _step(params, grads, buffers, *, lr, momentum, dampening, weight_decay, nesterov, maximize, grad_scale,
+          noise_terms) -> torch.Tensor:
+    """The inertia sums of the state, then torch.optim.SGD's foreach update (plus noise = std * xi)."""
+    device = params[0].device
     if momentum != 0:
-        sums = inertia_sums(momentum_buffers, grads, params, maximize=maximize,
-                            weight_decay=weight_decay, grad_scale=grad_scale)
+        sums = inertia_sums(buffers, grads, params, maximize=maximize, weight_decay=weight_decay,
+                            grad_scale=grad_scale)
     else:
         sums = torch.zeros(2, dtype=torch.float64, device=device)
-    if found_inf is not None and bool(found_inf.item()):  # host read: this path is for the CPU
-        return sums
     if grad_scale is not None:
         grads = torch._foreach_div(grads, grad_scale.to(device))
     if maximize:
         grads = torch._foreach_neg(grads)
     if weight_decay != 0:
         grads = torch._foreach_add(grads, params, alpha=weight_decay)
-    if isinstance(std, torch.Tensor) or std != 0:
-        xis = _noise_terms(params, step, parameter_index, seed)
+    if noise_terms is not None:
+        std, draw = noise_terms
         if isinstance(std, torch.Tensor):
-            grads = torch._foreach_add(grads, torch._foreach_mul(xis, std.to(device)))
+            grads = torch._foreach_add(grads, torch._foreach_mul(draw(), std.to(device)))
         else:
-            grads = torch._foreach_add(grads, xis, alpha=std)
+            grads = torch._foreach_add(grads, draw(), alpha=std)
     if momentum != 0:
-        _update_buffers(momentum_buffers, grads, momentum, dampening)
-        grads = torch._foreach_add(grads, momentum_buffers, alpha=momentum) if nesterov else momentum_buffers
+        _update_buffers(buffers, grads, momentum, dampening)
+        grads = torch._foreach_add(grads, buffers, alpha=momentum) if nesterov else buffers
     if isinstance(lr, torch.Tensor):
         torch._foreach_add_(params, torch._foreach_mul(grads, lr.to(device)), alpha=-1)
     else:

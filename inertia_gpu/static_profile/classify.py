@@ -5,8 +5,9 @@ dynamics, statistics, control) comes from the `-gi` inline chain: the innermost 
 decides wins. Triton's Philox (triton/language/random.py) and lines calling `philox` are rng; the
 rest of kernels/philox.py is the normal transform; in the kernel files, the name of the function
 that holds the line decides through the keyword table below (word parts of the name). Lines in
-functions that serve several parts (loss, reductions, shifts) defer to their caller. Branches,
-convergence barriers and whatever no rule claims are control.
+functions that serve several parts (loss, reductions, shifts) defer to their caller; when no caller
+decides, a weaker table names the part such a helper mostly serves (reductions: statistics).
+Branches, convergence barriers and whatever no rule claims are control.
 """
 from __future__ import annotations
 
@@ -46,6 +47,12 @@ KEYWORDS = {
 }
 
 
+# when the chain ends undecided (triton 3.6 drops the inline chain of some lines, tl.sum's among them):
+# the part a shared helper (or triton's own reduction) mostly serves, by the word parts of its name
+WEAK_KEYWORDS = {"statistics": {"sum", "tree", "group", "reduction", "reduce", "combine", "loss"},
+                 "dynamics": {"shift", "expm1"}}
+
+
 def pipe(ins: Instruction) -> str | None:
     """The pipe (rate-limited unit) of one instruction; None for the issue-only ones (branches, uniform
     datapath, constants, special registers)."""
@@ -80,25 +87,31 @@ def category(ins: Instruction) -> str:
     """rng | normal | dynamics | statistics | control."""
     if ins.base in CONTROL_OPCODES:
         return "control"
-    for loc in ins.chain:
-        found = _category_of_location(loc.file, loc.line)
-        if found:
-            return found
+    for keywords in (KEYWORDS, WEAK_KEYWORDS):
+        for loc in ins.chain:
+            found = _category_of_location(loc.file, loc.line, keywords)
+            if found:
+                return found
     return "control"
 
 
-@functools.lru_cache(maxsize=4096)
-def _category_of_location(path: str, line: int) -> str | None:
+def _category_of_location(path: str, line: int, keywords: dict) -> str | None:
+    return _category_cached(path, line, keywords is WEAK_KEYWORDS)
+
+
+@functools.lru_cache(maxsize=8192)
+def _category_cached(path: str, line: int, weak: bool) -> str | None:
+    keywords = WEAK_KEYWORDS if weak else KEYWORDS
     name = os.path.basename(path)
     if path.replace(os.sep, "/").endswith("triton/language/random.py"):
         return "rng"
-    if "/triton/" in path.replace(os.sep, "/"):
+    if "/triton/" in path.replace(os.sep, "/") and not weak:
         return None  # triton's own helpers (tl.sum, math): the caller decides
     if name == "philox.py":
         return "rng" if "philox(" in _source_line(path, line) else "normal"
     func = _function_at(path, line)
     words = func.strip("_").lower().split("_") if func else []
-    for part, keys in KEYWORDS.items():
+    for part, keys in keywords.items():
         if any(_matches(word, key) for word in words for key in keys):
             return part
     return None

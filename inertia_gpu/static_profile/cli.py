@@ -35,7 +35,8 @@ def run(args) -> int:
     except ToolchainMissing as exc:
         raise UsageError(f"--static: {exc}") from None
     print_profile(result)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    path = getattr(args, "json", None)  # bench's own --json
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -4,7 +4,9 @@ The method: the main loop is the back-branch with the largest span (conditional 
 first: an unconditional jump back is usually out-of-line code rejoining). Inside it every
 instruction issues once per iteration, predicated or not, except
   - provably cold paths, left out: libdevice's Payne-Hanek reduction in sinf/cosf, entered only when
-    |x| >= 105615 (a compare with that immediate guards a forward branch over it);
+    |x| >= 105615 (a compare with that immediate guards a forward branch over it), and the call of
+    the double version's slow-path subroutine (|x| >= 2^31); subroutines placed after the kernel are
+    not part of it (sass.parse);
   - recording code (statistics), weighted by 1 / record_every;
   - nested loops other than cold ones, counted once and reported (their trip count is not static).
 A kernel without a loop is counted whole (minus cold paths).

@@ -57,9 +57,10 @@ def ptxas_spills(log: str) -> int | None:
 
 
 def ptxas_release(capability: int) -> str:
-    """The ptxas triton compiles with for this architecture: 'path: Build cuda_12.9...'."""
+    """The ptxas triton compiles with for this architecture: 'ptxas-blackwell, Build cuda_13.4...'."""
     try:
         from triton.backends.nvidia.compiler import get_ptxas, get_ptxas_version
-        return f"{get_ptxas(capability).path}: {get_ptxas_version(capability).strip().splitlines()[-1]}"
+        name = os.path.basename(get_ptxas(capability).path)
+        return f"{name}, {get_ptxas_version(capability).strip().splitlines()[-1]}"
     except Exception as exc:  # private API of triton: report, never fail on it
         return f"unknown ({type(exc).__name__})"
