@@ -423,6 +423,54 @@ def test_amp_skipped_first_step_leaves_everything_untouched(backend):
         torch.testing.assert_close(opt.state[p]["momentum_buffer"], ref.state[q]["momentum_buffer"])
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_grad_scaler_skipped_first_step_then_torch_sgd_first_step(backend):
+    """GradScaler on the CPU, first step's gradients infinite: parameters bitwise unchanged, no buffer made,
+    `stepped` False; the next step equals torch.optim.SGD's first step (bitwise on the foreach path)."""
+    seed = _fresh_seed()
+    x, y = _data(seed + 1)
+    option = dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=1e-3)
+    model, ref = _mlp(seed), _mlp(seed)
+    opt = InertiaSGD(model.parameters(), backend=backend, block=BLOCK, **option)
+    sgd = torch.optim.SGD(ref.parameters(), **option)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    start = [p.detach().clone() for p in model.parameters()]
+    opt.zero_grad()
+    scaler.scale(_objective(model, x, y, False) * 1e35).backward()  # overflows: inf gradients
+    scaler.step(opt)
+    scaler.update()
+    assert not bool(opt.stepped) and scaler.get_scale() == 2.0 ** 15
+    assert all(torch.equal(p.detach(), s) for p, s in zip(model.parameters(), start))
+    assert all("momentum_buffer" not in opt.state.get(p, {}) for p in model.parameters())
+    assert all(int(g["step"]) == 0 for g in opt.param_groups)
+    opt.zero_grad()
+    scaler.scale(_objective(model, x, y, False)).backward()
+    scaler.step(opt)
+    sgd.zero_grad()
+    _objective(ref, x, y, False).backward()
+    sgd.step()
+    assert bool(opt.stepped)
+    for p, q in zip(model.parameters(), ref.parameters()):
+        if backend == "foreach":
+            assert torch.equal(p, q) and torch.equal(opt.state[p]["momentum_buffer"], sgd.state[q]["momentum_buffer"])
+        else:  # the interpreter rounds p - lr * b in two operations where torch fuses them
+            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+def test_effective_temperature_is_two_kinetic_over_size():
+    a, b = torch.zeros(6, requires_grad=True), torch.zeros(4, requires_grad=True)
+    opt = InertiaSGD([{"params": [a]}, {"params": [b], "lr": 0.2}], lr=0.1, momentum=0.9, backend="foreach")
+    for k in range(3):
+        a.grad, b.grad = torch.full((6,), 1.0 + k), torch.full((4,), 2.0 - k)
+        opt.step(loss=0.0)
+    assert opt.effective_temperature.dtype == torch.float64 and opt.effective_temperature.shape == (2,)
+    # the third step reports the state it started from: b_2 = 0.9 g_0 + g_1
+    b2 = [0.9 * torch.full((6,), 1.0) + 2.0, 0.9 * torch.full((4,), 2.0) + 1.0]
+    for t, lr, b2_, n in zip(opt.effective_temperature, (0.1, 0.2), b2, (6, 4)):
+        assert t.item() == pytest.approx(lr * float((b2_.double() ** 2).sum()) / n, rel=1e-12)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_lr_tensor_equals_float(backend):
     out = []

@@ -95,8 +95,10 @@ class InertiaSGD(Optimizer):
 
     After each step: `kinetic`, `inertia`, `shadow_inertia`, `loss` (0-dim
     float64 device tensors; inertia and shadow are NaN when no loss was
-    given), `group_kinetic` and `group_shadow_correction` ([n_groups]).
-    The loss comes from the closure or from `step(loss=...)`.
+    given), `group_kinetic`, `group_shadow_correction` and `effective_temperature`
+    (2 K / d per group: compare with `temperature`) ([n_groups]), and `stepped` (a 0-dim
+    bool device tensor: False when AMP skipped the step). The loss comes from the closure
+    or from `step(loss=...)`.
     """
 
     _step_supports_amp_scaling = True  # GradScaler hands grad_scale / found_inf over instead of syncing
@@ -125,7 +127,8 @@ class InertiaSGD(Optimizer):
         self.history = InertiaHistory()
         super().__init__(params, defaults)
         self.kinetic = self.inertia = self.shadow_inertia = self.loss = None
-        self.group_kinetic = self.group_shadow_correction = None
+        self.group_kinetic = self.group_shadow_correction = self.effective_temperature = None
+        self.stepped: torch.Tensor | None = None  # 0-dim bool device tensor: was the last step applied (AMP)?
 
     def add_param_group(self, param_group: dict) -> None:
         # checked before torch's add_param_group appends it: a refused group leaves no trace
@@ -208,7 +211,11 @@ class InertiaSGD(Optimizer):
         group_sums = [None if plan is None else self._apply(plan, grad_scale, found_inf) for plan in plans]
         sums = [s for s in group_sums if s is not None]
         if sums:
-            self._report(group_sums, [g["lr"] for g in self.param_groups], loss, sums[0].device)
+            device = sums[0].device
+            self.stepped = torch.ones((), dtype=torch.bool, device=device) if found_inf is None \
+                else found_inf.to(device).reshape(()) == 0
+            sizes = [0 if plan is None else sum(p.numel() for p in plan.params) for plan in plans]
+            self._report(group_sums, [g["lr"] for g in self.param_groups], sizes, loss, device)
         return loss
 
     def _apply(self, plan: _GroupStep, grad_scale, found_inf) -> torch.Tensor:
@@ -229,7 +236,7 @@ class InertiaSGD(Optimizer):
                     self.state[p]["momentum_buffer"] = b
         return sums
 
-    def _report(self, group_sums, lrs, loss, device) -> None:
+    def _report(self, group_sums, lrs, sizes, loss, device) -> None:
         zero = torch.zeros(2, dtype=torch.float64, device=device)
 
         def half_lr(lr):  # a python-float lr stays a kernel scalar (no host-to-device copy: capturable)
@@ -239,6 +246,9 @@ class InertiaSGD(Optimizer):
                                     for s, lr in zip(group_sums, lrs)])
         self.group_kinetic = half_lr_sums[:, 0]
         self.group_shadow_correction = half_lr_sums[:, 1]
+        # T_eff = 2 K / d per group (K = lr/2 |b|^2 of the state the loss was evaluated at, d its size)
+        self.effective_temperature = torch.stack([k * (2.0 / max(n, 1))  # python scalars: no host-to-device copy
+                                                  for k, n in zip(self.group_kinetic.unbind(), sizes)])
         self.kinetic = self.group_kinetic.sum()
         if loss is None:
             self.loss = torch.full((), float("nan"), dtype=torch.float64, device=device)
