@@ -572,6 +572,8 @@ def ensemble_kernel(
         fp2 = tl.load(fp_in + offs_fp + 2 * WIDTH)
         g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM) if CARRY_G else 0.0
 
+    # I_0 is final already: stored now, so it is not carried through the loop (registers)
+    tl.store(inertia0_out + offs2, inertia0)
     lo = step_begin.to(tl.int64)
     hi = step_end.to(tl.int64)
     # a while loop, not `for q in range(lo // 4, ...)`: triton 3.6's interpreter hands range() the bounds
@@ -592,7 +594,6 @@ def ensemble_kernel(
     else:
         tl.store(theta_out + offs3, theta.to(theta_out.dtype.element_ty))
         tl.store(mom_out + offs3, mom.to(mom_out.dtype.element_ty))
-    tl.store(inertia0_out + offs2, inertia0)
     tl.store(fp_out + offs_fp, fp0)
     tl.store(fp_out + offs_fp + WIDTH, fp1)
     tl.store(fp_out + offs_fp + 2 * WIDTH, fp2)
