@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import figures, toolchain
+from . import budgets, figures, toolchain
 from .hardware import capability, gpu
 
 CAVEATS = [
@@ -117,6 +117,9 @@ def run_profile(arch: str, variants: list[dict], timeout_s: float = 120.0, sass_
     for spec in variants:
         log(f"compiling {spec['name']} for {arch} ...")
         entry = profile_variant(spec, arch, timeout_s, Path(sass_dir) if sass_dir else None)
+        budget = budgets.BUDGETS.get(arch, {}).get(spec["name"])
+        if budget is not None:
+            entry["budget"] = {"limits": budget, "violations": budgets.violations(entry, budget)}
         result[spec["kind"]].append(entry)
     return result
 

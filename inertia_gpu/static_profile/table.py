@@ -57,5 +57,9 @@ def print_profile(result: dict, console: Console | None = None) -> None:
     for e in result["ensemble"] + result["optimizer"]:
         if "error" in e:
             console.print(f"[red]{e['name']}: {e['error']}[/red]")
+        elif "budget" in e:
+            found = e["budget"]["violations"]
+            console.print(f"budget {e['name']}: " + ("[green]met[/green]" if not found else
+                                                     "[red]" + "; ".join(found) + "[/red]"))
     for line in result["caveats"]:
         console.print(f"  * {line}", style="dim")
