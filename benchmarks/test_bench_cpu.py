@@ -3,27 +3,41 @@
     pytest benchmarks/ --benchmark-only
 
 Not part of the default `pytest` run (testpaths = tests). Each case advances
-one launch of N trajectories x STEPS steps (d = 1 heavy ball with additive
-noise, every step recorded) and reports trajectory-steps/s in extra_info.
-The numba kernel is compiled (or loaded from its cache) before timing.
+one launch of N trajectories x STEPS steps (d = 1 heavy ball, lr 0.01,
+momentum 0.95, additive noise 0.5, lambda 2, every step recorded: the
+ensemble of benchmarks/cpu_ratio.py) and reports trajectory-steps/s in
+extra_info. The numba kernel is compiled (or loaded from its cache) before
+timing. Whole-process figures (start-up included) are cpu_ratio.py's.
 """
 import pytest
 import torch
 
-from inertia_gpu.bench import eager_step_fn
+from inertia_gpu.bench import ENSEMBLE_SETTINGS, eager_step_fn
 from inertia_gpu.config import SimulationConfig
 
 STEPS = 100
 
 
 def _config(n: int, backend: str, **kw) -> SimulationConfig:
-    return SimulationConfig(trajectories=n, steps=STEPS, noise=0.1, backend=backend, **kw).validate()
+    e = ENSEMBLE_SETTINGS
+    base = {"noise": e["noise"]}
+    if kw.get("integrator", "heavy-ball") == "heavy-ball":
+        base.update(lr=e["lr"], momentum=e["momentum"])
+    if "dim" not in kw:
+        base["spectrum"] = [e["lam"]]
+    return SimulationConfig(trajectories=n, steps=STEPS, backend=backend, **{**base, **kw}).validate()
+
+
+def _record_rate(benchmark, key: str, work: int) -> None:
+    """work / median seconds into extra_info (nothing to record under --benchmark-disable)."""
+    if benchmark.stats is not None:
+        benchmark.extra_info[key] = work / benchmark.stats.stats.median
 
 
 def _run_backend(benchmark, backend, cfg, n, rounds):
     benchmark.extra_info["trajectory_steps"] = n * STEPS
     result = benchmark.pedantic(lambda: backend.run(cfg, 0, n, 0, STEPS, None), rounds=rounds, warmup_rounds=1)
-    benchmark.extra_info["traj_steps_per_s"] = n * STEPS / benchmark.stats.stats.median
+    _record_rate(benchmark, "traj_steps_per_s", n * STEPS)
     return result
 
 
@@ -56,7 +70,7 @@ def test_numba_ensemble_dim16(benchmark):
     backend.run(_config(64, "numba", dim=16, condition=100.0), 0, 64, 0, 4, None)
     benchmark.extra_info["trajectory_steps"] = n * STEPS
     benchmark.pedantic(lambda: backend.run(cfg, 0, n, 0, STEPS, None), rounds=3, warmup_rounds=1)
-    benchmark.extra_info["coordinate_steps_per_s"] = 16 * n * STEPS / benchmark.stats.stats.median
+    _record_rate(benchmark, "coordinate_steps_per_s", 16 * n * STEPS)
 
 
 @pytest.mark.parametrize("n", [10_000, 100_000])
@@ -66,18 +80,15 @@ def test_torch_reference_ensemble(benchmark, n):
 
 
 @pytest.mark.parametrize("n", [100_000, 1_000_000])
-def test_eager_torch_randn_loop(benchmark, n):
-    """The minimal hand-written per-step torch loop (torch.randn noise), for context."""
-    step = eager_step_fn(n, "cpu")
+def test_plain_torch_loop(benchmark, n):
+    """The per-step torch loop a user writes instead (benchmarks/peers/plain_torch_loop.py), for context."""
+    e = ENSEMBLE_SETTINGS
+    step = eager_step_fn(n, "cpu", lr=e["lr"], mu=e["momentum"], s=e["noise"], lam=e["lam"])
 
     def run():
         theta, b = torch.randn(n), torch.zeros(n)
-        out = []
-        for _ in range(STEPS):
-            theta, b, s = step(theta, b)
-            out.append(s)
-        return out
+        return [step(theta, b)[2] for _ in range(STEPS)]
 
     benchmark.extra_info["trajectory_steps"] = n * STEPS
     benchmark.pedantic(run, rounds=2, warmup_rounds=0)
-    benchmark.extra_info["traj_steps_per_s"] = n * STEPS / benchmark.stats.stats.median
+    _record_rate(benchmark, "traj_steps_per_s", n * STEPS)

@@ -146,6 +146,17 @@ def _split_exponent(x):
     return f64
 
 
+def is_single(x):  # pragma: no cover - replaced by the overload inside numba
+    raise NotImplementedError
+
+
+@overload(is_single)
+def _is_single(x):
+    """True for float32 (a constant after compilation: the other branch is removed)."""
+    single = x == types.float32
+    return lambda x: single
+
+
 def per_dtype(one, c32, c64):  # pragma: no cover - replaced by the overload inside numba
     raise NotImplementedError
 
@@ -252,8 +263,11 @@ def log_positive(x):
     s = f / (cast_like(2.0, x) + f)
     z = s * s
     w = z * z
-    r = (z * (cast_like(LG1, x) + w * (cast_like(LG3, x) + w * (cast_like(LG5, x) + w * cast_like(LG7, x))))
-         + w * (cast_like(LG2, x) + w * (cast_like(LG4, x) + w * cast_like(LG6, x))))
+    if is_single(x):  # float32 needs four terms (fdlibm's k_logf), float64 seven
+        r = z * (cast_like(LG1, x) + w * cast_like(LG3, x)) + w * (cast_like(LG2, x) + w * cast_like(LG4, x))
+    else:
+        r = (z * (cast_like(LG1, x) + w * (cast_like(LG3, x) + w * (cast_like(LG5, x) + w * cast_like(LG7, x))))
+             + w * (cast_like(LG2, x) + w * (cast_like(LG4, x) + w * cast_like(LG6, x))))
     hfsq = cast_like(0.5, x) * f * f
     return e * per_dtype(x, LN2_HI_32, LN2_HI_64) - ((hfsq - (s * (hfsq + r) + e * per_dtype(x, LN2_LO_32, LN2_LO_64)))
                                                     - f)
@@ -269,10 +283,15 @@ def sincos_turn(a):
     x = ((a - q * per_dtype(a, PIO2_1_32, PIO2_1_64)) - q * per_dtype(a, PIO2_2_32, PIO2_2_64)) \
         - q * per_dtype(a, PIO2_3_32, PIO2_3_64)
     z = x * x
-    sn = x + (x * z) * (cast_like(S1, a) + z * (cast_like(S2, a) + z * (cast_like(S3, a) + z * (
-        cast_like(S4, a) + z * (cast_like(S5, a) + z * cast_like(S6, a))))))
-    cs = (cast_like(1.0, a) - cast_like(0.5, a) * z) + (z * z) * (cast_like(C1, a) + z * (cast_like(C2, a) + z * (
-        cast_like(C3, a) + z * (cast_like(C4, a) + z * (cast_like(C5, a) + z * cast_like(C6, a))))))
+    if is_single(a):  # on |x| <= pi/4 the terms past S4, C4 are below float32's half ulp
+        sn = x + (x * z) * (cast_like(S1, a) + z * (cast_like(S2, a) + z * (cast_like(S3, a) + z * cast_like(S4, a))))
+        cs = (cast_like(1.0, a) - cast_like(0.5, a) * z) + (z * z) * (cast_like(C1, a) + z * (
+            cast_like(C2, a) + z * (cast_like(C3, a) + z * cast_like(C4, a))))
+    else:
+        sn = x + (x * z) * (cast_like(S1, a) + z * (cast_like(S2, a) + z * (cast_like(S3, a) + z * (
+            cast_like(S4, a) + z * (cast_like(S5, a) + z * cast_like(S6, a))))))
+        cs = (cast_like(1.0, a) - cast_like(0.5, a) * z) + (z * z) * (cast_like(C1, a) + z * (cast_like(C2, a) + z * (
+            cast_like(C3, a) + z * (cast_like(C4, a) + z * (cast_like(C5, a) + z * cast_like(C6, a))))))
     odd = (q == cast_like(1.0, a)) | (q == cast_like(3.0, a))
     s0 = cs if odd else sn
     c0 = sn if odd else cs
@@ -390,15 +409,13 @@ def _grad_loss(problem, th, lm, g, L, one):
 
 @njit(inline="always", error_model="numpy")
 def _noise_scale(sc, base, L, factor, loss_scaled, one):
-    """Per-lane noise scale: base, or (base sqrt(max(L, 0))) * factor for the loss-scaled model."""
+    """Loss-scaled model: sc = (base sqrt(max(L, 0))) * factor per lane. The other models use `base`
+    itself (the step's loops read `sc[j] if loss_scaled else base`: the compiler splits each loop in two)."""
     if loss_scaled:
         for j in range(GROUP):
             lj = L[j]
             lj = cast_like(0.0, one) if lj < 0 else lj  # torch.clamp(min=0) keeps NaN
             sc[j] = (base * np.sqrt(lj)) * factor
-    else:
-        for j in range(GROUP):
-            sc[j] = base
 
 
 # --- one step of each integrator (reference operation order) ------------------------------
@@ -415,7 +432,7 @@ def _step(integrator, problem, loss_scaled, ca, cb, cc, lr, h, half_h, th, v, g,
         _noise_scale(sc, cb, L, cc, loss_scaled, one)
         for k in range(dim):
             for j in range(GROUP):
-                v[k, j] = ca * v[k, j] + (g[k, j] + sc[j] * z[lane, k, j])
+                v[k, j] = ca * v[k, j] + (g[k, j] + (sc[j] if loss_scaled else cb) * z[lane, k, j])
                 th[k, j] = th[k, j] - lr * v[k, j]
     elif integrator == INTEGRATOR_EULER:
         _noise_scale(sc, cb, L, cc, loss_scaled, one)
@@ -423,7 +440,7 @@ def _step(integrator, problem, loss_scaled, ca, cb, cc, lr, h, half_h, th, v, g,
             for j in range(GROUP):
                 x = th[k, j]
                 th[k, j] = x + h * v[k, j]
-                v[k, j] = ((v[k, j] - h * g[k, j]) - ca * v[k, j]) + sc[j] * z[lane, k, j]
+                v[k, j] = ((v[k, j] - h * g[k, j]) - ca * v[k, j]) + (sc[j] if loss_scaled else cb) * z[lane, k, j]
     elif integrator == INTEGRATOR_LEAPFROG:  # B A B O
         for k in range(dim):
             for j in range(GROUP):
@@ -433,7 +450,7 @@ def _step(integrator, problem, loss_scaled, ca, cb, cc, lr, h, half_h, th, v, g,
         _noise_scale(sc, cb, L, cc, loss_scaled, one)
         for k in range(dim):
             for j in range(GROUP):
-                v[k, j] = ca * (v[k, j] - half_h * g[k, j]) + sc[j] * z[lane, k, j]
+                v[k, j] = ca * (v[k, j] - half_h * g[k, j]) + (sc[j] if loss_scaled else cb) * z[lane, k, j]
         return
     else:  # baoab: B A O A B
         for k in range(dim):
@@ -445,7 +462,7 @@ def _step(integrator, problem, loss_scaled, ca, cb, cc, lr, h, half_h, th, v, g,
         _noise_scale(sc, cb, L, cc, loss_scaled, one)
         for k in range(dim):
             for j in range(GROUP):
-                v[k, j] = ca * v[k, j] + sc[j] * z[lane, k, j]
+                v[k, j] = ca * v[k, j] + (sc[j] if loss_scaled else cb) * z[lane, k, j]
                 th[k, j] = th[k, j] + half_h * v[k, j]
         _grad_loss(problem, th, lm, g, L, one)
         for k in range(dim):

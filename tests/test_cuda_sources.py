@@ -357,3 +357,41 @@ def test_cupy_sgd_step_equals_foreach(dtype, opts):
             torch.testing.assert_close(b_cu, bufs[0], **tol)
         torch.testing.assert_close(sums_cu, sums_ref.to(sums_cu.device), rtol=1e-6, atol=1e-6)
         assert math.isfinite(float(sums_cu.sum()))
+
+
+# --- (e) contracts 4 and 5 in the host build: float64 observables, divergence to NaN ------------------
+
+@needs_cxx
+def test_host_ensemble_deep_decay_float32_agrees_with_float64(tmp_path):
+    """Inertia decays to ~1e-55, far below float32's normal range: the kernel's float64 observables of the
+    float32 state agree with the float64 reference run to float32 rounding of the state."""
+    base = SimulationConfig(spectrum=[1.0, 0.9], lr=0.8, momentum=0.0, steps=50, trajectories=130, record_every=5,
+                            seed=4, dtype="float64").validate()
+    _, ref = _reference(base, 0, 130, 0, 50, None)
+    f32 = SimulationConfig(spectrum=[1.0, 0.9], lr=0.8, momentum=0.0, steps=50, trajectories=130, record_every=5,
+                           seed=4, dtype="float32").validate()
+    state, sums = _host(tmp_path).run(f32, 0, 130, 0, 50, None)
+    assert state.inertia0.dtype == torch.float64
+    assert torch.equal(sums[..., 0], ref[..., 0])  # nothing flushed to zero, nothing dropped
+    mean, want = sums[..., 1].sum(1) / sums[..., 0].sum(1), ref[..., 1].sum(1) / ref[..., 0].sum(1)
+    assert float(want[-1]) < 1e-50
+    torch.testing.assert_close(mean, want, rtol=2e-5, atol=0)
+
+
+@needs_cxx
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_host_ensemble_diverged_trajectories_become_nan(tmp_path, dtype):
+    """lr lambda > 2 (1 + mu) for part of a drawn spectrum, a finite bound: the same trajectories are dropped
+    at the same recorded steps as by the reference, and their state is NaN."""
+    config = SimulationConfig(spectrum_distribution="uniform:0.5,6", dim=1, lr=1.0, momentum=0.5, steps=40,
+                              trajectories=130, record_every=2, dtype=dtype, seed=5, diverge_above=50.0).validate()
+    host = _host(tmp_path)
+    ref_state = host_state = None
+    for begin, end in ((0, 13), (13, 40)):
+        ref_state, ref_sums = _reference(config, 0, 130, begin, end, ref_state)
+        host_state, sums = host.run(config, 0, 130, begin, end, host_state)
+        assert torch.equal(sums[..., 0], ref_sums[..., 0])
+    dropped = torch.isnan(ref_state.theta[:, 0])
+    assert 0 < int(dropped.sum()) < 130
+    assert torch.equal(torch.isnan(host_state.theta[:, 0]), dropped)
+    assert torch.isnan(host_state.momentum[dropped]).all()
