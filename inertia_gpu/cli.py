@@ -11,7 +11,7 @@ import os
 import sys
 
 from .config import ConfigError
-from .options import CONFIG_FIELDS, add_simulation_arguments, config_from_args, join_negative_values  # noqa: F401
+from .options import add_simulation_arguments, config_from_args, join_negative_values
 
 EXIT_USAGE = 2
 

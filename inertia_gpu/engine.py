@@ -178,7 +178,8 @@ def _null_reasons(result: SimulationResult) -> dict:
     if not np.isfinite(result.stats["inertia_mean"]).all():
         out["inertia_mean"] = "null at steps where every trajectory had diverged"
     if not np.isfinite(result.stats["inertia_sem"]).all():
-        out["inertia_sem"] = "null where fewer than two replicates hold a finite trajectory (no batch-means error)"
+        out["inertia_sem"] = ("null where no batch-means error exists (fewer than two replicates hold a finite "
+                              "trajectory) or it overflows float64")
     return out
 
 
@@ -278,7 +279,9 @@ def _run(config: SimulationConfig, backend, p: Plan, shard, ckpt, progress: bool
                         ckpt.save(p.chunk, index, end, table, hist, state)
     if shard is not None:
         table, hist = shard.merge(table, hist, (rep_begin, rep_end))
-    return SimulationResult(config, steps, combine(table), table, hist, backend.name, device_name(config.device),
+    with np.errstate(over="ignore", invalid="ignore"):  # sums beyond float64 become null with a reason, not warnings
+        stats = combine(table)
+    return SimulationResult(config, steps, stats, table, hist, backend.name, device_name(config.device),
                             time.perf_counter() - t0, trajectory_steps_done=total - done_before)
 
 

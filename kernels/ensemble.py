@@ -140,12 +140,11 @@ def _coord_sum(x):
 
 @triton.jit
 def _group_sum(x, TPT: tl.constexpr, WIDTH: tl.constexpr):
-    """[TPT, WIDTH] -> [TPT * WIDTH // GROUP]: sums over runs of GROUP consecutive trajectories.
-
-    In-thread over TPT, then over the GROUP // TPT lanes of the group (warp shuffles).
-    """
+    """[TPT, WIDTH] -> [WIDTH * TPT // GROUP, GROUP // TPT]: sums over runs of GROUP consecutive
+    trajectories, in every lane of the group (in-thread over TPT, then a butterfly over the lanes)."""
     per_thread = tl.sum(x, axis=0)
-    return tl.sum(tl.reshape(per_thread, [WIDTH * TPT // GROUP, GROUP // TPT]), axis=1)
+    s = tl.sum(tl.reshape(per_thread, [WIDTH * TPT // GROUP, GROUP // TPT]), axis=1, keep_dims=True)
+    return tl.broadcast_to(s, [WIDTH * TPT // GROUP, GROUP // TPT])
 
 
 # --- problems -----------------------------------------------------------------------------
@@ -244,7 +243,8 @@ def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, 
                 TPT: tl.constexpr, WIDTH: tl.constexpr):
     """partials[row, grp, :] = group sums of [count, I, K, L, shadow, I^2] over the kept trajectories.
 
-    The count is summed as an integer (exact, one shuffle word instead of two).
+    The count is summed as an integer (exact, one shuffle word instead of two); the inertia column is
+    sum K + sum L (I = K + L per trajectory; one float64 sum fewer through the shuffles).
     """
     zero = tl.zeros_like(inertia)
     i64 = tl.where(kept, inertia, zero)
@@ -261,12 +261,18 @@ def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, 
         tl.store(base + 4, tl.where(kept, shadow, zero))
         tl.store(base + 5, i64 * i64)
     else:
-        tl.store(base + 0, _group_sum(kept.to(tl.int32), TPT, WIDTH).to(tl.float64), mask=gmask)
-        tl.store(base + 1, _group_sum(i64, TPT, WIDTH), mask=gmask)
-        tl.store(base + 2, _group_sum(tl.where(kept, kinetic, zero), TPT, WIDTH), mask=gmask)
-        tl.store(base + 3, _group_sum(tl.where(kept, loss, zero), TPT, WIDTH), mask=gmask)
-        tl.store(base + 4, _group_sum(tl.where(kept, shadow, zero), TPT, WIDTH), mask=gmask)
-        tl.store(base + 5, _group_sum(i64 * i64, TPT, WIDTH), mask=gmask)
+        # stored from the lanes' own layout (lane 0 of each group), no conversion through shared memory
+        lane = tl.arange(0, GROUP // TPT)[None, :]
+        base2 = base[:, None] + lane * 0
+        m2 = gmask[:, None] & (lane == 0)
+        tl.store(base2 + 0, _group_sum(kept.to(tl.int32), TPT, WIDTH).to(tl.float64), mask=m2)
+        sk = _group_sum(tl.where(kept, kinetic, zero), TPT, WIDTH)
+        sl = _group_sum(tl.where(kept, loss, zero), TPT, WIDTH)
+        tl.store(base2 + 1, sk + sl, mask=m2)
+        tl.store(base2 + 2, sk, mask=m2)
+        tl.store(base2 + 3, sl, mask=m2)
+        tl.store(base2 + 4, _group_sum(tl.where(kept, shadow, zero), TPT, WIDTH), mask=m2)
+        tl.store(base2 + 5, _group_sum(i64 * i64, TPT, WIDTH), mask=m2)
 
 
 @triton.jit
@@ -479,11 +485,21 @@ def ensemble_kernel(
     colmask = cols < DIM
     # the state buffers are blocked per program as [TPT, DIM, WIDTH] (the launcher permutes them), so
     # consecutive threads touch consecutive addresses: the loads' coalesced layout is the compute layout
-    offs3 = ((pid.to(tl.int64) * TPT + ii) * DIM + cols) * WIDTH + tt
+    # (per-program int64 bases, int32 offsets within the program: cheap to rematerialise after the loop)
+    offs3 = (ii * DIM + cols) * WIDTH + tt
     i2 = tl.arange(0, TPT)[:, None]
     t2 = tl.arange(0, WIDTH)[None, :]
-    offs2 = (pid.to(tl.int64) * TPT + i2) * WIDTH + t2
-    offs_fp = (pid.to(tl.int64) * TPT + i2) * (3 * WIDTH) + t2
+    offs2 = i2 * WIDTH + t2
+    offs_fp = i2 * (3 * WIDTH) + t2
+    prog = pid.to(tl.int64) * BLOCK
+    theta_in += prog * DIM
+    mom_in += prog * DIM
+    theta_out += prog * DIM
+    mom_out += prog * DIM
+    inertia0_in += prog
+    inertia0_out += prog
+    fp_in += prog * 3
+    fp_out += prog * 3
     traj_u32 = (start.to(tl.int64) + rows).to(tl.uint32)  # [TPT, 1, WIDTH]; Philox broadcasts it
     if BLOCK < GROUP:  # the wide layout: one trajectory per program, `partials` holds per-trajectory rows
         grp = pid.to(tl.int64) + tl.arange(0, 1).to(tl.int64)
@@ -491,7 +507,7 @@ def ensemble_kernel(
         grp = pid.to(tl.int64) * (BLOCK // GROUP) + tl.arange(0, BLOCK // GROUP).to(tl.int64)
 
     # the wide layout's shift buffer: this trajectory's row of theta_out (written only at the end)
-    row_buf = theta_out + pid.to(tl.int64) * DIM
+    row_buf = theta_out  # (already offset to this program)
     lr = tl.load(coef_ptr + CONST_LR)
     h = tl.load(coef_ptr + CONST_H)
     half_h = tl.load(coef_ptr + CONST_HALF_H)
@@ -556,6 +572,8 @@ def ensemble_kernel(
         fp2 = tl.load(fp_in + offs_fp + 2 * WIDTH)
         g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM) if CARRY_G else 0.0
 
+    # I_0 is final already: stored now, so it is not carried through the loop (registers)
+    tl.store(inertia0_out + offs2, inertia0)
     lo = step_begin.to(tl.int64)
     hi = step_end.to(tl.int64)
     # a while loop, not `for q in range(lo // 4, ...)`: triton 3.6's interpreter hands range() the bounds
@@ -576,7 +594,6 @@ def ensemble_kernel(
     else:
         tl.store(theta_out + offs3, theta.to(theta_out.dtype.element_ty))
         tl.store(mom_out + offs3, mom.to(mom_out.dtype.element_ty))
-    tl.store(inertia0_out + offs2, inertia0)
     tl.store(fp_out + offs_fp, fp0)
     tl.store(fp_out + offs_fp + WIDTH, fp1)
     tl.store(fp_out + offs_fp + 2 * WIDTH, fp2)

@@ -271,10 +271,12 @@ def test_block_size_changes_only_the_summation_order(monkeypatch):
     """BLOCK (trajectories per thread) reorders the float64 group sums, nothing else.
 
     Each trajectory's float64 observables do not depend on BLOCK, so two runs' replicate sums are two
-    orders of the same n terms: |difference| <= 2 (n - 1) 2^-53 sum|x_i| (the classical bound on
-    recursive summation, for each order). For count, I, K, L and I^2 the terms are >= 0, so sum|x_i| is
-    the sum itself; the shadow inertia I + (lr/2) b.g has |x_i| <= 2 I_i for a stable heavy ball
-    (|(lr/2) b lam theta| <= sqrt(lr lam) (K + L) / 2 <= I with lr lam <= 4).
+    orders of the same n terms: each is within (n - 1) 2^-53 sum|x_i| of the exact sum (the classical
+    bound on recursive summation), so |difference| <= 2 (n - 1) 2^-53 sum|x_i|; the inertia column is
+    sum K + sum L, one rounding more: 2 n 2^-53 sum I_i covers every column. For count, I, K, L and I^2
+    the terms are >= 0, so sum|x_i| is the sum itself; the shadow inertia I + (lr/2) b.g has
+    |x_i| <= 2 I_i for a stable heavy ball (|(lr/2) b lam theta| <= sqrt(lr lam) (K + L) / 2 <= I with
+    lr lam <= 4).
     """
     cfg = _split_config()
     runs = []
@@ -285,7 +287,7 @@ def test_block_size_changes_only_the_summation_order(monkeypatch):
     sums = runs[0].replicate_sums
     scale = sums.copy()
     scale[..., 4] = 2.0 * sums[..., 1]
-    bound = 2 * (n - 1) * 2.0 ** -53 * np.abs(scale)
+    bound = 2 * n * 2.0 ** -53 * np.abs(scale)
     for other in runs[1:]:
         diff = np.abs(other.replicate_sums - sums)
         assert np.all(diff <= bound), float(np.max(diff / np.maximum(bound, 1e-300)))

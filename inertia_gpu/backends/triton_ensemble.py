@@ -79,8 +79,8 @@ class TritonEnsemble(EnsembleBackend):
 
     def __init__(self, block: int | None = None, num_warps: int | None = None, poison: bool | None = None,
                  tree: bool = True, guard: bool | str = True):
-        if block is not None and (block < 64 or block % 64 or block & (block - 1)):
-            raise ValueError(f"block must be a power of two >= 64, got {block}")
+        if block is not None and block != 1 and (block < 64 or block % 64 or block & (block - 1)):
+            raise ValueError(f"block must be 1 (the wide layout) or a power of two >= 64, got {block}")
         if num_warps is not None and (num_warps < 1 or num_warps & (num_warps - 1)):
             raise ValueError(f"num_warps must be a power of two, got {num_warps}")
         self.block = block
@@ -125,6 +125,9 @@ class TritonEnsemble(EnsembleBackend):
             if not wide(cfg):
                 block = default_tpt(cfg) * 32 * num_warps
         if self.block and not wide(cfg):
+            if self.block == 1:
+                raise ValueError(f"block 1 (the wide layout) is for dimensions whose state does not fit a "
+                                 f"thread's registers; dim {cfg.dim} {cfg.dtype} uses the blocked layout")
             block = self.block
         if block == 1:  # the wide layout
             tpt = width = 1
