@@ -21,7 +21,8 @@ elements per thread, VEC * element size = 16 bytes), reads p, g, b once, writes 
 bytes per float32 parameter with momentum), keeps its inertia terms per thread in registers across
 the tiles and writes two per-block partial sums, both of the state *before* the update:
 
-    partials[pid] = (sum b_k^2, sum <b_k, d_k>)   d_k = noise-free update direction
+    partials[pid] = (sum b_k^2, sum <b_k, d_k>, sum <q_k, 2 momentum b_k + q_k>)
+        d_k = noise-free update direction, q_k = the noise put into the buffer (for the ledger)
 
 in float64: products of the working-dtype values formed exactly in float64, d_k itself formed in
 float64 from the gradient (as the foreach implementation does), weight decay passed as a float32
@@ -135,7 +136,13 @@ def _tile(start, limit, write_limit, first, p_ptr, g_ptr, b_ptr, lr, std, grad_s
           MOMENTUM: tl.constexpr, DAMPENING: tl.constexpr, NESTEROV: tl.constexpr,
           WEIGHT_DECAY: tl.constexpr, MAXIMIZE: tl.constexpr, NOISE: tl.constexpr,
           HAS_GRAD_SCALE: tl.constexpr):
-    """One heavy-ball step on elements [start, start + TILE) below `limit`; their float64 (b^2, b d) terms."""
+    """One heavy-ball step on elements [start, start + TILE) below `limit`.
+
+    Returns the terms (b^2, b d in float64; q (2 momentum b + q) in ACC) per element, q = the noise this step
+    puts into the buffer ((1 - dampening) s xi; s xi on the first step): lr/2 times the last is the
+    ledger's injected energy |momentum b + q|^2 - |momentum b|^2. (Summing each thread's terms here, through a reshape, costs
+    shared-memory shuffles: the program adds them across tiles element-wise and reduces once.)
+    """
     offs = start + tl.arange(0, TILE)
     mask = offs < limit
     write = offs < write_limit  # 0 when an AMP step is skipped: params and buffers stay as they were
@@ -149,15 +156,26 @@ def _tile(start, limit, write_limit, first, p_ptr, g_ptr, b_ptr, lr, std, grad_s
     p = p_raw.to(ACC)
     if WEIGHT_DECAY:
         g = g + weight_decay * p
+    kick = tl.zeros([TILE], ACC)
     if NOISE:
-        g = g + std * _noise(seed, start, step, parameter, ACC, TILE, EPT)
+        kick = std * _noise(seed, start, step, parameter, ACC, TILE, EPT)
+        g = g + kick
     bb = tl.zeros([TILE], tl.float64)
     bd = tl.zeros([TILE], tl.float64)
+    bq = tl.zeros([TILE], ACC)
     update = g
     if MOMENTUM:
         # b_k = 0 on the first step: the new buffer is not read
         b = tl.load(b_ptr + offs, mask=offs < tl.where(first, 0, limit), other=0.0).to(ACC)
         bb, bd = _sums(b, g_raw, p_raw, grad_scale, wd_hi, wd_lo, HAS_GRAD_SCALE, MAXIMIZE, WEIGHT_DECAY)
+        if NOISE:
+            # the tile's tail past numel injects nothing. (b == b, true but for NaN, ties q to the loads'
+            # registers: computed from the noise alone, q * q takes the interleave's layout and each tile
+            # goes through shared memory)
+            q = tl.where(mask & (b == b), kick, 0.0)
+            if DAMPENING:
+                q = tl.where(first, q, q * (1.0 - dampening))
+            bq = q * (2.0 * momentum * b + q)  # in ACC: a statistic, not an exact sum (registers)
         if DAMPENING:
             b_new = momentum * b + (1.0 - dampening) * g
         else:
@@ -169,7 +187,7 @@ def _tile(start, limit, write_limit, first, p_ptr, g_ptr, b_ptr, lr, std, grad_s
         else:
             update = b_new
     tl.store(p_ptr + offs, (p - lr * update).to(DTYPE), mask=write)
-    return bb, bd
+    return bb, bd, bq
 
 
 @triton.jit
@@ -229,11 +247,14 @@ def sgd_step_kernel(
         write_limit = tl.where(tl.load(found_inf_ptr) == 0, numel, 0)
     bb = tl.zeros([TILE], tl.float64)
     bd = tl.zeros([TILE], tl.float64)
+    bq = tl.zeros([TILE], ACC)
     for t in tl.static_range(BLOCK // TILE):  # unrolled: each tile start keeps its known alignment
-        tb, td = _tile(start + t * TILE, numel, write_limit, first, p_ptr, g_ptr, b_ptr, lr, std, grad_scale, seed, step,
+        tb, td, tq = _tile(start + t * TILE, numel, write_limit, first, p_ptr, g_ptr, b_ptr, lr, std, grad_scale, seed, step,
                        parameter, momentum, dampening, weight_decay, wd_hi, wd_lo, DTYPE, ACC, TILE, EPT,
                        MOMENTUM, DAMPENING, NESTEROV, WEIGHT_DECAY, MAXIMIZE, NOISE, HAS_GRAD_SCALE)
         bb += tb
         bd += td
-    tl.store(partials_ptr + pid * 2, tl.sum(bb, axis=0))
-    tl.store(partials_ptr + pid * 2 + 1, tl.sum(bd, axis=0))
+        bq += tq
+    tl.store(partials_ptr + pid * 3, tl.sum(bb, axis=0))
+    tl.store(partials_ptr + pid * 3 + 1, tl.sum(bd, axis=0))
+    tl.store(partials_ptr + pid * 3 + 2, tl.sum(bq.to(tl.float64), axis=0))

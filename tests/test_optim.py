@@ -6,6 +6,7 @@ tiny tensors with a large block so each step is a handful of programs.
 from __future__ import annotations
 
 import itertools
+import math
 import secrets
 
 import pytest
@@ -645,3 +646,79 @@ def test_kernel_compiles_for_sm90_with_128_bit_access_and_two_programs_per_sm(tm
         assert v["registers"] <= 128 and v["local_bytes"] == 0, v
         if v["aligned"]:
             assert v["ldg128"] > 0 and v["stg128"] > 0, v
+
+
+def _ledger_run(backend, seed, steps=4, **option):
+    model = _mlp(seed)
+    x, y = _data(seed + 1)
+    opt = InertiaSGD(model.parameters(), backend=backend, block=BLOCK, seed=seed % 997, **option)
+    rows, inertia = [], []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = _objective(model, x, y, False)
+        loss.backward()
+        opt.step(loss=loss)
+        inertia.append(opt.inertia.item())
+        rows.append({k: v.item() for k, v in opt.ledger.items()})
+    return rows, inertia
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ledger_balances_and_the_backends_agree(backend):
+    """residual closes I_{k+1} - I_k = -D + Q + W; D = (1 - mu^2) K >= 0; Triton's terms equal foreach's."""
+    option = dict(lr=0.05, momentum=0.8, dampening=0.1, noise=0.3)
+    seed = _fresh_seed()
+    rows, inertia = _ledger_run(backend, seed, **option)
+    assert all(math.isnan(v) for v in rows[0].values())  # no applied step is complete yet
+    for k in range(1, len(rows)):
+        r = rows[k]
+        assert r["dissipated"] >= 0 and r["injected"] != 0
+        assert inertia[k] - inertia[k - 1] == pytest.approx(-r["dissipated"] + r["injected"] + r["residual"],
+                                                            rel=1e-12, abs=1e-12)
+    if backend == "triton":
+        ref, _ = _ledger_run("foreach", seed, **option)  # same model, same noise stream
+        for got, want in zip(rows[1:], ref[1:]):
+            for key in got:
+                assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-7), key
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ledger_frictionless_noise_free_heavy_ball_dissipates_and_injects_nothing(backend):
+    rows, _ = _ledger_run(backend, _fresh_seed(), lr=0.02, momentum=1.0)
+    assert all(r["dissipated"] == 0.0 and r["injected"] == 0.0 for r in rows[1:])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ledger_injected_mean_is_half_lr_s2_d(backend):
+    """Zero gradients, existing buffers: Q = lr/2 (2 mu <b, q> + |q|^2), q = (1 - tau) s xi, so
+    E[Q] = lr/2 (1 - tau)^2 s^2 d, Var = (lr/2)^2 (4 mu^2 c^2 s^2 |b|^2 + 2 c^4 s^4 d); z < 5 at every step."""
+    n, lr, mu, tau, s = 20_000, 0.1, 0.7, 0.2, 0.5
+    p = torch.zeros(n, requires_grad=True)
+    opt = InertiaSGD([p], lr=lr, momentum=mu, dampening=tau, noise=s, seed=11, backend=backend, block=4096)
+    p.grad = torch.zeros(n)
+    opt.step(loss=0.0)  # first step: b = s xi
+    c = 1.0 - tau
+    for _ in range(3):
+        b2 = float((opt.state[p]["momentum_buffer"].double() ** 2).sum())
+        opt.step(loss=0.0)
+        opt.step(loss=0.0)  # completes the previous step's ledger
+        q = opt.ledger["injected"].item()
+        mean = 0.5 * lr * c * c * s * s * n
+        sd = 0.5 * lr * math.sqrt(4 * mu * mu * c * c * s * s * b2 + 2 * c ** 4 * s ** 4 * n)
+        assert abs(q - mean) < 5 * sd, (q, mean, sd)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_skipped_amp_step_leaves_the_ledger_untouched(backend):
+    p = torch.randn(9, requires_grad=True)
+    opt = InertiaSGD([p], lr=0.1, momentum=0.9, noise=0.1, backend=backend, block=BLOCK)
+    for _ in range(3):
+        p.grad = torch.randn(9)
+        opt.step(loss=1.0)
+    before = {k: v.clone() for k, v in opt.ledger.items()}
+    p.grad = torch.full((9,), float("inf"))
+    opt.grad_scale, opt.found_inf = torch.tensor(1.0), torch.tensor(1.0)
+    opt.step(loss=2.0)
+    assert not bool(opt.stepped)
+    assert all(torch.equal(opt.ledger[k], before[k]) for k in before)

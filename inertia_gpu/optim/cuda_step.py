@@ -73,7 +73,9 @@ def cupy_sgd_step(param: torch.Tensor, grad: torch.Tensor, momentum_buffer: torc
 def cuda_inertia_sgd(params, grads, momentum_buffers, *, step, parameter_index, lr, momentum, dampening,
                      weight_decay, nesterov, maximize, noise, temperature, seed, grad_scale, found_inf,
                      block=None) -> torch.Tensor:
-    """One step through the CUDA C kernel (see functional.inertia_sgd); no AMP (refused by its checks)."""
+    """One step through the CUDA C kernel (see functional.inertia_sgd); no AMP (refused by its checks).
+
+    The injected-noise term (entry 2) is NaN with noise: this kernel does not form it."""
     del block, grad_scale, found_inf  # refused before this point (functional.check_tensors)
     lr = float(lr)
     t = int(step)
@@ -86,4 +88,6 @@ def cuda_inertia_sgd(params, grads, momentum_buffers, *, step, parameter_index, 
         sums += cupy_sgd_step(p, g.contiguous(), momentum_buffers[k], lr=lr, momentum=momentum,
                               dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                               maximize=maximize, noise=std, seed=seed, step=t, parameter=i, first=first)
-    return sums
+    # the CUDA C kernel does not form the injected-noise terms: the ledger's injected part is unknown here
+    return torch.cat([sums, torch.full((1,), float("nan") if std != 0 else 0.0, dtype=torch.float64,
+                                       device=sums.device)])

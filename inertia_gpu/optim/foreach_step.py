@@ -133,18 +133,35 @@ def foreach_inertia_sgd(params, grads, momentum_buffers, *, step, parameter_inde
                    maximize=maximize, grad_scale=grad_scale)
     if found_inf is not None and bool(found_inf.item()):  # host read: this path is for the CPU
         if momentum == 0:
-            return torch.zeros(2, dtype=torch.float64, device=device)
-        return inertia_sums(momentum_buffers, grads, params, maximize=maximize, weight_decay=weight_decay,
+            return torch.zeros(3, dtype=torch.float64, device=device)
+        sums = inertia_sums(momentum_buffers, grads, params, maximize=maximize, weight_decay=weight_decay,
                             grad_scale=grad_scale)
+        return torch.cat([sums, torch.zeros(1, dtype=torch.float64, device=device)])  # nothing injected
     noisy = isinstance(std, torch.Tensor) or std != 0
     noise_terms = (std, lambda: _noise_terms(params, step, parameter_index, seed)) if noisy else None
     return _step(params, grads, momentum_buffers, noise_terms=noise_terms, **options)
 
 
+def _injected(buffers, xis, std, momentum, dampening) -> torch.Tensor:
+    """float64 [1]: sum <q, 2 momentum b + q>, q = c std xi the noise the buffer receives (c = 1 - dampening,
+    or 1 where the buffer is new: torch's first step b = g); lr/2 times it is the ledger's injected energy."""
+    out = torch.zeros(1, dtype=torch.float64, device=xis[0].device)
+    s = std.to(torch.float64) if isinstance(std, torch.Tensor) else std
+    for b, xi in zip(buffers, xis):
+        q = xi.reshape(-1).to(torch.float64) * (s if b is None else (1.0 - dampening) * s)
+        out += torch.dot(q, q)
+        if b is not None:
+            out += 2.0 * momentum * torch.dot(b.reshape(-1).to(torch.float64), q)
+    return out
+
+
 def _step(params, grads, buffers, *, lr, momentum, dampening, weight_decay, nesterov, maximize, grad_scale,
           noise_terms) -> torch.Tensor:
-    """The inertia sums of the state, then torch.optim.SGD's foreach update (plus noise = std * xi)."""
+    """The inertia sums of the state, then torch.optim.SGD's foreach update (plus noise = std * xi).
+
+    Returns float64 [3]: (sum b^2, sum <b, d>) and the injected-noise term sum <q, 2 momentum b + q>."""
     device = params[0].device
+    injected = torch.zeros(1, dtype=torch.float64, device=device)
     if momentum != 0:
         sums = inertia_sums(buffers, grads, params, maximize=maximize, weight_decay=weight_decay,
                             grad_scale=grad_scale)
@@ -158,10 +175,13 @@ def _step(params, grads, buffers, *, lr, momentum, dampening, weight_decay, nest
         grads = torch._foreach_add(grads, params, alpha=weight_decay)
     if noise_terms is not None:
         std, draw = noise_terms
+        xis = draw()
+        if momentum != 0:
+            injected = _injected(buffers, xis, std, momentum, dampening)
         if isinstance(std, torch.Tensor):
-            grads = torch._foreach_add(grads, torch._foreach_mul(draw(), std.to(device)))
+            grads = torch._foreach_add(grads, torch._foreach_mul(xis, std.to(device)))
         else:
-            grads = torch._foreach_add(grads, draw(), alpha=std)
+            grads = torch._foreach_add(grads, xis, alpha=std)
     if momentum != 0:
         _update_buffers(buffers, grads, momentum, dampening)
         grads = torch._foreach_add(grads, buffers, alpha=momentum) if nesterov else buffers
@@ -169,7 +189,7 @@ def _step(params, grads, buffers, *, lr, momentum, dampening, weight_decay, nest
         torch._foreach_add_(params, torch._foreach_mul(grads, lr.to(device)), alpha=-1)
     else:
         torch._foreach_add_(params, grads, alpha=-lr)
-    return sums
+    return torch.cat([sums, injected])
 
 
 def _update_buffers(buffers: list, grads: list, momentum: float, dampening: float) -> None:

@@ -110,10 +110,13 @@ def inertia_sgd(params: list[torch.Tensor], grads: list[torch.Tensor],
                 maximize: bool = False, noise: float = 0.0, temperature: float | None = None, seed: int = 0,
                 grad_scale: torch.Tensor | None = None, found_inf: torch.Tensor | None = None,
                 impl: str = "foreach", block: int | None = None) -> torch.Tensor:
-    """One InertiaSGD step in place; returns float64 [2] (sum |b_k|^2, sum <b_k, d_k>) on the device.
+    """One InertiaSGD step in place; returns float64 [3] on the device:
 
-    Both sums describe the state before the update: b_k the momentum buffer (0 where None),
-    d_k = ±grad / grad_scale + weight_decay * param the noise-free direction. Noise (std `noise`,
+        (sum |b_k|^2, sum <b_k, d_k>, sum <q_k, 2 momentum b_k + q_k>)
+
+    of the state before the update: b_k the momentum buffer (0 where None), d_k = ±grad / grad_scale
+    + weight_decay * param the noise-free direction, q_k the noise the step puts into the buffer
+    ((1 - dampening) s xi, or s xi where the buffer is new; 0 for a skipped step). Noise (std `noise`,
     or sqrt(2 (1 - momentum) T / lr) for a `temperature` T) is rng.optimizer_normals(numel, step,
     parameter_index[k], seed). `step` (0-dim int64 tensor on the device) counts applied steps and is
     incremented here unless `found_inf` (AMP) is nonzero, in which case nothing else changes either.
@@ -122,15 +125,16 @@ def inertia_sgd(params: list[torch.Tensor], grads: list[torch.Tensor],
     check_tensors(params, grads, momentum_buffers, momentum=momentum, impl=impl, step=step,
                   grad_scale=grad_scale, found_inf=found_inf, parameter_index=parameter_index)
     if not params:
-        return torch.zeros(2, dtype=torch.float64, device=step.device)
+        return torch.zeros(3, dtype=torch.float64, device=step.device)
     index = list(range(len(params))) if parameter_index is None else list(parameter_index)
     if momentum == 0:
         momentum_buffers = [None] * len(params)
     elif found_inf is not None and any(b is None for b in momentum_buffers) and bool(found_inf.item()):
         # a skipped step that would create buffers creates none (torch's fused SGD allocates them and then
         # skips); the one host read happens only while some buffer does not exist yet
-        return inertia_sums(momentum_buffers, grads, params, maximize=maximize, weight_decay=weight_decay,
+        sums = inertia_sums(momentum_buffers, grads, params, maximize=maximize, weight_decay=weight_decay,
                             grad_scale=grad_scale)
+        return torch.cat([sums, torch.zeros(1, dtype=torch.float64, device=sums.device)])
     sums = _implementation(impl)(
         params, grads, momentum_buffers, step=step, parameter_index=index, lr=lr, momentum=momentum,
         dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize, noise=noise,

@@ -63,6 +63,11 @@ class InertiaHistory:
         return {f: table[:, i] for i, f in enumerate(self.FIELDS)}
 
 
+def _on(lr, device):
+    """lr as a float64 device tensor if it is a tensor; a python float stays one (no host-to-device copy)."""
+    return lr.to(device=device, dtype=torch.float64) if isinstance(lr, torch.Tensor) else lr
+
+
 class _GroupStep(NamedTuple):
     """One group's checked inputs for inertia_sgd."""
 
@@ -96,8 +101,9 @@ class InertiaSGD(Optimizer):
     After each step: `kinetic`, `inertia`, `shadow_inertia`, `loss` (0-dim
     float64 device tensors; inertia and shadow are NaN when no loss was
     given), `group_kinetic`, `group_shadow_correction` and `effective_temperature`
-    (2 K / d per group: compare with `temperature`) ([n_groups]), and `stepped` (a 0-dim
-    bool device tensor: False when AMP skipped the step). The loss comes from the closure
+    (2 K / d per group: compare with `temperature`) ([n_groups]), `stepped` (a 0-dim
+    bool device tensor: False when AMP skipped the step) and `ledger` (dissipated, injected,
+    residual of the last applied step, see _update_ledger). The loss comes from the closure
     or from `step(loss=...)`.
     """
 
@@ -129,6 +135,8 @@ class InertiaSGD(Optimizer):
         self.kinetic = self.inertia = self.shadow_inertia = self.loss = None
         self.group_kinetic = self.group_shadow_correction = self.effective_temperature = None
         self.stepped: torch.Tensor | None = None  # 0-dim bool device tensor: was the last step applied (AMP)?
+        self.ledger: dict[str, torch.Tensor] | None = None  # see _update_ledger
+        self._pending: tuple | None = None  # (I_k, D_k, Q_k) of the last applied step
 
     def add_param_group(self, param_group: dict) -> None:
         # checked before torch's add_param_group appends it: a refused group leaves no trace
@@ -216,6 +224,7 @@ class InertiaSGD(Optimizer):
                 else found_inf.to(device).reshape(()) == 0
             sizes = [0 if plan is None else sum(p.numel() for p in plan.params) for plan in plans]
             self._report(group_sums, [g["lr"] for g in self.param_groups], sizes, loss, device)
+            self._update_ledger(group_sums, device)
         return loss
 
     def _apply(self, plan: _GroupStep, grad_scale, found_inf) -> torch.Tensor:
@@ -236,11 +245,36 @@ class InertiaSGD(Optimizer):
                     self.state[p]["momentum_buffer"] = b
         return sums
 
+    def _update_ledger(self, group_sums, device) -> None:
+        """ledger = where the inertia of the last applied step went, completed now that I_{k+1} is known:
+
+            dissipated D_k = (1 - momentum^2) K_k            (friction b -> momentum b)
+            injected   Q_k = lr/2 (2 momentum <b_k, q_k> + |q_k|^2)   (noise b -> momentum b + q)
+            residual   W_k = I_{k+1} - I_k + D_k - Q_k      (the gradient kick and the drift)
+
+        summed over groups, 0-dim float64 device tensors (NaN until a step has been applied and the
+        next loss is known). A skipped AMP step leaves the ledger and what it waits for as they were."""
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        dissipated, injected = zero.clone(), zero.clone()
+        for group, sums in zip(self.param_groups, group_sums):
+            if sums is not None and group["momentum"] != 0:
+                mu, half_lr = group["momentum"], 0.5 * _on(group["lr"], device)
+                dissipated = dissipated + (1.0 - mu * mu) * half_lr * sums[0].to(device)
+                injected = injected + half_lr * sums[2].to(device)
+        nan = torch.full((), float("nan"), dtype=torch.float64, device=device)
+        inertia_prev, dissipated_prev, injected_prev = self._pending or (nan, nan, nan)
+        done = dict(dissipated=dissipated_prev, injected=injected_prev,
+                    residual=self.inertia - inertia_prev + dissipated_prev - injected_prev)
+        old = self.ledger or dict(dissipated=nan, injected=nan, residual=nan)
+        self.ledger = {k: torch.where(self.stepped, done[k], old[k]) for k in done}
+        self._pending = tuple(torch.where(self.stepped, new, prev) for new, prev in
+                              zip((self.inertia, dissipated, injected), (inertia_prev, dissipated_prev, injected_prev)))
+
     def _report(self, group_sums, lrs, sizes, loss, device) -> None:
-        zero = torch.zeros(2, dtype=torch.float64, device=device)
+        zero = torch.zeros(3, dtype=torch.float64, device=device)
 
         def half_lr(lr):  # a python-float lr stays a kernel scalar (no host-to-device copy: capturable)
-            return 0.5 * (lr.to(device=device, dtype=torch.float64) if isinstance(lr, torch.Tensor) else lr)
+            return 0.5 * _on(lr, device)
 
         half_lr_sums = torch.stack([zero if s is None else s.to(device) * half_lr(lr)
                                     for s, lr in zip(group_sums, lrs)])

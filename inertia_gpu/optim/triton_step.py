@@ -20,7 +20,9 @@ import torch
 
 DEFAULT_BLOCK_INTERPRETER = 1024
 NUM_WARPS = 8  # 256 threads; at <= 128 registers two programs share an SM (16 warps)
-TILES_PER_PROGRAM = 4  # the block reduction's cost spread over 4 tiles
+# tiles per program: the block reduction's cost spread over several tiles; ptxas overlaps the unrolled
+# tiles, so 16-bit and float64 tiles (more registers each) stop at 2 to stay within 128 registers
+TILES_PER_PROGRAM = {torch.float32: 4}
 ALIGN_BYTES = 16  # kernels/sgd.py ALIGN_BYTES: 128-bit accesses
 MAX_PLANS = 64
 # kernels/sgd.py's pointer table, one int64 row per tensor
@@ -55,7 +57,7 @@ class LaunchPlan:
 
     table: torch.Tensor  # int64 [rows, TABLE_COLUMNS]
     block_row: torch.Tensor  # int32 [n_blocks]: the table row program `pid` works on
-    partials: torch.Tensor  # float64 [n_blocks, 2]
+    partials: torch.Tensor  # float64 [n_blocks, 3]
     n_blocks: int
 
 
@@ -90,7 +92,7 @@ def _build_plan(rows: tuple, block: int, device: torch.device) -> LaunchPlan:
     counts = torch.tensor(blocks, dtype=torch.int64)
     block_row = torch.repeat_interleave(torch.arange(len(rows), dtype=torch.int32), counts)
     return LaunchPlan(table=_host_to_device(table, torch.int64, device), block_row=block_row.to(device),
-                      partials=torch.empty(first_block, 2, dtype=torch.float64, device=device),
+                      partials=torch.empty(first_block, 3, dtype=torch.float64, device=device),
                       n_blocks=first_block)
 
 
@@ -116,7 +118,7 @@ def tiling(dtype: torch.dtype, block: int | None, device_type: str) -> tuple[int
         block = block or DEFAULT_BLOCK_INTERPRETER
         return block, block
     tile = NUM_WARPS * 32 * elements_per_thread(dtype)
-    block = block or TILES_PER_PROGRAM * tile
+    block = block or TILES_PER_PROGRAM.get(dtype, 2) * tile
     return block, min(tile, block)
 
 
@@ -189,7 +191,7 @@ def triton_inertia_sgd(params, grads, momentum_buffers, *, step, parameter_index
     buffers = momentum_buffers if momentum != 0 else params  # never read without momentum
     if isinstance(lr, torch.Tensor):
         lr = lr.to(device)
-    totals = torch.zeros(2, dtype=torch.float64, device=device)
+    totals = torch.zeros(3, dtype=torch.float64, device=device)
     for dtype, aligned, rows, base in _launches(params, grads, buffers, parameter_index, first):
         program_block, tile = tiling(dtype, block, device.type)
         plan = _plan(rows, program_block, device)
