@@ -9,7 +9,11 @@ the replicates a run really uses, plain Python numbers for numpy scalars)
 and the derived values every backend and the theory read (`continuous`,
 `nesterov_r`, `distribution`, `noisy`, `recorded_steps`, `diverge_above`).
 Every mistake is a ConfigError naming the option; the CLI prints that one
-line and exits with status 2.
+line and exits with status 2. A RunConfig stays resolved: setting one of its
+fields, or `dataclasses.replace`, checks and resolves the run again. Options
+that a configuration does not use (--dt for heavy ball, ...) are accepted
+here, where every field always has a value; the CLI, which knows which
+options were typed, refuses them (resolution.unused_options).
 
 Recorded steps: `record_every` is K (steps 0, K, 2K, ... and always the final
 step) or "log:N" (about N steps per decade: step 0, the rounded values of

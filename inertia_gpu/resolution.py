@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from .config import DTYPE_RANGE, FIELD_CHECKS, ConfigError, parse_distribution, parse_schedule
+from .config import DTYPE_RANGE, FIELD_CHECKS, ConfigError, parse_distribution, parse_record_every, parse_schedule
 from .problems import log_spaced_spectrum
 from .spec import GROUP
 
@@ -24,6 +24,9 @@ def resolve(given: dict) -> tuple[dict, list]:
     for name, check in FIELD_CHECKS.items():
         check(given[name])
     values = {name: _plain(value) for name, value in given.items()}
+    kind, every = parse_record_every(values["record_every"])
+    if kind == "every":
+        values["record_every"] = every  # "3" as 3: the kernels that test n % K take an integer
     _check_combinations(values)
     _resolve_problem(values)
     _check_working_range(values)

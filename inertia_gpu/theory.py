@@ -209,7 +209,7 @@ def expected(config: SimulationConfig, spectra=None) -> dict:
     Returns numpy float64 arrays keyed by KEYS, plus "steps".
     """
     config, lam = _resolve(config, spectra)
-    if config.nesterov_r is None and config.noise_model != "loss-scaled" and config.record_every > 1:
+    if config.nesterov_r is None and config.noise_model != "loss-scaled" and len(config.recorded_steps) <= config.steps:
         out = _expected_time_invariant(config, lam)  # per step no faster than the sub-steps; wins by skipping
     else:
         out = _expected_substeps(config, lam)
@@ -224,11 +224,11 @@ def _expected_substeps(config: SimulationConfig, lam: np.ndarray) -> np.ndarray:
     m = _initial(config, lam)
     out = np.empty((len(config.recorded_steps), 4))
     out[0] = chain.observe(m)
+    recorded = config.recorded_steps
     k = 1
-    every = config.record_every
     for n in range(config.steps):
         chain.step(m, n)
-        if (n + 1) % every == 0:
+        if k < len(recorded) and n + 1 == recorded[k]:
             out[k] = chain.observe(m)
             k += 1
     return out
@@ -236,14 +236,17 @@ def _expected_substeps(config: SimulationConfig, lam: np.ndarray) -> np.ndarray:
 
 def _expected_time_invariant(config: SimulationConfig, lam: np.ndarray) -> np.ndarray:
     """Constant schedule, state-independent noise: the step is one affine map s <- T s + c of
-    s = (xx, xv, vv) per mode; record_every steps of it are composed once (binary powering), so
-    the loop runs over recorded steps only (record_every times fewer iterations)."""
+    s = (xx, xv, vv) per mode; the gap between two recorded steps is composed once (binary
+    powering, one composition per distinct gap), so the loop runs over recorded steps only."""
     M, w, _, kappa = _step_matrices(config, lam)
-    T = _sym_operator(M).reshape(-1, 3, 3)
-    c = kappa * np.stack([w[..., 0] ** 2, w[..., 0] * w[..., 1], w[..., 1] ** 2], -1).reshape(-1, 3)
-    T, c = _affine_power(T, c, config.record_every)
-    A = np.ascontiguousarray(T.transpose(2, 1, 0))  # A[j] [3, N]: column j of every mode's T
-    c = np.ascontiguousarray(c.T)
+    T1 = _sym_operator(M).reshape(-1, 3, 3)
+    c1 = kappa * np.stack([w[..., 0] ** 2, w[..., 0] * w[..., 1], w[..., 1] ** 2], -1).reshape(-1, 3)
+    recorded = config.recorded_steps
+    gaps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for gap in set(np.diff(recorded).tolist()):
+        T, c = _affine_power(T1, c1, gap)
+        # A[j] [3, N]: column j of every mode's T
+        gaps[gap] = np.ascontiguousarray(T.transpose(2, 1, 0)), np.ascontiguousarray(c.T)
     m = _initial(config, lam)
     s = np.stack([m.xx.ravel(), m.xv.ravel(), m.vv.ravel()])
     new, term = np.empty_like(s), np.empty_like(s)
@@ -251,6 +254,7 @@ def _expected_time_invariant(config: SimulationConfig, lam: np.ndarray) -> np.nd
     lam_sq = lam * lam
     out[0] = _observe(config, lam, s[0], s[1], s[2], lam_sq)
     for k in range(1, len(out)):
+        A, c = gaps[recorded[k] - recorded[k - 1]]
         np.multiply(A[0], s[0], out=new)
         np.multiply(A[1], s[1], out=term)
         new += term

@@ -511,9 +511,9 @@ def _observe(heavy, problem, th, v, lm64, g64, L64, s):
 
 
 @njit(inline="always", error_model="numpy")
-def _record(row, m, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active):
+def _record(row, grp, m, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active):
     """At a recorded state (after step m): observables in float64, first passage, divergence, and
-    the group's float64 sums into acc[row] (row -1: none). Returns the number of lanes kept."""
+    the group's float64 sums into acc[row, grp] (row -1: none). Returns the number of lanes kept."""
     dim = th.shape[0]
     _observe(heavy, problem, th, v, lm64, g64, L64, s)
     fm = np.float64(m)
@@ -553,12 +553,12 @@ def _record(row, m, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64,
             s3 += s[(R_SUM + 3) * GROUP + j]
             s4 += s[(R_SUM + 4) * GROUP + j]
             s5 += s[(R_SUM + 5) * GROUP + j]
-        acc[row, 0] = s0
-        acc[row, 1] = s1
-        acc[row, 2] = s2
-        acc[row, 3] = s3
-        acc[row, 4] = s4
-        acc[row, 5] = s5
+        acc[row, grp, 0] = s0
+        acc[row, grp, 1] = s1
+        acc[row, grp, 2] = s2
+        acc[row, grp, 3] = s3
+        acc[row, grp, 4] = s4
+        acc[row, grp, 5] = s5
     return kept
 
 
@@ -572,7 +572,7 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, obs,
 
     theta, mom [count, dim] working dtype; inertia0 [count] float64; first_passage [count, 3] int32;
     lam [1 or count, dim]; coef [step_end - step_begin, 3]; consts [N_CONSTS]; obs [N_OBS] float64;
-    rec_row [step_end - step_begin] int32; out [n_groups, n_records, 6] float64, zeroed.
+    rec_row [step_end - step_begin] int32; out [n_records, n_groups, 6] float64, zeroed.
     init != 0: draw the initial state (step_begin must be 0) instead of reading theta/mom.
     noisy == 0: every noise scale is zero, so the Philox draws are skipped (the noise stays 0).
     groups_per_task: groups a parallel task walks through with one set of scratch arrays (any
@@ -593,7 +593,7 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, obs,
         s64 = np.empty(N_ROWS * GROUP)  # the packed rows R_*
         for grp in range(task * groups_per_task, min((task + 1) * groups_per_task, n_groups)):
             _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s64, theta, mom, inertia0,
-                           first_passage, lam, coef, consts, obs, rec_row, init_row, out[grp], start, step_begin,
+                           first_passage, lam, coef, consts, obs, rec_row, init_row, out, start, step_begin,
                            step_end, init, key0, key1, integrator, problem, noise_model, noisy)
 
 
@@ -640,7 +640,7 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom
                 v[k, j] = -yy / lr if heavy else yy
         s[R_FP * GROUP:(R_FP + 3) * GROUP] = -1.0
         s[R_THR * GROUP:(R_THR + 3) * GROUP] = -np.inf  # no first passage at step 0
-        _record(init_row, 0, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active)
+        _record(init_row, grp, 0, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active)
         for j in range(GROUP):
             for f in range(3):
                 s[(R_THR + f) * GROUP + j] = obs[O_FRAC + f] * s[R_INE * GROUP + j]
@@ -659,7 +659,7 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom
               z, lane, sc, one)
         row = rec_row[r]
         if row >= 0:
-            _record(row, n + 1, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active)
+            _record(row, grp, n + 1, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active)
     for j in range(n_active):
         i = lo + j
         for k in range(dim):

@@ -55,6 +55,7 @@ def test_numpy_scalars_are_accepted_as_plain_numbers():
     run = SimulationConfig(lr=np.float32(0.05), momentum=np.float64(0.5), trajectories=np.int64(640),
                            steps=np.int32(10), spectrum=np.array([0.5, 2.0]), seed=np.uint64(3)).validate()
     assert type(run.lr) is float and type(run.trajectories) is int and run.spectrum == [0.5, 2.0]
+    assert SimulationConfig(record_every="3").validate().record_every == 3
     import json
     json.dumps(run.to_dict())
 

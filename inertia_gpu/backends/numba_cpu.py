@@ -101,7 +101,7 @@ def warm_up(dtype: str = "float32") -> None:
     f = NP_DTYPES[dtype]
     cfg = SimulationConfig(trajectories=1, steps=1, dtype=dtype).validate()
     state = (np.zeros((1, 1), f), np.zeros((1, 1), f), np.zeros(1), np.zeros((1, 3), np.int32))
-    _launch(cfg, state, np.ones((1, 1), f), 0, 0, 1, 1, np.zeros((1, window_rows(cfg, 0, 1)[2], N_QUANTITIES)))
+    _launch(cfg, state, np.ones((1, 1), f), 0, 0, 1, 1, np.zeros((window_rows(cfg, 0, 1)[2], 1, N_QUANTITIES)))
     _WARM.add(dtype)
 
 
@@ -143,7 +143,7 @@ class NumbaEnsemble(EnsembleBackend):
                       _as_numpy(state.first_passage, np.int32, copy=True))
         if start + count > rng.MAX_TRAJECTORIES or step_end > rng.MAX_STEPS:
             raise ValueError("trajectory or step index outside the Philox counter's range")
-        out = np.zeros((n_groups(count), window_rows(config, step_begin, step_end)[2], N_QUANTITIES))
+        out = np.zeros((window_rows(config, step_begin, step_end)[2], n_groups(count), N_QUANTITIES))
         _launch(config, arrays, lam, start, step_begin, step_end, 1 if state is None else 0, out)
-        partials = torch.from_numpy(out).permute(1, 0, 2).contiguous()
+        partials = torch.from_numpy(out)  # [records, groups, quantities], as the engine takes them
         return ChunkState(*(torch.from_numpy(a) for a in arrays)), partials
