@@ -125,6 +125,7 @@ class _Chain:
         self.kick_full = -h * lam
         self.h2_lam = h * h * lam
         self.lam_sq = lam * lam
+        self.dissipated = self.injected = None  # cumulative E[D], E[Q] per row, once `ledger` turns them on
 
     def mean_loss(self, m: _Moments) -> np.ndarray:
         """E[L] per trajectory (row), shape [M, 1]."""
@@ -139,10 +140,21 @@ class _Chain:
             return 2.0 * friction * cfg.temperature * factor
         return cfg.noise ** 2 * factor * self.mean_loss(m)  # loss-scaled: c^2 E[L] at this sub-step
 
+    def account(self, m: _Moments, decay: float, q) -> None:
+        """The ledger of a friction v -> decay v then a noise kick of variance q per mode (the ledger on):
+        E[D] = (1 - decay^2) E[K], E[Q] = E[K of the kick] (independent of v), per row."""
+        if self.dissipated is None:
+            return
+        half = 0.5 if self.config.continuous else 0.5 * self.config.lr  # K = 1/2 v^2 | lr/2 b^2
+        self.dissipated += (1.0 - decay * decay) * half * m.vv.sum(axis=1)
+        self.injected += half * self.lam.shape[1] * np.broadcast_to(q, (self.lam.shape[0], 1))[:, 0]
+
     def ou(self, m: _Moments, gamma: float):
         h = self.config.dt
         q = self.noise_var(m, gamma, _ou_variance_factor(gamma, h))  # before the v scaling: L uses theta only
-        m.scale_v(math.exp(-gamma * h))
+        c = math.exp(-gamma * h)
+        self.account(m, c, q)
+        m.scale_v(c)
         m.vv += q
 
     def step(self, m: _Moments, n: int):
@@ -150,6 +162,7 @@ class _Chain:
         if cfg.integrator == "heavy-ball":
             mu = _momentum(cfg, n)
             q = self.noise_var(m, (1.0 - mu) / cfg.lr, 1.0)  # L before the step
+            self.account(m, mu, q)
             m.scale_v(mu)          # b <- mu b
             m.kick(self.lam)       # b <- b + grad L
             m.vv += q              #      + s xi
@@ -159,6 +172,7 @@ class _Chain:
         gamma = _damping(cfg, n)
         if cfg.integrator == "euler":
             q = self.noise_var(m, gamma, h)  # sigma^2 h with L(theta) before the step
+            self.account(m, 1.0 - h * gamma, q)
             # x' = x + h v;  v' = (1 - h gamma) v - h lambda x = (1 - h gamma + h^2 lambda) v - h lambda x'
             m.drift(h)
             m.scale_v(self.h2_lam + (1.0 - h * gamma))
@@ -216,6 +230,57 @@ def expected(config: SimulationConfig, spectra=None) -> dict:
     result = {key: out[:, i].copy() for i, key in enumerate(KEYS)}
     result["steps"] = np.asarray(config.recorded_steps)
     return result
+
+
+LEDGER_KEYS = ("dissipated", "injected", "residual")
+
+
+def ledger(config: SimulationConfig, spectra=None) -> dict:
+    """Exact cumulative E[D], E[Q], E[W] since step 0 at `config.recorded_steps` (docs/THEORY.md,
+    "The inertia ledger"), with E[inertia], E[kinetic] and the effective temperature 2 E[K] / d.
+
+    Per step, E[D] = (1 - a^2) E[K] with E[K] the kinetic level just before the friction
+    substep (a = mu_n, e^{-gamma_n h} or 1 - h gamma_n) and E[Q] = the kinetic energy of the
+    noise kick, d/2 lr s_n^2 (heavy ball) or d/2 (variance of the velocity kick); for
+    loss-scaled noise that variance is c^2 E[L] at the noise substep. Both are linear in
+    the second moments, so the recursion of `expected` carries them exactly. E[W] is
+    what is left: E[I_k] - E[I_0] + E[D] - E[Q].
+
+    spectra: as for `expected` (the mean over rows). Returns numpy float64 arrays keyed by
+    LEDGER_KEYS, "inertia", "kinetic", "effective_temperature" and "steps".
+    """
+    config, lam = _resolve(config, spectra)
+    chain = _Chain(config, lam)
+    rows, d = lam.shape
+    chain.dissipated, chain.injected = np.zeros(rows), np.zeros(rows)
+    m = _initial(config, lam)
+    recorded = config.recorded_steps
+    out = np.empty((len(recorded), 4))
+
+    def record(k):
+        inertia, kinetic = chain.observe(m)[:2]
+        out[k] = inertia, kinetic, chain.dissipated.mean(), chain.injected.mean()
+
+    record(0)  # recorded steps start at 0
+    k = 1
+    for n in range(config.steps):
+        chain.step(m, n)
+        if k < len(recorded) and n + 1 == recorded[k]:
+            record(k)
+            k += 1
+    inertia, kinetic, dissipated, injected = out.T.copy()
+    return {"steps": np.asarray(recorded), "dissipated": dissipated, "injected": injected,
+            "residual": inertia - inertia[0] + dissipated - injected, "inertia": inertia, "kinetic": kinetic,
+            "effective_temperature": 2.0 * kinetic / d}
+
+
+def stationary_effective_temperature(config: SimulationConfig, spectra=None) -> float:
+    """Exact stationary T_eff = 2 E[K_inf] / d of the chain (constant schedule, damped; see `stationary`).
+
+    Beside the target T it shows the integrator's kinetic bias: equal to T for the continuous
+    dynamics, O(h) off for heavy ball and Euler, O(h^2) for leapfrog and BAOAB (section 6)."""
+    config, lam = _resolve(config, spectra)
+    return 2.0 * stationary(config, lam)["kinetic"] / lam.shape[1]
 
 
 def _expected_substeps(config: SimulationConfig, lam: np.ndarray) -> np.ndarray:

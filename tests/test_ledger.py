@@ -1,0 +1,206 @@
+"""The inertia ledger: the exact split of each step's change of inertia, and its exact expectations.
+
+inertia_gpu.ledger splits I_{k+1} - I_k per trajectory into dissipated D, injected Q
+and residual W from the reference's own substeps; inertia_gpu.theory.ledger gives
+E[D], E[Q], E[W] on quadratics from the second-moment recursion, which shares no
+code with the reference. Here: the identity per trajectory (float64, every
+integrator x schedule x noise model), the exact zeros of the frictionless
+noise-free chains, the ledger's state against the reference backend bit for bit,
+the Monte Carlo means against theory with the run's own batch-means standard error,
+and the stationary effective temperature.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from inertia_gpu import ledger, theory
+from inertia_gpu.backends.torch_ref import TorchEnsemble
+from inertia_gpu.config import SimulationConfig
+
+SPECTRUM = [0.3, 1.0, 2.5]
+INTEGRATORS = ("heavy-ball", "euler", "leapfrog", "baoab")
+SCHEDULES = ("constant", "nesterov:3")
+NOISES = ("additive", "temperature", "loss-scaled")
+BLOCK = 64  # trajectories per batch-means block (spec.GROUP)
+Z = 5.0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tensors here are a few thousand elements: intra-op threads only add hand-off cost
+    (on a busy machine, a hundredfold), so run single-threaded and restore afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make(**kw) -> SimulationConfig:
+    base = dict(spectrum=SPECTRUM, init_theta_std=1.0, init_velocity_std=0.5, dtype="float64", replicates=1)
+    base.update(kw)
+    return SimulationConfig(**base).validate()
+
+
+def small(integrator, schedule, noise_model, problem="quadratic", **kw) -> SimulationConfig:
+    """A short run with irregular recorded steps, noise and friction on."""
+    opts = dict(integrator=integrator, momentum_schedule=schedule, noise_model=noise_model, lr=0.05, momentum=0.8,
+                dt=0.2, damping=0.5, noise=0.4, temperature=0.3, trajectories=67, steps=13, record_every=4,
+                seed=2026)
+    if problem != "quadratic":
+        opts.update(problem=problem, spectrum=None, dim=3)
+    opts.update(kw)
+    return make(**opts)
+
+
+def assert_identity(run: ledger.LedgerRun, rel: float = 1e-9):
+    """I_k - I_0 = -D + Q + W per trajectory, relative to the size of the terms."""
+    change = run.inertia - run.inertia[0]
+    split = -run.dissipated + run.injected + run.residual
+    scale = np.abs(run.inertia[0]) + run.dissipated + np.abs(run.injected) + np.abs(run.residual)
+    assert np.all(np.isfinite(split))
+    err = np.abs(change - split) / scale
+    assert err.max() <= rel, f"identity off by {err.max():.3g} (relative)"
+
+
+# --- the split, per trajectory ---------------------------------------------------------
+
+@pytest.mark.parametrize("noise", NOISES)
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("integrator", INTEGRATORS)
+def test_identity_per_trajectory(integrator, schedule, noise):
+    run = ledger.simulate(small(integrator, schedule, noise))
+    assert_identity(run)
+    assert np.all(run.dissipated >= 0)
+    assert np.all(np.diff(run.dissipated, axis=0) >= 0)  # D_k >= 0 every step, so the sum never falls
+    assert np.all(run.injected[0] == 0) and np.all(run.dissipated[0] == 0) and np.all(run.residual[0] == 0)
+
+
+@pytest.mark.parametrize("problem", ["double-well", "rosenbrock"])
+@pytest.mark.parametrize("integrator", INTEGRATORS)
+def test_identity_on_non_quadratics(integrator, problem):
+    kw = dict(lr=0.001, dt=0.01, init_theta_std=0.3, init_velocity_std=0.01) if problem == "rosenbrock" else {}
+    assert_identity(ledger.simulate(small(integrator, "constant", "loss-scaled", problem, **kw)))
+
+
+@pytest.mark.parametrize("integrator", INTEGRATORS)
+def test_ledger_walks_the_reference_dynamics(integrator):
+    """The ledger's state is the reference backend's, bit for bit (same draws, same arithmetic),
+    so its I_k are the recorded inertia of an ordinary run."""
+    cfg = small(integrator, "nesterov:3", "loss-scaled")
+    run = ledger.simulate(cfg, start=5, count=40)
+    state, _ = TorchEnsemble().run(cfg, 5, 40, 0, cfg.steps, None)
+    assert torch.equal(run.theta, state.theta) and torch.equal(run.momentum, state.momentum)
+
+
+@pytest.mark.parametrize("integrator, options", [
+    ("heavy-ball", dict(momentum=1.0)),
+    ("leapfrog", dict(damping=0.0)),
+    ("baoab", dict(damping=0.0)),
+    ("euler", dict(damping=0.0)),
+])
+def test_frictionless_noise_free_has_no_dissipation_or_injection(integrator, options):
+    """mu = 1 (e^0 = 1, 1 - 0 h = 1) and no noise: D = Q = 0 exactly; all the change is W."""
+    cfg = small(integrator, "constant", "additive", noise=0.0, steps=40, **options)
+    run = ledger.simulate(cfg)
+    assert np.all(run.dissipated == 0) and np.all(run.injected == 0)
+    assert_identity(run)
+    assert np.abs(run.residual[-1]).max() > 0  # the discretisation still exchanges energy
+
+
+def test_frictionless_leapfrog_residual_is_bounded_shadow_exchange():
+    """Noise-free velocity Verlet on a quadratic conserves the shadow inertia, so W_k = I_k - I_0
+    stays within the bound the shadow term allows: |W| <= (h^2/8) max|grad L|^2 along the path."""
+    cfg = small("leapfrog", "constant", "additive", noise=0.0, damping=0.0, steps=200, record_every=1)
+    run = ledger.simulate(cfg)
+    lam = np.array(SPECTRUM)
+    bound = cfg.dt ** 2 / 8 * lam.max() * 2 * run.inertia[0]  # |grad L|^2 <= 2 max(lam) L <= 2 max(lam) I~
+    assert np.all(np.abs(run.residual) <= 1.01 * bound[None, :])
+
+
+def test_batch_means_rejects_one_block():
+    with pytest.raises(ValueError):
+        ledger.batch_means(np.zeros(10), 64)
+
+
+# --- exact expectations -----------------------------------------------------------------
+
+def test_theory_injected_closed_forms():
+    """E[Q] per step: 1/2 lr s^2 d (heavy ball, additive), 1/2 (1 - c^2) T d (O step at temperature T)."""
+    d = len(SPECTRUM)
+    hb = theory.ledger(make(integrator="heavy-ball", lr=0.05, momentum=0.9, noise=0.8, steps=30, record_every=10))
+    np.testing.assert_allclose(hb["injected"], 0.5 * 0.05 * 0.8 ** 2 * d * hb["steps"], rtol=1e-13)
+    cfg = make(integrator="baoab", dt=0.25, damping=1.0, noise_model="temperature", temperature=0.5, steps=30,
+               record_every=10)
+    ob = theory.ledger(cfg)
+    c2 = math.exp(-2 * cfg.damping * cfg.dt)
+    np.testing.assert_allclose(ob["injected"], 0.5 * (1 - c2) * 0.5 * d * ob["steps"], rtol=1e-13)
+
+
+def test_theory_ledger_balances_and_matches_expected():
+    for integrator in INTEGRATORS:
+        cfg = make(integrator=integrator, lr=0.05, momentum_schedule="nesterov:3", noise_model="loss-scaled",
+                   noise=1.0, dt=0.2, steps=37, record_every=5)
+        th, ex = theory.ledger(cfg), theory.expected(cfg)
+        np.testing.assert_allclose(th["inertia"], ex["inertia"], rtol=1e-12)
+        np.testing.assert_allclose(th["inertia"] - th["inertia"][0],
+                                   -th["dissipated"] + th["injected"] + th["residual"], rtol=1e-12, atol=1e-14)
+        assert np.all(np.diff(th["dissipated"]) >= 0)
+
+
+def test_theory_frictionless_noise_free_is_all_residual():
+    th = theory.ledger(make(integrator="heavy-ball", momentum=1.0, lr=0.05, steps=20))
+    assert np.all(th["dissipated"] == 0) and np.all(th["injected"] == 0)
+
+
+MC_CASES = [
+    dict(integrator="heavy-ball", lr=0.05, momentum=0.9, noise_model="additive", noise=0.8),
+    dict(integrator="heavy-ball", lr=0.05, momentum=0.8, noise_model="temperature", temperature=0.3),
+    dict(integrator="heavy-ball", lr=0.05, momentum_schedule="nesterov:3", noise_model="additive", noise=0.5),
+    dict(integrator="heavy-ball", lr=0.05, momentum_schedule="nesterov:3", noise_model="temperature",
+         temperature=0.3),
+    dict(integrator="baoab", dt=0.25, damping=1.0, noise_model="temperature", temperature=0.5),
+    dict(integrator="baoab", dt=0.25, momentum_schedule="nesterov:3", noise_model="additive", noise=0.4),
+    dict(integrator="leapfrog", dt=0.2, damping=0.5, noise_model="temperature", temperature=0.4),
+    dict(integrator="leapfrog", dt=0.2, damping=0.5, noise_model="additive", noise=0.3),
+    # beyond the acceptance list: loss-scaled noise (E[Q] couples to E[L]) and Euler. (Strong loss-scaled
+    # noise makes the terms heavy-tailed, multiplicative growth, and batch means then understate the error.)
+    dict(integrator="heavy-ball", lr=0.05, momentum=0.9, noise_model="loss-scaled", noise=1.5),
+    dict(integrator="euler", dt=0.1, momentum_schedule="nesterov:3", noise_model="temperature", temperature=0.3),
+]
+
+
+@pytest.mark.parametrize("case", MC_CASES, ids=lambda c: f"{c['integrator']}-{c.get('momentum_schedule', 'constant')}"
+                                                        f"-{c['noise_model']}")
+def test_monte_carlo_ledger_matches_theory(case):
+    """Cumulative means of D, Q (and W) within Z batch-means standard errors at every recorded step."""
+    cfg = make(trajectories=4096, steps=60, record_every=15, seed=11, **case)
+    run, th = ledger.simulate(cfg), theory.ledger(cfg)
+    assert_identity(run)
+    for key in ledger.TERMS:
+        mean, sem = ledger.batch_means(getattr(run, key), BLOCK)
+        assert np.all(mean[0] == 0) and th[key][0] == 0
+        z = np.abs(mean[1:] - th[key][1:]) / sem[1:]
+        assert np.all(z < Z), f"{key}: MC {mean} +- {sem}, theory {th[key]}, z {z}"
+
+
+@pytest.mark.parametrize("case", [
+    dict(integrator="heavy-ball", lr=0.05, momentum=0.7),
+    dict(integrator="baoab", dt=0.3, damping=1.5),
+    dict(integrator="leapfrog", dt=0.3, damping=1.5),
+], ids=lambda c: c["integrator"])
+def test_stationary_effective_temperature(case):
+    """Started at T_eff near the target, run past the transient; the time-averaged T_eff of late
+    steps (per trajectory, then batch means over blocks) agrees with 2 E[K_inf] / d."""
+    cfg = make(trajectories=2048, steps=100, record_every=10, seed=3, noise_model="temperature",
+               temperature=0.4, init_theta_std=0.5, init_velocity_std=0.5, **case)
+    exact = theory.stationary_effective_temperature(cfg)
+    late = cfg.recorded_steps.index(50)
+    th = theory.ledger(cfg)["effective_temperature"][late:]
+    run = ledger.simulate(cfg)
+    mean, sem = ledger.batch_means(run.effective_temperature[late:].mean(axis=0), BLOCK)
+    assert np.abs(th - exact).max() < 0.05 * sem  # the transient is gone well below the resolution
+    assert abs(mean - exact) < Z * sem, f"T_eff {mean:.5g} +- {sem:.2g}, exact stationary {exact:.5g}"
