@@ -1,8 +1,8 @@
 """The inertia ledger: where each step's change of inertia goes, per trajectory, exactly.
 
-Every step of every integrator is read as substeps (docs/THEORY.md, "The inertia
-ledger"): friction first, then noise, then the conservative kick and drift. Friction
-and noise change only the velocity, so each changes I = K + L by a change of K alone:
+Every step of every integrator is read as substeps (docs/THEORY.md §8): friction first,
+then noise, then the conservative kick and drift. Friction and noise change only the
+velocity, so each changes I = K + L by a change of K alone:
 
     dissipated   D = K(v) - K(a v)            = (1 - a^2) K(v)   (friction v -> a v)
     injected     Q = K(a v + s xi) - K(a v)                      (noise, s xi its kick)

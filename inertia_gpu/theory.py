@@ -236,8 +236,8 @@ LEDGER_KEYS = ("dissipated", "injected", "residual")
 
 
 def ledger(config: SimulationConfig, spectra=None) -> dict:
-    """Exact cumulative E[D], E[Q], E[W] since step 0 at `config.recorded_steps` (docs/THEORY.md,
-    "The inertia ledger"), with E[inertia], E[kinetic] and the effective temperature 2 E[K] / d.
+    """Exact cumulative E[D], E[Q], E[W] since step 0 at `config.recorded_steps` (docs/THEORY.md §8),
+    with E[inertia], E[kinetic] and the effective temperature 2 E[K] / d.
 
     Per step, E[D] = (1 - a^2) E[K] with E[K] the kinetic level just before the friction
     substep (a = mu_n, e^{-gamma_n h} or 1 - h gamma_n) and E[Q] = the kinetic energy of the
@@ -278,7 +278,8 @@ def stationary_effective_temperature(config: SimulationConfig, spectra=None) -> 
     """Exact stationary T_eff = 2 E[K_inf] / d of the chain (constant schedule, damped; see `stationary`).
 
     Beside the target T it shows the integrator's kinetic bias: equal to T for the continuous
-    dynamics, O(h) off for heavy ball and Euler, O(h^2) for leapfrog and BAOAB (section 6)."""
+    dynamics and (exactly, on a quadratic) for leapfrog at temperature T, O(h) off for heavy ball and
+    Euler, O(h^2) for BAOAB (docs/THEORY.md §6, §8)."""
     config, lam = _resolve(config, spectra)
     return 2.0 * stationary(config, lam)["kinetic"] / lam.shape[1]
 
