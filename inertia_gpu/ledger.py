@@ -35,6 +35,7 @@ import torch
 from . import rng
 from .coefficients import Const, Obs, Step
 from .reference import Model, sweep_overrides
+from .spec import GROUP
 
 TERMS = ("dissipated", "injected", "residual")
 
@@ -199,4 +200,15 @@ def batch_means(samples: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray
     return means.mean(axis=-1), means.std(axis=-1, ddof=1) / np.sqrt(n)
 
 
-__all__ = ["LedgerRun", "TERMS", "batch_means", "simulate", "step"]
+def summary(run: LedgerRun, block: int = GROUP) -> dict[str, np.ndarray]:
+    """Means and batch-means standard errors at every recorded step, under the keys of the run's JSON
+    ("ledger.dissipated_mean", "ledger.dissipated_sem", ... "ledger.effective_temperature_sem"),
+    plus "ledger.steps". Blocks are `block` consecutive trajectories (the backends' groups)."""
+    out = {"ledger.steps": run.steps}
+    for name in TERMS + ("effective_temperature",):
+        mean, sem = batch_means(getattr(run, name), block)
+        out[f"ledger.{name}_mean"], out[f"ledger.{name}_sem"] = mean, sem
+    return out
+
+
+__all__ = ["LedgerRun", "TERMS", "batch_means", "simulate", "step", "summary"]

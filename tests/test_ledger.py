@@ -271,3 +271,17 @@ def test_theory_ledger_composed_route_equals_substeps(integrator, record_every):
         fused, slow = theory._ledger_time_invariant(cfg, lam), theory._ledger_substeps(cfg, lam)
         np.testing.assert_allclose(fused, slow, rtol=1e-12, atol=1e-14 * np.abs(slow).max())
         assert theory.ledger(cfg, spectra=lam)["dissipated"][-1] == pytest.approx(slow[-1, 2], rel=1e-12)
+
+
+def test_summary_keys_and_the_identity_in_the_means():
+    """The means satisfy the identity too (to 1e-9 relative): E[I_k] - E[I_0] = -E[D] + E[Q] + E[W]."""
+    cfg = small("baoab", "constant", "temperature", trajectories=256)
+    run = ledger.simulate(cfg)
+    out = ledger.summary(run)
+    assert set(out) == {"ledger.steps"} | {f"ledger.{name}_{stat}" for name in ledger.TERMS + ("effective_temperature",)
+                                            for stat in ("mean", "sem")}
+    change = run.inertia.mean(axis=1) - run.inertia[0].mean()
+    split = -out["ledger.dissipated_mean"] + out["ledger.injected_mean"] + out["ledger.residual_mean"]
+    scale = np.abs(run.inertia).mean() + np.abs(split).max()
+    assert np.abs(change - split).max() <= 1e-9 * scale
+    assert np.all(out["ledger.dissipated_sem"][1:] > 0)
