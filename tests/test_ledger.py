@@ -81,6 +81,17 @@ def test_identity_per_trajectory(integrator, schedule, noise):
     assert np.all(run.injected[0] == 0) and np.all(run.dissipated[0] == 0) and np.all(run.residual[0] == 0)
 
 
+@pytest.mark.parametrize("integrator", INTEGRATORS)
+def test_identity_in_float32_to_its_rounding(integrator):
+    """Float32 states, terms formed in float64: heavy ball and Euler close to float64 rounding (W is
+    measured from the float64 post-noise state); the O step's float32 rounding of v shows in the
+    measured change, a few float32 ulps per step."""
+    cfg = small(integrator, "nesterov:3", "temperature", dtype="float32")
+    run = ledger.simulate(cfg)
+    assert run.theta.dtype == torch.float32
+    assert_identity(run, rel=1e-12 if integrator in ("heavy-ball", "euler") else cfg.steps * 2.0 ** -21)
+
+
 @pytest.mark.parametrize("problem", ["double-well", "rosenbrock"])
 @pytest.mark.parametrize("integrator", INTEGRATORS)
 def test_identity_on_non_quadratics(integrator, problem):
