@@ -1,8 +1,8 @@
 """The inertia ledger: where each step's change of inertia goes, per trajectory, exactly.
 
-Every step of every integrator is read as substeps (docs/THEORY.md, "The inertia
-ledger"): friction first, then noise, then the conservative kick and drift. Friction
-and noise change only the velocity, so each changes I = K + L by a change of K alone:
+Every step of every integrator is read as substeps (docs/THEORY.md §8): friction first,
+then noise, then the conservative kick and drift. Friction and noise change only the
+velocity, so each changes I = K + L by a change of K alone:
 
     dissipated   D = K(v) - K(a v)            = (1 - a^2) K(v)   (friction v -> a v)
     injected     Q = K(a v + s xi) - K(a v)                      (noise, s xi its kick)
@@ -35,6 +35,7 @@ import torch
 from . import rng
 from .coefficients import Const, Obs, Step
 from .reference import Model, sweep_overrides
+from .spec import GROUP
 
 TERMS = ("dissipated", "injected", "residual")
 
@@ -199,4 +200,15 @@ def batch_means(samples: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray
     return means.mean(axis=-1), means.std(axis=-1, ddof=1) / np.sqrt(n)
 
 
-__all__ = ["LedgerRun", "TERMS", "batch_means", "simulate", "step"]
+def summary(run: LedgerRun, block: int = GROUP) -> dict[str, np.ndarray]:
+    """Means and batch-means standard errors at every recorded step, under the keys of the run's JSON
+    ("ledger.dissipated_mean", "ledger.dissipated_sem", ... "ledger.effective_temperature_sem"),
+    plus "ledger.steps". Blocks are `block` consecutive trajectories (the backends' groups)."""
+    out = {"ledger.steps": run.steps}
+    for name in TERMS + ("effective_temperature",):
+        mean, sem = batch_means(getattr(run, name), block)
+        out[f"ledger.{name}_mean"], out[f"ledger.{name}_sem"] = mean, sem
+    return out
+
+
+__all__ = ["LedgerRun", "TERMS", "batch_means", "simulate", "step", "summary"]

@@ -236,8 +236,8 @@ LEDGER_KEYS = ("dissipated", "injected", "residual")
 
 
 def ledger(config: SimulationConfig, spectra=None) -> dict:
-    """Exact cumulative E[D], E[Q], E[W] since step 0 at `config.recorded_steps` (docs/THEORY.md,
-    "The inertia ledger"), with E[inertia], E[kinetic] and the effective temperature 2 E[K] / d.
+    """Exact cumulative E[D], E[Q], E[W] since step 0 at `config.recorded_steps` (docs/THEORY.md §8),
+    with E[inertia], E[kinetic] and the effective temperature 2 E[K] / d.
 
     Per step, E[D] = (1 - a^2) E[K] with E[K] the kinetic level just before the friction
     substep (a = mu_n, e^{-gamma_n h} or 1 - h gamma_n) and E[Q] = the kinetic energy of the
@@ -250,8 +250,21 @@ def ledger(config: SimulationConfig, spectra=None) -> dict:
     LEDGER_KEYS, "inertia", "kinetic", "effective_temperature" and "steps".
     """
     config, lam = _resolve(config, spectra)
-    chain = _Chain(config, lam)
     rows, d = lam.shape
+    if config.nesterov_r is None and config.noise_model != "loss-scaled" and len(config.recorded_steps) <= config.steps:
+        out = _ledger_time_invariant(config, lam)
+    else:
+        out = _ledger_substeps(config, lam)
+    inertia, kinetic, dissipated, injected = out.T.copy()
+    return {"steps": np.asarray(config.recorded_steps), "dissipated": dissipated, "injected": injected,
+            "residual": inertia - inertia[0] + dissipated - injected, "inertia": inertia, "kinetic": kinetic,
+            "effective_temperature": 2.0 * kinetic / d}
+
+
+def _ledger_substeps(config: SimulationConfig, lam: np.ndarray) -> np.ndarray:
+    """[records, (inertia, kinetic, E[sum D], E[sum Q])], every sub-step, any schedule and noise model."""
+    chain = _Chain(config, lam)
+    rows = lam.shape[0]
     chain.dissipated, chain.injected = np.zeros(rows), np.zeros(rows)
     m = _initial(config, lam)
     recorded = config.recorded_steps
@@ -268,17 +281,67 @@ def ledger(config: SimulationConfig, spectra=None) -> dict:
         if k < len(recorded) and n + 1 == recorded[k]:
             record(k)
             k += 1
-    inertia, kinetic, dissipated, injected = out.T.copy()
-    return {"steps": np.asarray(recorded), "dissipated": dissipated, "injected": injected,
-            "residual": inertia - inertia[0] + dissipated - injected, "inertia": inertia, "kinetic": kinetic,
-            "effective_temperature": 2.0 * kinetic / d}
+    return out
+
+
+def _friction_substep(config: SimulationConfig, lam: np.ndarray) -> tuple[np.ndarray, float]:
+    """(P, a) of a constant schedule: the friction v <- a v acts on P z, z the state at the step's start."""
+    one, zero = np.ones_like(lam), np.zeros_like(lam)
+
+    def mat(a, b, c, d):
+        return np.stack([np.stack([a * one, b * one], -1), np.stack([c * one, d * one], -1)], -2)
+
+    if config.integrator == "heavy-ball":
+        return mat(1.0, 0.0, 0.0, 1.0), config.momentum
+    h = config.dt
+    if config.integrator == "euler":
+        return mat(1.0, 0.0, 0.0, 1.0), 1.0 - h * config.damping
+    kick, c = mat(1.0, 0.0, -0.5 * h * lam, 1.0), math.exp(-config.damping * h)
+    if config.integrator == "leapfrog":  # B A B, then O
+        return kick @ mat(1.0, h, 0.0, 1.0) @ kick, c
+    return mat(1.0, 0.5 * h, 0.0, 1.0) @ kick, c  # baoab: B A, then O
+
+
+def _ledger_time_invariant(config: SimulationConfig, lam: np.ndarray) -> np.ndarray:
+    """Constant schedule, state-independent noise: as `_expected_time_invariant`, with E[sum D] carried
+    as a fourth moment per mode (it grows by (1 - a^2) K at the friction substep, linear in s) and
+    E[sum Q] = n times the constant kinetic energy of one noise kick."""
+    M, w, _, kappa = _step_matrices(config, lam)
+    P, a = _friction_substep(config, lam)
+    half = 0.5 if config.continuous else 0.5 * config.lr
+    T1 = _sym_operator(M).reshape(-1, 3, 3)
+    T4 = np.zeros((T1.shape[0], 4, 4))
+    T4[:, :3, :3] = T1
+    T4[:, 3, :3] = (1.0 - a * a) * half * _sym_operator(P).reshape(-1, 3, 3)[:, 2, :]  # D += (1 - a^2) K(P z)
+    T4[:, 3, 3] = 1.0
+    c4 = np.zeros((T1.shape[0], 4))
+    c4[:, :3] = kappa * np.stack([w[..., 0] ** 2, w[..., 0] * w[..., 1], w[..., 1] ** 2], -1).reshape(-1, 3)
+    injected_per_step = half * kappa * lam.shape[1]  # per row: d coordinates, each a kick of variance kappa
+    recorded = config.recorded_steps
+    gaps = {gap: _affine_power(T4, c4, gap) for gap in set(np.diff(recorded).tolist())}
+    m = _initial(config, lam)
+    s = np.stack([m.xx.ravel(), m.xv.ravel(), m.vv.ravel(), np.zeros(m.xx.size)], -1)  # [N, 4]
+    rows = lam.shape[0]
+    out = np.empty((len(recorded), 4))
+
+    def record(k):
+        inertia, kinetic = _observe(config, lam, s[:, 0], s[:, 1], s[:, 2])[:2]
+        out[k] = inertia, kinetic, s[:, 3].sum() / rows, injected_per_step * recorded[k]
+
+    record(0)
+    for k in range(1, len(recorded)):
+        T, c = gaps[recorded[k] - recorded[k - 1]]
+        s = (T @ s[..., None])[..., 0] + c
+        record(k)
+    return out
 
 
 def stationary_effective_temperature(config: SimulationConfig, spectra=None) -> float:
     """Exact stationary T_eff = 2 E[K_inf] / d of the chain (constant schedule, damped; see `stationary`).
 
     Beside the target T it shows the integrator's kinetic bias: equal to T for the continuous
-    dynamics, O(h) off for heavy ball and Euler, O(h^2) for leapfrog and BAOAB (section 6)."""
+    dynamics and (exactly, on a quadratic) for leapfrog at temperature T, O(h) off for heavy ball and
+    Euler, O(h^2) for BAOAB (docs/THEORY.md §6, §8)."""
     config, lam = _resolve(config, spectra)
     return 2.0 * stationary(config, lam)["kinetic"] / lam.shape[1]
 
@@ -332,8 +395,8 @@ def _expected_time_invariant(config: SimulationConfig, lam: np.ndarray) -> np.nd
 
 
 def _affine_power(T: np.ndarray, c: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(T, c) composed k times: s <- T s + c applied k times is s <- T_k s + c_k. T [N,3,3], c [N,3]."""
-    result_T = np.broadcast_to(np.eye(3), T.shape).copy()
+    """(T, c) composed k times: s <- T s + c applied k times is s <- T_k s + c_k. T [N,m,m], c [N,m]."""
+    result_T = np.broadcast_to(np.eye(T.shape[-1]), T.shape).copy()
     result_c = np.zeros_like(c)
     while k:
         if k & 1:  # powers of one map commute, so the order of composition is immaterial
