@@ -85,16 +85,19 @@ def run_simulate(args) -> int:
     if args.distributed:
         from . import distributed
         shard = distributed.init(config.device)
+    previous_handler = None
     if args.checkpoint:
         import signal
 
         def _terminate(signum, frame):  # the last checkpoint stands; a rerun resumes from it
             raise SystemExit(f"inertia-gpu: terminated; rerun the same command to resume from {args.checkpoint}")
-        signal.signal(signal.SIGTERM, _terminate)
+        previous_handler = signal.signal(signal.SIGTERM, _terminate)
     try:
         result = simulate(config, progress=not args.quiet and (shard is None or shard.is_main), shard=shard,
                           checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every)
     finally:
+        if previous_handler is not None:  # main() called in-process (tests, notebooks) leaves SIGTERM as it was
+            signal.signal(signal.SIGTERM, previous_handler)
         if shard is not None:
             distributed.finish()
     if shard is not None and not shard.is_main:

@@ -125,6 +125,7 @@ class _Chain:
         self.kick_full = -h * lam
         self.h2_lam = h * h * lam
         self.lam_sq = lam * lam
+        self.dissipated = self.injected = None  # cumulative E[D], E[Q] per row, once `ledger` turns them on
 
     def mean_loss(self, m: _Moments) -> np.ndarray:
         """E[L] per trajectory (row), shape [M, 1]."""
@@ -139,10 +140,21 @@ class _Chain:
             return 2.0 * friction * cfg.temperature * factor
         return cfg.noise ** 2 * factor * self.mean_loss(m)  # loss-scaled: c^2 E[L] at this sub-step
 
+    def account(self, m: _Moments, decay: float, q) -> None:
+        """The ledger of a friction v -> decay v then a noise kick of variance q per mode (the ledger on):
+        E[D] = (1 - decay^2) E[K], E[Q] = E[K of the kick] (independent of v), per row."""
+        if self.dissipated is None:
+            return
+        half = 0.5 if self.config.continuous else 0.5 * self.config.lr  # K = 1/2 v^2 | lr/2 b^2
+        self.dissipated += (1.0 - decay * decay) * half * m.vv.sum(axis=1)
+        self.injected += half * self.lam.shape[1] * np.broadcast_to(q, (self.lam.shape[0], 1))[:, 0]
+
     def ou(self, m: _Moments, gamma: float):
         h = self.config.dt
         q = self.noise_var(m, gamma, _ou_variance_factor(gamma, h))  # before the v scaling: L uses theta only
-        m.scale_v(math.exp(-gamma * h))
+        c = math.exp(-gamma * h)
+        self.account(m, c, q)
+        m.scale_v(c)
         m.vv += q
 
     def step(self, m: _Moments, n: int):
@@ -150,6 +162,7 @@ class _Chain:
         if cfg.integrator == "heavy-ball":
             mu = _momentum(cfg, n)
             q = self.noise_var(m, (1.0 - mu) / cfg.lr, 1.0)  # L before the step
+            self.account(m, mu, q)
             m.scale_v(mu)          # b <- mu b
             m.kick(self.lam)       # b <- b + grad L
             m.vv += q              #      + s xi
@@ -159,6 +172,7 @@ class _Chain:
         gamma = _damping(cfg, n)
         if cfg.integrator == "euler":
             q = self.noise_var(m, gamma, h)  # sigma^2 h with L(theta) before the step
+            self.account(m, 1.0 - h * gamma, q)
             # x' = x + h v;  v' = (1 - h gamma) v - h lambda x = (1 - h gamma + h^2 lambda) v - h lambda x'
             m.drift(h)
             m.scale_v(self.h2_lam + (1.0 - h * gamma))
@@ -209,7 +223,7 @@ def expected(config: SimulationConfig, spectra=None) -> dict:
     Returns numpy float64 arrays keyed by KEYS, plus "steps".
     """
     config, lam = _resolve(config, spectra)
-    if config.nesterov_r is None and config.noise_model != "loss-scaled" and config.record_every > 1:
+    if config.nesterov_r is None and config.noise_model != "loss-scaled" and len(config.recorded_steps) <= config.steps:
         out = _expected_time_invariant(config, lam)  # per step no faster than the sub-steps; wins by skipping
     else:
         out = _expected_substeps(config, lam)
@@ -218,17 +232,131 @@ def expected(config: SimulationConfig, spectra=None) -> dict:
     return result
 
 
+LEDGER_KEYS = ("dissipated", "injected", "residual")
+
+
+def ledger(config: SimulationConfig, spectra=None) -> dict:
+    """Exact cumulative E[D], E[Q], E[W] since step 0 at `config.recorded_steps` (docs/THEORY.md §8),
+    with E[inertia], E[kinetic] and the effective temperature 2 E[K] / d.
+
+    Per step, E[D] = (1 - a^2) E[K] with E[K] the kinetic level just before the friction
+    substep (a = mu_n, e^{-gamma_n h} or 1 - h gamma_n) and E[Q] = the kinetic energy of the
+    noise kick, d/2 lr s_n^2 (heavy ball) or d/2 (variance of the velocity kick); for
+    loss-scaled noise that variance is c^2 E[L] at the noise substep. Both are linear in
+    the second moments, so the recursion of `expected` carries them exactly. E[W] is
+    what is left: E[I_k] - E[I_0] + E[D] - E[Q].
+
+    spectra: as for `expected` (the mean over rows). Returns numpy float64 arrays keyed by
+    LEDGER_KEYS, "inertia", "kinetic", "effective_temperature" and "steps".
+    """
+    config, lam = _resolve(config, spectra)
+    rows, d = lam.shape
+    if config.nesterov_r is None and config.noise_model != "loss-scaled" and len(config.recorded_steps) <= config.steps:
+        out = _ledger_time_invariant(config, lam)
+    else:
+        out = _ledger_substeps(config, lam)
+    inertia, kinetic, dissipated, injected = out.T.copy()
+    return {"steps": np.asarray(config.recorded_steps), "dissipated": dissipated, "injected": injected,
+            "residual": inertia - inertia[0] + dissipated - injected, "inertia": inertia, "kinetic": kinetic,
+            "effective_temperature": 2.0 * kinetic / d}
+
+
+def _ledger_substeps(config: SimulationConfig, lam: np.ndarray) -> np.ndarray:
+    """[records, (inertia, kinetic, E[sum D], E[sum Q])], every sub-step, any schedule and noise model."""
+    chain = _Chain(config, lam)
+    rows = lam.shape[0]
+    chain.dissipated, chain.injected = np.zeros(rows), np.zeros(rows)
+    m = _initial(config, lam)
+    recorded = config.recorded_steps
+    out = np.empty((len(recorded), 4))
+
+    def record(k):
+        inertia, kinetic = chain.observe(m)[:2]
+        out[k] = inertia, kinetic, chain.dissipated.mean(), chain.injected.mean()
+
+    record(0)  # recorded steps start at 0
+    k = 1
+    for n in range(config.steps):
+        chain.step(m, n)
+        if k < len(recorded) and n + 1 == recorded[k]:
+            record(k)
+            k += 1
+    return out
+
+
+def _friction_substep(config: SimulationConfig, lam: np.ndarray) -> tuple[np.ndarray, float]:
+    """(P, a) of a constant schedule: the friction v <- a v acts on P z, z the state at the step's start."""
+    one, zero = np.ones_like(lam), np.zeros_like(lam)
+
+    def mat(a, b, c, d):
+        return np.stack([np.stack([a * one, b * one], -1), np.stack([c * one, d * one], -1)], -2)
+
+    if config.integrator == "heavy-ball":
+        return mat(1.0, 0.0, 0.0, 1.0), config.momentum
+    h = config.dt
+    if config.integrator == "euler":
+        return mat(1.0, 0.0, 0.0, 1.0), 1.0 - h * config.damping
+    kick, c = mat(1.0, 0.0, -0.5 * h * lam, 1.0), math.exp(-config.damping * h)
+    if config.integrator == "leapfrog":  # B A B, then O
+        return kick @ mat(1.0, h, 0.0, 1.0) @ kick, c
+    return mat(1.0, 0.5 * h, 0.0, 1.0) @ kick, c  # baoab: B A, then O
+
+
+def _ledger_time_invariant(config: SimulationConfig, lam: np.ndarray) -> np.ndarray:
+    """Constant schedule, state-independent noise: as `_expected_time_invariant`, with E[sum D] carried
+    as a fourth moment per mode (it grows by (1 - a^2) K at the friction substep, linear in s) and
+    E[sum Q] = n times the constant kinetic energy of one noise kick."""
+    M, w, _, kappa = _step_matrices(config, lam)
+    P, a = _friction_substep(config, lam)
+    half = 0.5 if config.continuous else 0.5 * config.lr
+    T1 = _sym_operator(M).reshape(-1, 3, 3)
+    T4 = np.zeros((T1.shape[0], 4, 4))
+    T4[:, :3, :3] = T1
+    T4[:, 3, :3] = (1.0 - a * a) * half * _sym_operator(P).reshape(-1, 3, 3)[:, 2, :]  # D += (1 - a^2) K(P z)
+    T4[:, 3, 3] = 1.0
+    c4 = np.zeros((T1.shape[0], 4))
+    c4[:, :3] = kappa * np.stack([w[..., 0] ** 2, w[..., 0] * w[..., 1], w[..., 1] ** 2], -1).reshape(-1, 3)
+    injected_per_step = half * kappa * lam.shape[1]  # per row: d coordinates, each a kick of variance kappa
+    recorded = config.recorded_steps
+    gaps = {gap: _affine_power(T4, c4, gap) for gap in set(np.diff(recorded).tolist())}
+    m = _initial(config, lam)
+    s = np.stack([m.xx.ravel(), m.xv.ravel(), m.vv.ravel(), np.zeros(m.xx.size)], -1)  # [N, 4]
+    rows = lam.shape[0]
+    out = np.empty((len(recorded), 4))
+
+    def record(k):
+        inertia, kinetic = _observe(config, lam, s[:, 0], s[:, 1], s[:, 2])[:2]
+        out[k] = inertia, kinetic, s[:, 3].sum() / rows, injected_per_step * recorded[k]
+
+    record(0)
+    for k in range(1, len(recorded)):
+        T, c = gaps[recorded[k] - recorded[k - 1]]
+        s = (T @ s[..., None])[..., 0] + c
+        record(k)
+    return out
+
+
+def stationary_effective_temperature(config: SimulationConfig, spectra=None) -> float:
+    """Exact stationary T_eff = 2 E[K_inf] / d of the chain (constant schedule, damped; see `stationary`).
+
+    Beside the target T it shows the integrator's kinetic bias: equal to T for the continuous
+    dynamics and (exactly, on a quadratic) for leapfrog at temperature T, O(h) off for heavy ball and
+    Euler, O(h^2) for BAOAB (docs/THEORY.md §6, §8)."""
+    config, lam = _resolve(config, spectra)
+    return 2.0 * stationary(config, lam)["kinetic"] / lam.shape[1]
+
+
 def _expected_substeps(config: SimulationConfig, lam: np.ndarray) -> np.ndarray:
     """Any schedule and noise model: every sub-step of CONVENTIONS.md, one step at a time."""
     chain = _Chain(config, lam)
     m = _initial(config, lam)
     out = np.empty((len(config.recorded_steps), 4))
     out[0] = chain.observe(m)
+    recorded = config.recorded_steps
     k = 1
-    every = config.record_every
     for n in range(config.steps):
         chain.step(m, n)
-        if (n + 1) % every == 0:
+        if k < len(recorded) and n + 1 == recorded[k]:
             out[k] = chain.observe(m)
             k += 1
     return out
@@ -236,14 +364,17 @@ def _expected_substeps(config: SimulationConfig, lam: np.ndarray) -> np.ndarray:
 
 def _expected_time_invariant(config: SimulationConfig, lam: np.ndarray) -> np.ndarray:
     """Constant schedule, state-independent noise: the step is one affine map s <- T s + c of
-    s = (xx, xv, vv) per mode; record_every steps of it are composed once (binary powering), so
-    the loop runs over recorded steps only (record_every times fewer iterations)."""
+    s = (xx, xv, vv) per mode; the gap between two recorded steps is composed once (binary
+    powering, one composition per distinct gap), so the loop runs over recorded steps only."""
     M, w, _, kappa = _step_matrices(config, lam)
-    T = _sym_operator(M).reshape(-1, 3, 3)
-    c = kappa * np.stack([w[..., 0] ** 2, w[..., 0] * w[..., 1], w[..., 1] ** 2], -1).reshape(-1, 3)
-    T, c = _affine_power(T, c, config.record_every)
-    A = np.ascontiguousarray(T.transpose(2, 1, 0))  # A[j] [3, N]: column j of every mode's T
-    c = np.ascontiguousarray(c.T)
+    T1 = _sym_operator(M).reshape(-1, 3, 3)
+    c1 = kappa * np.stack([w[..., 0] ** 2, w[..., 0] * w[..., 1], w[..., 1] ** 2], -1).reshape(-1, 3)
+    recorded = config.recorded_steps
+    gaps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for gap in set(np.diff(recorded).tolist()):
+        T, c = _affine_power(T1, c1, gap)
+        # A[j] [3, N]: column j of every mode's T
+        gaps[gap] = np.ascontiguousarray(T.transpose(2, 1, 0)), np.ascontiguousarray(c.T)
     m = _initial(config, lam)
     s = np.stack([m.xx.ravel(), m.xv.ravel(), m.vv.ravel()])
     new, term = np.empty_like(s), np.empty_like(s)
@@ -251,6 +382,7 @@ def _expected_time_invariant(config: SimulationConfig, lam: np.ndarray) -> np.nd
     lam_sq = lam * lam
     out[0] = _observe(config, lam, s[0], s[1], s[2], lam_sq)
     for k in range(1, len(out)):
+        A, c = gaps[recorded[k] - recorded[k - 1]]
         np.multiply(A[0], s[0], out=new)
         np.multiply(A[1], s[1], out=term)
         new += term
@@ -263,8 +395,8 @@ def _expected_time_invariant(config: SimulationConfig, lam: np.ndarray) -> np.nd
 
 
 def _affine_power(T: np.ndarray, c: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(T, c) composed k times: s <- T s + c applied k times is s <- T_k s + c_k. T [N,3,3], c [N,3]."""
-    result_T = np.broadcast_to(np.eye(3), T.shape).copy()
+    """(T, c) composed k times: s <- T s + c applied k times is s <- T_k s + c_k. T [N,m,m], c [N,m]."""
+    result_T = np.broadcast_to(np.eye(T.shape[-1]), T.shape).copy()
     result_c = np.zeros_like(c)
     while k:
         if k & 1:  # powers of one map commute, so the order of composition is immaterial

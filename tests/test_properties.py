@@ -46,13 +46,13 @@ def valid_configs(draw, max_trajectories=200, max_steps=16):
     else:
         kw["dim"] = draw(st.integers(2, 3)) if problem == "rosenbrock" else draw(st.integers(1, 3))
     if integrator == "heavy-ball":
-        kw.update(lr=draw(st.floats(0.002, 0.05)), momentum=draw(st.floats(0.0, 0.95)))
+        kw.update(lr=draw(st.floats(0.002, 0.05)), momentum=draw(st.floats(0.0, 0.95, allow_subnormal=False)))
     else:
         kw.update(dt=draw(st.floats(0.01, 0.2)), damping=draw(st.floats(0.1, 2.0)))
     if noise_model == "temperature":
-        kw["temperature"] = draw(st.floats(0.0, 0.5))
+        kw["temperature"] = draw(st.floats(0.0, 0.5, allow_subnormal=False))
     else:
-        kw["noise"] = draw(st.sampled_from([0.0, draw(st.floats(0.0, 0.8))]))
+        kw["noise"] = draw(st.sampled_from([0.0, draw(st.floats(0.0, 0.8, allow_subnormal=False))]))
     return SimulationConfig(**kw).validate()
 
 

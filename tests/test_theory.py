@@ -516,3 +516,20 @@ def test_flat_direction_lambda_zero():
         assert long_run[key][-1] == pytest.approx(a[key], rel=1e-10)
     rate = theory.decay_rate(make(spectrum=[0.0], lr=lr, momentum=mu))["per_step"]
     assert rate == pytest.approx(-2 * math.log(mu), rel=1e-12)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "nesterov:3"])
+@pytest.mark.parametrize("record_every", ["log:7", 7])
+def test_expected_at_any_recorded_set_equals_the_every_step_curve(schedule, record_every):
+    """Log-spaced and off-grid recorded sets (the final step is always recorded) read the exact
+    curve at exactly those steps: compared with the every-step curve, an independent path."""
+    import dataclasses
+    base = SimulationConfig(spectrum=[0.3, 2.0], lr=0.05, momentum=0.8, noise=0.4, steps=250,
+                            momentum_schedule=schedule, record_every=record_every).validate()
+    every = theory.expected(dataclasses.replace(base, record_every=1))
+    got = theory.expected(base)
+    rows = np.asarray(base.recorded_steps)
+    assert rows[0] == 0 and rows[-1] == 250 and len(rows) < 251
+    np.testing.assert_array_equal(got["steps"], rows)
+    for key in ("inertia", "kinetic", "loss", "shadow_inertia"):
+        np.testing.assert_allclose(got[key], every[key][rows], rtol=1e-12, atol=0)
