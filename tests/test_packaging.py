@@ -28,5 +28,12 @@ def test_wheel_ships_kernels_inside_the_package(tmp_path):
                    "inertia_gpu/kernels/cpu_ensemble.py", "inertia_gpu/kernels/cuda/philox.cuh",
                    "inertia_gpu/kernels/cuda/ensemble.cu", "inertia_gpu/kernels/cuda/sgd.cu"):
         assert needed in names, needed
+    # every module of the library is in the wheel: a subpackage left out of pyproject's list would
+    # still import from a checkout or an editable install, and fail only for users of the wheel
+    library = {str(p.relative_to(ROOT)) for p in (ROOT / "inertia_gpu").rglob("*.py") if "__pycache__" not in p.parts}
+    kernels = {"inertia_gpu/" + str(p.relative_to(ROOT)) for p in (ROOT / "kernels").rglob("*.py")
+               if "__pycache__" not in p.parts}
+    missing = sorted((library | kernels) - set(names))
+    assert not missing, f"modules missing from the wheel (pyproject [tool.setuptools] packages): {missing}"
     entry = [n for n in names if n.endswith("entry_points.txt")]
     assert entry and "inertia-gpu = inertia_gpu.cli:main" in zipfile.ZipFile(wheel).read(entry[0]).decode()
