@@ -209,15 +209,8 @@ def main(argv=None) -> int:
 
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
+    from inertia_gpu.bench import cpu_model  # the name bench JSONs use, so results files line up
+    return cpu_model()
 
 
 if __name__ == "__main__":
