@@ -141,16 +141,6 @@ def test_diverge_above_is_a_multiple_of_the_runs_energy_scale():
     assert hot.diverge_above >= 1e6 * 3 * 2.0
 
 
-def _threshold_in_torch_backend() -> bool:
-    """The reference backend applies config.diverge_above (contract 5) once its kernels do."""
-    from inertia_gpu.config import SimulationConfig
-    cfg = SimulationConfig(spectrum=[1.0], lr=2.5, momentum=0.0, trajectories=64, steps=12, backend="torch",
-                           dtype="float64", diverge_factor=10.0).validate()
-    return int(engine.simulate(cfg, with_theory=False).diverged[-1]) == 64
-
-
-@pytest.mark.xfail(not _threshold_in_torch_backend(), reason="the torch backend does not apply diverge_above yet",
-                   strict=True)
 def test_runaway_trajectories_diverge_alike_in_float32_and_float64(tmp_path):
     """Issue example at a small size: unstable modes run away; neither dtype lets them into a mean."""
     counts, means = [], []
