@@ -56,6 +56,24 @@ def test_noise_sweep_stationary_levels_match_theory():
         assert r["theory_max_abs_z"] < 5.0
 
 
+def test_sweep_rows_carry_the_ledger_against_theory():
+    """Per configuration, the cumulative D, Q, W at the final step within 5 standard errors of theory.ledger
+    (per-trajectory momentum: the ledger's friction factor is each trajectory's own mu); none with the ledger off."""
+    base = SimulationConfig(spectrum=[0.5, 2.0], lr=0.05, noise_model="temperature", temperature=0.3, steps=40,
+                            record_every=10, trajectories=1024, replicates=16, dtype="float64", seed=5,
+                            backend="torch").validate()
+    values = [0.5, 0.9]
+    table = run_sweep(base, "momentum", values)
+    for v, r in zip(values, table["rows"]):
+        exact = theory.ledger(dataclasses.replace(base, momentum=v))
+        for name in ("dissipated", "injected", "residual"):
+            z = abs(r[f"ledger.{name}_final"] - exact[name][-1]) / r[f"ledger.{name}_final_sem"]
+            assert z < 5, (v, name, r[f"ledger.{name}_final"], exact[name][-1])
+        assert r["ledger.effective_temperature"] > 0
+    off = run_sweep(dataclasses.replace(base, ledger=False, trajectories=128, replicates=2), "momentum", values)
+    assert not [k for k in off["rows"][0] if k.startswith("ledger")]
+
+
 def test_batched_blocks_equal_separate_runs_for_first_value():
     """Block 0 of the batch uses trajectories [0, B): with the scalar option it is exactly one simulate run
     (same noise, same sums); per-trajectory tensors change rounding at most."""
