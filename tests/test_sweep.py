@@ -21,7 +21,7 @@ def test_momentum_sweep_reproduces_exact_decay_rate_curve(tmp_path):
     out, png = tmp_path / "sweep.json", tmp_path / "sweep.png"
     code = cli.main(["sweep", "--sweep", "momentum=0.5:0.99:60", "--spectrum", "1,1.5", "--lr", "0.0111",
                      "--noise", "0", "--steps", "1500", "--trajectories", "1024", "--dtype", "float64", "--seed", "3",
-                     "--quiet", "--json", str(out), "--plot", str(png)])
+                     "--no-ledger", "--quiet", "--json", str(out), "--plot", str(png)])  # rates only: no ledger
     assert code == 0
     table = json.loads(out.read_text())
     values = np.array(table["sweep"]["values"])
