@@ -17,12 +17,9 @@ import torch
 from .. import spec
 from ..coefficients import Obs, coefficients
 from ..config import SimulationConfig
-from .base import FRACTIONS, GROUP, ChunkState, EnsembleBackend, n_groups, recorded_in_window
+from .base import FRACTIONS, GROUP, N_COLUMNS, ChunkState, EnsembleBackend, n_groups, recorded_in_window
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-# one partial-sum row: spec.COLUMNS (the quantities, then the ledger's dissipated, injected, residual)
-N_COLUMNS = len(spec.QUANTITIES) + 3
 
 # The kernel's contraction setting, passed explicitly (triton 3.10 changes the default): no fused
 # multiply-add, so every product and sum rounds as the torch reference's do and the states agree with
@@ -183,9 +180,9 @@ class TritonEnsemble(EnsembleBackend):
         if state is None:
             ins = (theta, mom, inertia0, first_passage, ledger)  # not read: the kernel draws the initial state
         else:
-            carried = state.ledger if keep_ledger and state.ledger is not None else None
-            if keep_ledger and carried is None:
-                raise ValueError("resuming with the ledger on needs the state's ledger (cumulative D, Q)")
+            carried = state.ledger if keep_ledger else None
+            if keep_ledger and carried is None:  # a state that lost its ledger: the cumulative terms are unknown
+                carried = torch.full((count, 2), math.nan, dtype=torch.float64)
             ins = (to_blocked(state.theta.to(device=device, dtype=dtype), tpt, width),
                    to_blocked(state.momentum.to(device=device, dtype=dtype), tpt, width),
                    to_blocked(state.inertia0.to(device=device, dtype=torch.float64)[:, None], tpt, width),
