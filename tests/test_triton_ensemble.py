@@ -101,13 +101,14 @@ def assert_partials_close(got, want, dtype: str):
         assert_ledger_close(got, want[..., N_QUANTITIES:], dtype)
 
 
-def assert_ledger_close(got, want_ledger, dtype: str, what: str = "ledger columns"):
+def assert_ledger_close(got, want_ledger, dtype: str, what: str = "ledger columns", rel32: float = 2e-5):
     """got [records, groups, 9] against want [records, groups, 3] (dissipated, injected, residual):
-    float64 to 1e-12 of the energy scale (the largest group sum of the inertia), float32 to 1e-6."""
+    float64 to 1e-12 of the energy scale (the largest group sum of the inertia), float32 to rel32 of it
+    (default: the states' own agreement, 2e-5; chaotic problems amplify their float32 rounding)."""
     want_ledger = torch.as_tensor(want_ledger, dtype=torch.float64)
     energy = got[..., 1].abs().max().clamp(min=1e-30)
     err = (got[..., N_QUANTITIES:].cpu() - want_ledger.cpu()).abs().max()
-    rel = 1e-6 if dtype == "float32" else 1e-12
+    rel = rel32 if dtype == "float32" else 1e-12
     assert err <= rel * energy, f"{what}: error {float(err):.3g} > {rel:g} x energy {float(energy):.3g}"
 
 
@@ -470,7 +471,7 @@ def test_ledger_matches_the_definition(integrator, schedule, noise, dtype):
     s2, p2 = tri.run(cfg, 64, count, 5, 11, s1)
     got = torch.cat([p1, p2]).cpu()
     assert got.shape == (len(cfg.recorded_steps), 2, N_COLUMNS) and not torch.isnan(got).any()
-    assert_ledger_close(got, want, dtype)
+    assert_ledger_close(got, want, dtype, rel32=1e-6)  # quadratic, 11 steps: float32 rounding alone
     # the state carries the cumulative (D, Q) of each trajectory
     carried = torch.from_numpy(np.stack([run.dissipated[-1], run.injected[-1]], axis=-1))
     assert_state_close(s2.ledger.cpu(), carried, dtype, "the state's ledger")
