@@ -2,8 +2,8 @@
 
 The engine's progress is small and exact: the replicate-sum table and the
 first-passage histogram of the chunks already done, plus the per-trajectory
-state (theta, momentum, I_0, first passage) of the chunk in flight and the
-step it reached. Because every random number is a pure function of
+state (theta, momentum, I_0, first passage, the ledger's cumulative D and Q)
+of the chunk in flight and the step it reached. Because every random number is a pure function of
 (seed, trajectory, step, coordinate) and every sum has a fixed shape, a run
 resumed from that progress computes exactly the bits an uninterrupted run
 would.
@@ -11,7 +11,7 @@ would.
 File format (one file, written atomically: temporary file in the same
 directory, fsync, rename, fsync of the directory)::
 
-    b"INERTIA-GPU-CHECKPOINT 1\\n"
+    b"INERTIA-GPU-CHECKPOINT 2\\n"    (the format version; a file of another version is refused)
     <sha256 of the payload, 64 hex digits>\\n
     <payload: torch.save of a dict of tensors and plain values>
 
@@ -35,14 +35,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .backends.base import FRACTIONS, N_QUANTITIES, ChunkState
+from .backends.base import FRACTIONS, N_COLUMNS, ChunkState
 from .config import ConfigError, SimulationConfig
 from .output import write_atomic
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
-VERSION = 1
-MAGIC = f"INERTIA-GPU-CHECKPOINT {VERSION}\n".encode()
+# 2: the table carries the ledger columns (spec.COLUMNS) and the state its cumulative (D, Q)
+VERSION = 2
+PREFIX = b"INERTIA-GPU-CHECKPOINT "
+MAGIC = PREFIX + f"{VERSION}\n".encode()
 
 
 def fingerprint(config: SimulationConfig, backend: str, shard=None) -> str:
@@ -80,8 +82,8 @@ def _structure_problem(prog: Progress, config: SimulationConfig, p, own: tuple[i
         return f"step {prog.step!r} outside [0, {config.steps})"
     if (prog.step > 0) != (prog.state is not None) or (prog.state is not None and prog.chunk_index == n_chunks):
         return "in-flight state and step disagree"
-    if prog.table.shape != (records, p.replicates, N_QUANTITIES) or prog.table.dtype != np.float64:
-        return f"table {prog.table.shape} {prog.table.dtype}, expected {(records, p.replicates, N_QUANTITIES)} float64"
+    if prog.table.shape != (records, p.replicates, N_COLUMNS) or prog.table.dtype != np.float64:
+        return f"table {prog.table.shape} {prog.table.dtype}, expected {(records, p.replicates, N_COLUMNS)} float64"
     if prog.hist.shape != (len(FRACTIONS), config.steps + 2) or prog.hist.dtype != np.int64 or (prog.hist < 0).any():
         return "first-passage histogram of the wrong shape, type or sign"
     sizes = np.minimum(p.replicate_size, config.trajectories - np.arange(p.replicates) * p.replicate_size)
@@ -106,7 +108,8 @@ def _structure_problem(prog: Progress, config: SimulationConfig, p, own: tuple[i
 def _state_problem(state: ChunkState, config: SimulationConfig, count: int, step: int) -> str | None:
     dtype = DTYPES[config.dtype]
     want = {"theta": ((count, config.dim), dtype), "momentum": ((count, config.dim), dtype),
-            "inertia0": ((count,), None), "first_passage": ((count, len(FRACTIONS)), torch.int32)}
+            "inertia0": ((count,), None), "first_passage": ((count, len(FRACTIONS)), torch.int32),
+            "ledger": ((count, 2), torch.float64)}
     for name, (shape, dt) in want.items():
         t = getattr(state, name)
         if tuple(t.shape) != shape or (dt is not None and t.dtype != dt):
@@ -151,7 +154,8 @@ class Checkpoint:
             "table": torch.from_numpy(np.ascontiguousarray(table)),
             "hist": torch.from_numpy(np.ascontiguousarray(hist)),
             "state": None if state is None else [t.detach().to("cpu").contiguous() for t in
-                                                 (state.theta, state.momentum, state.inertia0, state.first_passage)],
+                                                 (state.theta, state.momentum, state.inertia0, state.first_passage,
+                                                  _ledger_of(state))],
         }
         buf = io.BytesIO()
         torch.save(payload, buf)
@@ -174,13 +178,20 @@ class Checkpoint:
                               "rerun with the options that wrote it, or delete it / use another path")
         state, raw = None, payload["state"]
         tensors = [payload.get("table"), payload.get("hist")] + (list(raw) if isinstance(raw, (list, tuple)) else [])
-        if not all(isinstance(t, torch.Tensor) for t in tensors) or (raw is not None and len(tensors) != 6):
+        if not all(isinstance(t, torch.Tensor) for t in tensors) or (raw is not None and len(tensors) != 7):
             raise ConfigError(f"--checkpoint {self.path}: the file does not fit this run (fields of the wrong type); "
                               "delete it to start over")
         if raw is not None:
             state = ChunkState(*(t.to(self.device) for t in raw))
         return Progress(payload.get("chunk"), payload.get("chunk_index"), payload.get("step"),
                         payload["table"].numpy(), payload["hist"].numpy(), state)
+
+
+def _ledger_of(state: ChunkState) -> torch.Tensor:
+    """The state's cumulative (D, Q); transitional: NaN for a backend that keeps none (it ignores it on resume)."""
+    if state.ledger is not None:
+        return state.ledger
+    return torch.full((state.theta.shape[0], 2), float("nan"), dtype=torch.float64)
 
 
 def read_verified(path: str) -> dict:
@@ -193,6 +204,10 @@ def read_verified(path: str) -> dict:
     except OSError as exc:
         raise ConfigError(f"--checkpoint {path}: cannot read it ({exc.strerror})") from None
     if not raw.startswith(MAGIC):
+        if raw.startswith(PREFIX):
+            version = raw[len(PREFIX):raw.find(b"\n", len(PREFIX))].decode("ascii", "replace")[:16]
+            raise ConfigError(f"--checkpoint {path}: written in checkpoint format {version}, this version reads "
+                              f"format {VERSION}; delete it to start over")
         raise corrupt("not an inertia-gpu checkpoint")
     head = len(MAGIC)
     digest, data = raw[head:head + 64], raw[head + 65:]

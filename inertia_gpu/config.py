@@ -169,6 +169,11 @@ def _check_extra(value) -> None:
         raise ConfigError(f"extra: must be a dict, got {type(value).__name__}")
 
 
+def _check_flag(option: str, value) -> None:
+    if not _is_bool(value):
+        raise ConfigError(f"--{option}: must be true or false, got {value!r}")
+
+
 def _optional(check):
     return lambda v: None if v is None else check(v)
 
@@ -200,6 +205,7 @@ FIELD_CHECKS = {
     "replicates": lambda v: _integer("replicates", v, None),
     "diverge_factor": lambda v: _number("diverge-factor", v, 1.0, True),
     "diverge_above": _optional(lambda v: _check_bound(v)),
+    "ledger": lambda v: _check_flag("ledger", v),
     "extra": lambda v: _check_extra(v),
 }
 
@@ -234,6 +240,7 @@ class SimulationConfig:
     replicates: int = 128  # batch-means blocks of trajectories (t-tails stay close to normal)
     diverge_factor: float = 1e6  # diverge_above = diverge_factor * the run's energy scale (module docstring)
     diverge_above: float | None = None  # the bound itself (inf: only non-finite inertia diverges); None: as above
+    ledger: bool = True  # the inertia ledger (dissipated, injected, residual) beside the statistics
     extra: dict = field(default_factory=dict)
 
     def __setattr__(self, name, value):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import backends
-from .backends.base import FRACTIONS, GROUP, N_QUANTITIES, recorded_in_window
+from .backends.base import FRACTIONS, GROUP, LEDGER, N_COLUMNS, N_QUANTITIES, recorded_in_window
 from .config import ConfigError, SimulationConfig
 from .output import finite_list, write_json
 from .recording import is_arithmetic, max_records_in, recorded_count, window_for
@@ -59,7 +59,7 @@ def plan(config: SimulationConfig, chunk: int | None = None, window: int | None 
         chunk = max(1, math.ceil(chunk / replicate_size)) * replicate_size
     chunk = min(chunk, replicates * replicate_size)
     if window is None:
-        per_record = math.ceil(chunk / GROUP) * N_QUANTITIES * 8
+        per_record = math.ceil(chunk / GROUP) * N_COLUMNS * 8
         records = max(2, PARTIALS_BUDGET[config.device] // per_record)
         window = window_for(config.steps, config.record_every, records)
     return Plan(replicate_size, replicates, chunk, min(window, config.steps))
@@ -84,6 +84,17 @@ class SimulationResult:
     stationary: dict[str, float] = field(default_factory=dict)
     trajectory_steps_done: int | None = None  # computed by this process (a resumed run did the rest before)
     theory_unavailable: str | None = None  # why the exact theory is missing, when it was attempted
+    theory_ledger: dict[str, np.ndarray] = field(default_factory=dict)  # exact E[D], E[Q], E[W], T_eff
+
+    @property
+    def ledger_unavailable(self) -> str | None:
+        """Why the run's ledger columns hold no figures (None when they do, or the ledger is off)."""
+        if not self.config.ledger:
+            return None
+        # transitional: a backend that returns N_QUANTITIES columns leaves NaN in the ledger columns
+        if np.isnan(self.replicate_sums[..., N_QUANTITIES:]).any():
+            return f"the {self.backend} backend does not form the ledger columns yet; use --backend torch"
+        return None
 
     def __getattr__(self, name):
         stats = self.__dict__.get("stats", {})
@@ -165,6 +176,26 @@ class SimulationResult:
             out["theory_unavailable"] = self.theory_unavailable
         if self.stationary:
             out["stationary"] = self.stationary
+        if self.config.ledger:
+            out.update(self._ledger_dict())
+            if self.theory_ledger and isinstance(out.get("theory"), dict):
+                out["theory"]["ledger"] = {f"{k}_mean": finite_list(v) for k, v in self.theory_ledger.items()}
+        return out
+
+    def _ledger_dict(self) -> dict:
+        """ledger.*_mean/_sem (batch means, as the other quantities); T_eff = 2 E[K] / d under a temperature."""
+        s, out = self.stats, {}
+        reason = self.ledger_unavailable
+        for name in LEDGER:
+            for tail in ("mean", "sem"):
+                out[f"ledger.{name}_{tail}"] = None if reason else finite_list(s[f"{name}_{tail}"])
+        if reason:
+            out["ledger_unavailable"] = reason
+        if self.config.noise_model == "temperature":
+            d = self.config.dim
+            out["ledger.temperature"] = self.config.temperature
+            out["ledger.effective_temperature_mean"] = finite_list(2.0 * s["kinetic_mean"] / d)
+            out["ledger.effective_temperature_sem"] = finite_list(2.0 * s["kinetic_sem"] / d)
         return out
 
     def write_json(self, path: str) -> None:
@@ -235,7 +266,7 @@ def simulate(config: SimulationConfig, progress: bool = False, chunk: int | None
 def _run(config: SimulationConfig, backend, p: Plan, shard, ckpt, progress: bool) -> SimulationResult:
     """The launches of this process (resuming from `ckpt`'s progress), then the merged statistics."""
     steps = np.asarray(config.recorded_steps)
-    table = np.zeros((len(steps), p.replicates, N_QUANTITIES))
+    table = np.zeros((len(steps), p.replicates, N_COLUMNS))
     hist = np.zeros((len(FRACTIONS), config.steps + 2), dtype=np.int64)
     rep_begin, rep_end = (0, p.replicates) if shard is None else shard.replicate_range(p.replicates)
     first, last = rep_begin * p.replicate_size, min(rep_end * p.replicate_size, config.trajectories)
@@ -289,9 +320,9 @@ def memory_estimate(config: SimulationConfig, p: Plan) -> dict:
     """Bytes a run needs: per launch on the device (state + working set + partial sums), and on the host."""
     bytes_per_traj = bytes_per_trajectory(config)
     records_per_window = max_records_in(config.steps, config.record_every, p.window)
-    partials = math.ceil(p.chunk / GROUP) * records_per_window * N_QUANTITIES * 8
+    partials = math.ceil(p.chunk / GROUP) * records_per_window * N_COLUMNS * 8
     records = recorded_count(config.steps, config.record_every)  # arithmetic: never build a list of a huge request
-    host = records * p.replicates * N_QUANTITIES * 8 * 2 + len(FRACTIONS) * (config.steps + 2) * 8
+    host = records * p.replicates * N_COLUMNS * 8 * 2 + len(FRACTIONS) * (config.steps + 2) * 8
     return {"per_trajectory": bytes_per_traj, "replicate": bytes_per_traj * p.replicate_size,
             "launch": bytes_per_traj * p.chunk + partials, "host": host}
 
@@ -349,6 +380,12 @@ def _replicate_sums(partials: torch.Tensor, p: Plan) -> np.ndarray:
     replicate table crosses to the host, not the per-group partials.
     """
     x = partials.to(torch.float64)
+    if x.shape[-1] == N_QUANTITIES:
+        # transitional: a backend without the ledger columns; NaN marks its ledger unavailable (and a
+        # checkpoint carries the mark), see _ledger_unavailable
+        x = torch.cat([x, x.new_full((*x.shape[:-1], N_COLUMNS - N_QUANTITIES), math.nan)], dim=-1)
+    elif x.shape[-1] != N_COLUMNS:
+        raise RuntimeError(f"backend partial sums have {x.shape[-1]} columns, expected {N_COLUMNS} (spec.COLUMNS)")
     rec, groups, q = x.shape
     gpr = p.groups_per_replicate
     reps = math.ceil(groups / gpr)

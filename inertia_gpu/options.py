@@ -17,7 +17,7 @@ from .resolution import unused_options
 CONFIG_FIELDS = ("problem", "spectrum", "dim", "condition", "spectrum_distribution", "integrator", "lr", "momentum",
                  "momentum_schedule", "dt", "damping", "noise", "noise_model", "temperature", "trajectories", "steps",
                  "record_every", "replicates", "seed", "init_theta_std", "init_velocity_std", "backend", "device",
-                 "dtype", "diverge_factor")
+                 "dtype", "diverge_factor", "ledger")
 
 
 def float_list(text: str) -> list[float]:
@@ -73,6 +73,9 @@ def add_simulation_arguments(p: argparse.ArgumentParser) -> None:
     opt("--dtype", f"one of {', '.join(DTYPES)}")
     opt("--diverge-factor", "a trajectory diverges when its inertia exceeds this multiple of the run's energy scale",
         type=float)
+    p.add_argument("--ledger", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                   help=f"report the inertia ledger: energy dissipated by friction, injected by noise, and the "
+                        f"residual (default {'on' if d.ledger else 'off'})")
 
 
 def config_from_args(args: argparse.Namespace, also_given: tuple[str, ...] = ()):

@@ -53,6 +53,8 @@ def _plain(value):
     """numpy scalars (and lists of them) as Python numbers; other values unchanged."""
     if isinstance(value, bool) or value is None or isinstance(value, (str, dict)):
         return value
+    if type(value).__name__ == "bool_":  # numpy.bool_ as a plain bool
+        return bool(value)
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):

@@ -110,6 +110,12 @@ GROUP = 64
 # The columns of a partial-sum row, in order.
 QUANTITIES = ("count", "inertia", "kinetic", "loss", "shadow_inertia", "inertia_sq")
 N_QUANTITIES = len(QUANTITIES)
+# The inertia ledger (docs/THEORY.md §8): per kept trajectory, the cumulative energy friction removed
+# (dissipated D), noise added (injected Q) and the rest (residual W = I_n - I_0 + D - Q) since step 0.
+LEDGER = ("dissipated", "injected", "residual")
+# One partial-sum row: the quantities, then the ledger sums, all float64.
+COLUMNS = QUANTITIES + LEDGER
+N_COLUMNS = len(COLUMNS)
 # First passage: the first step n with I_n <= f * I_0, for each f.
 FRACTIONS = (0.5, 0.36787944117144233, 0.1)
 

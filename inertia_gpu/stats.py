@@ -11,22 +11,25 @@ import math
 
 import numpy as np
 
-from .spec import FRACTIONS, QUANTITIES
+from .spec import COLUMNS, FRACTIONS, LEDGER, QUANTITIES
 
 
 def combine(table: np.ndarray) -> dict[str, np.ndarray]:
     """Means and batch-means standard errors from replicate sums [n_records, R, Q].
 
     Returns {name + "_mean", name + "_sem"} for inertia, kinetic, loss and
-    shadow_inertia, plus "finite" (trajectories counted per step).
+    shadow_inertia, and for the ledger terms (dissipated, injected, residual)
+    when the table carries their columns (spec.COLUMNS), plus "finite"
+    (trajectories counted per step).
     """
     counts = table[..., 0]  # [n_records, R]
     total = counts.sum(axis=1)
     out: dict[str, np.ndarray] = {"finite": total}
     n_rep = (counts > 0).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        for j, name in enumerate(QUANTITIES[1:5], start=1):
-            sums = table[..., j]
+        names = QUANTITIES[1:5] + (LEDGER if table.shape[-1] >= len(COLUMNS) else ())
+        for name in names:
+            sums = table[..., COLUMNS.index(name)]
             mean = sums.sum(axis=1) / total
             rep_mean = np.where(counts > 0, sums / np.where(counts > 0, counts, 1), 0.0)
             # weighted batch means: var(mean) = sum w_r^2 (m_r - m)^2 * R/(R-1), w_r = n_r / N

@@ -29,8 +29,10 @@ ENUM_ALIASES = {"PROBLEM": ("PROBLEM",), "INTEGRATOR": ("INTEGRATOR",), "SCHEDUL
                 "NOISE_MODEL": ("NOISE_MODEL", "NOISE"), "SPECTRUM": ("SPECTRUM", "DRAWN_SPECTRUM", "SPECTRUM_DIST")}
 LAYOUT = {"GROUP": spec.GROUP, "N_QUANTITIES": spec.N_QUANTITIES, "TAG_STEP": spec.TAG_STEP,
           "TAG_INIT": spec.TAG_INIT, "TAG_SPECTRUM": spec.TAG_SPECTRUM, "TAG_OPTIMIZER": spec.TAG_OPTIMIZER,
-          **{f"FRACTION_{i}": f for i, f in enumerate(spec.FRACTIONS)}}
-LAYOUT_ALIASES = {"N_QUANTITIES": ("NQ",)}
+          **{f"FRACTION_{i}": f for i, f in enumerate(spec.FRACTIONS)},
+          "N_COLUMNS": spec.N_COLUMNS, **{f"COL_{name.upper()}": spec.COLUMNS.index(name) for name in spec.LEDGER}}
+LAYOUT_ALIASES = {"N_QUANTITIES": ("NQ",), "N_COLUMNS": ("NC",),
+                  **{f"COL_{name.upper()}": (f"COLUMN_{name.upper()}", f"Q_{name.upper()}") for name in spec.LEDGER}}
 
 
 # --- reading the copies ----------------------------------------------------------------------
@@ -187,6 +189,13 @@ def test_launchers_take_switch_values_from_spec():
             if pattern.search(line):
                 offenders.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
     assert not offenders, "switch codes declared outside spec.py:\n" + "\n".join(offenders)
+
+
+def test_columns_extend_the_quantities():
+    """The ledger columns follow the quantities, which keep their meaning and order."""
+    assert spec.QUANTITIES == ("count", "inertia", "kinetic", "loss", "shadow_inertia", "inertia_sq")
+    assert spec.LEDGER == ("dissipated", "injected", "residual")
+    assert spec.COLUMNS == spec.QUANTITIES + spec.LEDGER and spec.N_COLUMNS == 9 == len(set(spec.COLUMNS))
 
 
 def test_options_round_trip():

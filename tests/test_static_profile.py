@@ -27,9 +27,18 @@ def fixture(name: str) -> list[sass.Instruction]:
 
 def check_loop_kernel(instrs, record_every: int = 1) -> counting.Tally:
     """loop_kernel, unrolled four times by ptxas: per iteration 4 FFMA of _advance (dynamics), 4 FFMA of
-    _record (statistics), and the loop's counter, compare and branch. (Line info puts the compare, which
+    _record (statistics), and the loop's counter, compare and branch. Its statistics run every iteration,
+    outside any branch on a recorded-step table, so a record_every > 1 finds no record branch: the counter
+    falls back to weighting the statistics by category, and says so. (Line info puts the compare, which
     ptxas scheduled among _record's FFMAs, on _record's line: it is weighted with the statistics.)"""
-    t = counting.tally(instrs, record_every)
+    if record_every > 1:
+        with pytest.warns(UserWarning, match="no record branch found"):
+            t = counting.tally(instrs, record_every)
+        assert t.fallback and "estimate" in t.fallback
+    else:
+        t = counting.tally(instrs, record_every)
+        assert t.fallback is None
+    assert t.record_regions == []
     assert t.loop is not None and t.cold == 0 and t.nested_loops == 0
     counted = [instrs[i] for i in t.counted]
     assert len(counted) == 11 and {i.base for i in counted} == {"FFMA", "VIADD", "ISETP", "BRA"}
@@ -55,6 +64,83 @@ def test_parser_resolves_labels_and_source_lines():
 def test_main_loop_count_and_breakdown_of_a_known_kernel():
     check_loop_kernel(fixture("loop_kernel.sass"))
     check_loop_kernel(fixture("loop_kernel.sass"), record_every=4)
+
+
+RECORD_LOOP = """
+        .type           k,@function
+k:
+        //## File "<tests>/static_profile_kernels.py", line 21
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+.L_x_0:
+        //## File "<tests>/static_profile_kernels.py", line 12
+        /*0010*/                   FFMA R2, R2, R3, R4 ;
+        //## File "<tests>/static_profile_kernels.py", line 25
+        /*0020*/                   LDG.E R5, desc[UR4][R6.64] ;
+        /*0030*/                   IADD3 R6, R6, 0x4, RZ ;
+        /*0040*/                   {SETP} ;
+        /*0050*/              {GUARD} BRA `(.L_x_1) ;
+        //## File "<tests>/static_profile_kernels.py", line 17
+        /*0060*/                   FFMA R7, R2, R2, R7 ;
+        /*0070*/                   FFMA R8, R2, R2, R8 ;
+        /*0080*/                   STG.E desc[UR4][R10.64], R7 ;
+        //## File "<tests>/static_profile_kernels.py", line 25
+        /*0090*/                   MOV R9, R5 ;
+.L_x_1:
+        //## File "<tests>/static_profile_kernels.py", line 25
+        /*00a0*/                   ISETP.NE.AND P1, PT, R11, RZ, PT ;
+        /*00b0*/               @P1 BRA `(.L_x_0) ;
+        /*00c0*/                   EXIT ;
+"""
+
+
+def record_loop(setp: str = "ISETP.GE.AND P0, PT, R5, RZ, PT", guard: str = "@!P0", load: str = "LDG.E"):
+    text = RECORD_LOOP.replace("{SETP}", setp).replace("{GUARD}", guard).replace("LDG.E ", load + " ")
+    return sass.parse(text.replace("<tests>", str(HERE)))
+
+
+@pytest.mark.parametrize("setp, guard", [("ISETP.GE.AND P0, PT, R5, RZ, PT", "@!P0"),
+                                         ("ISETP.GT.AND P0, PT, R5, -0x1, PT", "@!P0"),
+                                         ("ISETP.LT.AND P0, PT, R5, RZ, PT", "@P0"),
+                                         ("ISETP.LE.AND P0, PT, RZ, R5, PT", "@!P0")])
+def test_record_branch_is_weighted_one_over_record_every(setp, guard):
+    """The loop: 7 instructions every iteration (the step's FFMA, the table load, its compare and branch,
+    the loop's own compare and branch) and the record branch's 4 (two FFMA of _record and its store, and a
+    move on loop_kernel's line),
+    which run only when the table row is >= 0: 7 + 4 / record_every per iteration, whatever the
+    compiler's spelling of the sign test."""
+    instrs = record_loop(setp, guard)
+    for record_every in (1, 10):
+        t = counting.tally(instrs, record_every)
+        assert t.loop == (0x10, 0xb0) and t.record_regions == [(6, 10)] and t.record_instructions == 4
+        assert t.fallback is None
+        assert t.total == pytest.approx(7 + 4 / record_every)
+        assert t.by_category["statistics"] == pytest.approx(3 / record_every)  # _record's FFMAs and store
+        assert t.by_opcode["FFMA"] == pytest.approx(1 + 2 / record_every)
+        assert t.by_opcode["MOV"] == pytest.approx(1 / record_every)  # not statistics, yet only when recording
+        assert t.by_opcode["LDG"] == t.by_opcode["ISETP"] / 2 == 1  # the table read and tests: every step
+        assert t.by_pipe["lsu"] == pytest.approx(1 + 1 / record_every)
+
+
+@pytest.mark.parametrize("setp, guard, load, why", [
+    ("ISETP.GE.AND P0, PT, R5, RZ, PT", "@P0", "LDG.E", "taken when recording: the skipped code is the other path"),
+    ("ISETP.GE.AND P0, PT, R5, RZ, PT", "@!P0", "LDG.E.CONSTANT", "a read-only table, not the recorded-step table"),
+    ("ISETP.GE.U32.AND P0, PT, R5, RZ, PT", "@!P0", "LDG.E", "an unsigned compare is no sign test"),
+    ("ISETP.GE.AND P0, PT, R5, RZ, P2", "@!P0", "LDG.E", "combined with another predicate"),
+    ("ISETP.GE.AND P0, PT, R5, 0x1, PT", "@!P0", "LDG.E", "not a compare against 0"),
+])
+def test_other_branches_are_not_record_branches_and_the_fallback_is_loud(setp, guard, load, why):
+    instrs = record_loop(setp, guard, load)
+    assert counting.tally(instrs, 1).record_regions == [], why
+    with pytest.warns(UserWarning, match="no record branch found"):
+        t = counting.tally(instrs, 10)
+    assert t.record_regions == [] and "estimate" in t.fallback
+    assert t.total == pytest.approx(8 + 3 / 10)  # only _record's lines weighted (by category): not the move
+
+
+def test_a_row_overwritten_after_the_load_is_not_the_table_row():
+    text = RECORD_LOOP.replace("{SETP}", "IADD3 R5, R5, 0x1, RZ ;\n        /*0048*/ ISETP.GE.AND P0, PT, R5, RZ, PT")
+    instrs = sass.parse(text.replace("{GUARD}", "@!P0").replace("<tests>", str(HERE)))
+    assert counting.tally(instrs, 1).record_regions == []
 
 
 def test_payne_hanek_path_is_left_out():
@@ -191,5 +277,7 @@ def key_profile():
 def test_key_variant_within_budget(key_profile, name):
     entry = key_profile[name]
     assert "error" not in entry, entry["error"]
+    if "config" in entry and "record_every" in entry["config"]:  # the kernel's record branches are found
+        assert entry["record_weighting"] == "record branch" and entry["record_branches"] >= 1, entry
     found = budgets.violations(entry, budgets.BUDGETS[ARCH].get(name, {}))
     assert not found, "; ".join(found)

@@ -14,7 +14,7 @@ import torch
 
 from ..config import SimulationConfig
 
-from ..spec import FRACTIONS, GROUP, N_QUANTITIES, QUANTITIES  # noqa: F401  (re-exported for the backends)
+from ..spec import COLUMNS, FRACTIONS, GROUP, LEDGER, N_COLUMNS, N_QUANTITIES, QUANTITIES  # noqa: F401  (re-exported for the backends)
 
 
 class BackendUnavailable(RuntimeError):
@@ -29,6 +29,9 @@ class ChunkState:
     momentum: torch.Tensor  # [n, dim]: b for heavy ball, v for continuous integrators
     inertia0: torch.Tensor  # [n] float64 (first passage compares in float64)
     first_passage: torch.Tensor  # [n, len(FRACTIONS)] int32, -1 = not yet
+    # [n, 2] float64: cumulative (D, Q) since step 0, zeros at step 0, NaN once diverged.
+    # transitional: None from a backend that does not keep the ledger yet (it returns N_QUANTITIES columns)
+    ledger: torch.Tensor | None = None
 
 
 def recorded_in_window(config: SimulationConfig, step_begin: int, step_end: int) -> list[int]:
@@ -76,6 +79,7 @@ class EnsembleBackend(ABC):
         `state` is None exactly when step_begin == 0 (the backend draws the
         initial state from the Philox stream). Returns the new state and the
         partial sums, float64 [len(recorded_in_window(...)), n_groups(count),
-        N_QUANTITIES], groups being consecutive runs of GROUP trajectories
-        from `start` (which the engine keeps a multiple of GROUP).
+        N_COLUMNS] (spec.COLUMNS; with config.ledger False columns 6..8 hold
+        0.0), groups being consecutive runs of GROUP trajectories from `start`
+        (which the engine keeps a multiple of GROUP).
         """

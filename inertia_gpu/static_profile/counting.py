@@ -7,12 +7,28 @@ instruction issues once per iteration, predicated or not, except
     |x| >= 105615 (a compare with that immediate guards a forward branch over it), and the call of
     the double version's slow-path subroutine (|x| >= 2^31); subroutines placed after the kernel are
     not part of it (sass.parse);
-  - recording code (statistics), weighted by 1 / record_every;
+  - recording code, weighted by 1 / record_every (see record_regions);
   - nested loops other than cold ones, counted once and reported (their trip count is not static).
 A kernel without a loop is counted whole (minus cold paths).
+
+Recording code. The ensemble kernel records when the recorded-step table says so (`row =
+tl.load(rec_ptr + k); if row >= 0: record`), never by n % record_every, so the code that runs only at
+recorded steps is the body of a forward branch taken when that row is negative. record_regions finds it
+in the SASS by data flow, not by source lines: a forward conditional BRA inside the loop whose guard
+predicate was last set by a signed compare of a register against 0 (`ISETP.GE r, RZ`, `ISETP.GT r, -0x1`,
+or their negations, not combined with another predicate), that register last written by a global load
+(LDG, not a read-only .CONSTANT table: the table row), the branch taken when the row is negative, and the
+skipped instructions holding statistics work (classify.category). Everything it skips runs once per
+recorded step: weight 1 / record_every per trajectory-step (a window of S steps records S / record_every
+of them); the load, the compare and the branch run every step (weight 1), and so does any statistics
+work the compiler hoisted out of the branch. When record_every > 1 and no such branch is found although
+the loop holds statistics work, the counter falls back to weighting the instructions classified as
+statistics by 1 / record_every and says so (Tally.fallback, a warning, the profile's `warnings`): the
+figure is then an estimate, not the exact count.
 """
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -36,6 +52,9 @@ class Tally:
     cold: int = 0  # instructions left out
     counted: list = field(default_factory=list)  # indices of the instructions counted
     nested_loops: int = 0
+    record_regions: list = field(default_factory=list)  # [(first, end)) index ranges run only when recording
+    record_instructions: int = 0  # instructions inside them (weighted 1 / record_every each)
+    fallback: str | None = None  # why recording was weighted by category instead (an estimate), if it was
 
 
 def main_loop(instrs: list[Instruction], cold: set[int] = frozenset()) -> tuple[int, int] | None:
@@ -140,12 +159,78 @@ def _last_setter(instrs: list[Instruction], i: int, reg: str):
     return None, None
 
 
+_SIGN_TESTS = {("GE", "RZ"): True, ("GT", "-0x1"): True, ("LT", "RZ"): False, ("LE", "-0x1"): False}
+_REVERSED = {"GE": "LE", "GT": "LT", "LT": "GT", "LE": "GE"}
+_NOT_WRITES = {"STG", "ST", "STS", "STL", "RED", "BRA", "BSSY", "BSYNC", "EXIT", "CALL", "RET"}
+
+
+def _sign_test(setter: Instruction) -> tuple[str, bool] | None:
+    """(register, true when the register is >= 0) of a plain signed compare against 0, else None."""
+    parts = setter.opcode.split(".")
+    ops = [o.strip() for o in setter.operands.split(",")]
+    if parts[0] != "ISETP" or "U32" in parts or "EX" in parts or len(ops) != 5 or ops[1] != "PT" or ops[4] != "PT":
+        return None
+    op, a, b = parts[1], ops[2], ops[3]
+    if a in ("RZ", "-0x1"):  # constant first: swap the operands and the comparison
+        op, a, b = _REVERSED.get(op), b, a
+    sense = _SIGN_TESTS.get((op, b))
+    return None if sense is None or not a.startswith("R") else (a.split(".")[0], sense)
+
+
+def _last_writer(instrs: list[Instruction], i: int, register: str, first: int):
+    """(index, instruction) of the last write of `register` in [first, i), else (None, None)."""
+    for j in range(i - 1, first - 1, -1):
+        ins = instrs[j]
+        ops = ins.operands.split(",")
+        if ins.base not in _NOT_WRITES and ops and ops[0].strip() == register:
+            return j, ins
+    return None, None
+
+
+def record_regions(instrs: list[Instruction], first: int, last: int, cold: set[int] = frozenset()) -> list:
+    """[(first, end)) index ranges in instrs[first..last] that run only at recorded steps (module docstring)."""
+    index = {ins.addr: i for i, ins in enumerate(instrs)}
+    regions = []
+    for i in range(first, last + 1):
+        ins = instrs[i]
+        if ins.base != "BRA" or not ins.predicate or ins.target is None or ins.target <= ins.addr or i in cold:
+            continue
+        end = index[ins.target]
+        if end > last + 1 or any(a <= i < b for a, b in regions):
+            continue
+        j, setter = _last_setter(instrs, i, ins.predicate.lstrip("@!"))
+        if setter is None or j < first:
+            continue
+        test = _sign_test(setter)
+        if test is None:
+            continue
+        register, true_when_recorded = test
+        _, source = _last_writer(instrs, j, register, first)
+        if source is None or source.base != "LDG" or ".CONSTANT" in source.opcode:
+            continue
+        taken_when_recorded = true_when_recorded != ins.predicate.startswith("@!")
+        if taken_when_recorded:
+            continue
+        if any(category(instrs[k]) == "statistics" for k in range(i + 1, end) if k not in cold):
+            regions.append((i + 1, end))
+    return regions
+
+
 def tally(instrs: list[Instruction], record_every: int = 1) -> Tally:
     """Weighted counts of one main-loop iteration."""
     cold = cold_indices(instrs)
     loop = main_loop(instrs, cold)
     first, last = loop if loop else (0, len(instrs) - 1)
     out = Tally(loop=(instrs[first].addr, instrs[last].addr) if loop else None)
+    out.record_regions = record_regions(instrs, first, last, cold)
+    recording = {k for a, b in out.record_regions for k in range(a, b) if k not in cold}
+    out.record_instructions = len(recording)
+    by_category = not recording and record_every > 1 and any(
+        category(instrs[i]) == "statistics" for i in range(first, last + 1) if i not in cold)
+    if by_category:
+        out.fallback = ("no record branch found (a forward branch guarded by a sign test of a loaded table row): "
+                        f"statistics instructions weighted 1/{record_every} instead, an estimate")
+        warnings.warn(f"static profile: {out.fallback}", stacklevel=2)
     for i in range(first, last + 1):
         ins = instrs[i]
         if i in cold:
@@ -153,7 +238,8 @@ def tally(instrs: list[Instruction], record_every: int = 1) -> Tally:
             continue
         out.counted.append(i)
         part = category(ins)
-        weight = 1.0 / record_every if part == "statistics" else 1.0
+        recorded_only = i in recording or (by_category and part == "statistics")
+        weight = 1.0 / record_every if recorded_only else 1.0
         if ins.base == "BRA" and ins.target is not None and instrs[first].addr <= ins.target < ins.addr and i != last:
             out.nested_loops += 1
         out.total += weight

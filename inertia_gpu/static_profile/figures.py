@@ -56,6 +56,12 @@ def ensemble_figures(g: Gpu, cubin: bytes, launch: dict, record_every: int, dim:
         "pipe_limited_trajectory_steps_per_s": _sig(lim["pipe_limited"]),
         "pipe_limits_trajectory_steps_per_s": {p: _sig(v) for p, v in sorted(lim["pipes"].items())},
         "main_loop": _loop_text(t), "cold_instructions_left_out": t.cold, "nested_loops": t.nested_loops,
+        # the branches that run only at recorded steps (counting.record_regions), weighted 1/record_every
+        "record_branches": len(t.record_regions),
+        "record_sass_per_recorded_step": round(t.record_instructions / units_per_thread, 2),
+        "record_weighting": "record branch" if t.record_regions else ("statistics category (estimate)"
+                                                                       if t.fallback else "none"),
+        **({"warnings": [t.fallback]} if t.fallback else {}),
     }
 
 

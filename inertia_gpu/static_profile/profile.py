@@ -23,7 +23,9 @@ CAVEATS = [
     "memory latency can keep a kernel well below both limits.",
     "Pipe limits use per-scheduler rates (hardware.py); shared memory counts bytes/128 wavefronts per "
     "access (no bank conflicts, no broadcast); global memory traffic is bounded by HBM only for the optimizer.",
-    "Recording code (statistics) is weighted by 1/record_every; libdevice's Payne-Hanek paths (sinf/cosf for "
+    "Recording code is weighted by 1/record_every: the body of the branch on the recorded-step table's row "
+    "(`if row >= 0`, found in the SASS by data flow; record_weighting says so, or names the estimate used "
+    "when it is not found); libdevice's Payne-Hanek paths (sinf/cosf for "
     "|x| >= 105615, sin/cos for |x| >= 2^31) are left out; nested loops other than that are counted once.",
 ]
 

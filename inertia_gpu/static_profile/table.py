@@ -55,6 +55,8 @@ def print_profile(result: dict, console: Console | None = None) -> None:
     if result["optimizer"]:
         console.print(optimizer_table(result["optimizer"]))
     for e in result["ensemble"] + result["optimizer"]:
+        for warning in e.get("warnings", []):
+            console.print(f"[yellow]{e['name']}: {warning}[/yellow]")
         if "error" in e:
             console.print(f"[red]{e['name']}: {e['error']}[/red]")
         elif "budget" in e:
