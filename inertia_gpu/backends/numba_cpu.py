@@ -22,11 +22,8 @@ from .. import rng
 from ..coefficients import Const, Obs, coefficients
 from ..config import SimulationConfig
 from ..reference import Model
-from .. import spec
 from ..spec import switches
-from .base import FRACTIONS, N_QUANTITIES, ChunkState, EnsembleBackend, n_groups, record_rows
-
-N_COLUMNS = getattr(spec, "N_COLUMNS", N_QUANTITIES)  # the quantities, then the ledger (spec.COLUMNS)
+from .base import FRACTIONS, N_COLUMNS, ChunkState, EnsembleBackend, n_groups, record_rows
 
 NP_DTYPES = {"float32": np.float32, "float64": np.float64}
 TASKS_PER_THREAD = 4  # parallel tasks per worker thread: balance without per-group scratch allocation
@@ -95,13 +92,9 @@ def _launch(config, state_arrays, lam, start, step_begin, step_end, init, out):
                       1 if config.noisy else 0, per_task)
 
 
-def ledger_on(config: SimulationConfig) -> bool:
-    return bool(getattr(config, "ledger", True))
-
-
 def new_partials(records: int, groups: int) -> np.ndarray:
     """The kernel's output, [records, groups, N_COLUMNS] float64; the kernel writes every element."""
-    return np.empty((records, groups, _kernels().N_COLUMNS))
+    return np.empty((records, groups, N_COLUMNS))
 
 
 _WARM = set()
@@ -120,15 +113,6 @@ def warm_up(dtype: str = "float32", ledger: bool = True) -> None:
     _WARM.add((dtype, ledger))
 
 
-def _chunk_state(theta, mom, inertia0, first_passage, ledger) -> ChunkState:
-    fields = {"theta": theta, "momentum": mom, "inertia0": inertia0, "first_passage": first_passage}
-    if "ledger" in getattr(ChunkState, "__dataclass_fields__", {}):
-        return ChunkState(**fields, ledger=ledger)
-    state = ChunkState(**fields)
-    state.ledger = ledger
-    return state
-
-
 class NumbaEnsemble(EnsembleBackend):
     name = "numba"
     records_any_steps = True  # the kernel records from a per-window table of rows (window_rows)
@@ -145,7 +129,7 @@ class NumbaEnsemble(EnsembleBackend):
 
     def run(self, config: SimulationConfig, start: int, count: int, step_begin: int, step_end: int,
             state: ChunkState | None):
-        ledger = ledger_on(config)
+        ledger = bool(config.ledger)
         warm_up(config.dtype, ledger)
         npdt = NP_DTYPES[config.dtype]
         dim = config.dim
@@ -175,5 +159,5 @@ class NumbaEnsemble(EnsembleBackend):
         # without the ledger the kernel neither reads nor writes the (D, Q) state: it passes through
         kernel_arrays = arrays if ledger else arrays[:4] + (None,)
         _launch(config, kernel_arrays, lam, start, step_begin, step_end, 1 if state is None else 0, out)
-        partials = torch.from_numpy(out[..., :N_COLUMNS])  # [records, groups, columns], as the engine takes them
-        return _chunk_state(*(torch.from_numpy(a) for a in arrays)), partials
+        partials = torch.from_numpy(out)  # [records, groups, N_COLUMNS], as the engine takes them
+        return ChunkState(*(torch.from_numpy(a) for a in arrays)), partials
