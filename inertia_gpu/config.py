@@ -71,7 +71,8 @@ def _is_real(value) -> bool:
 
 
 def _is_bool(value) -> bool:
-    return isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy.bool_ without importing numpy
+    # numpy.bool_ (named "bool" since numpy 2) without importing numpy
+    return isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool"))
 
 
 def _number(option: str, value, low: float, low_open: bool, high: float = math.inf) -> None:

@@ -1,10 +1,12 @@
 """`inertia-gpu demo`: the paper's synthetic experiment (arXiv:2505.19171) on a CPU in under a minute.
 
-Four panels, theory overlaid on every one: frictionless conservation
+Five panels, theory overlaid on every one: frictionless conservation
 (plain vs shadow inertia), damped decay under constant and Nesterov
-momentum, noisy decay to the stationary level on a quadratic, and the same
-on the double well against its Gibbs quadrature. A terminal table puts
-each measured decay rate and stationary level beside its prediction.
+momentum, noisy decay to the stationary level on a quadratic, the same
+on the double well against its Gibbs quadrature, and the inertia ledger of
+the noisy run (energy injected by the noise, dissipated by friction, and the
+integrator's residual). A terminal table puts each measured decay rate,
+stationary level and ledger total beside its prediction.
 """
 from __future__ import annotations
 
@@ -114,6 +116,12 @@ def table_rows(results) -> list[dict]:
     m, s = tail(res)
     add(name, "stationary E[I]", m, m - 4 * s, m + 4 * s, res.stationary["inertia"])
 
+    if not res.ledger_unavailable and res.theory_ledger:  # the ledger's totals at the last step, +-4 sem
+        for term, what in (("injected", "energy injected by noise, Q"), ("dissipated", "energy dissipated, D")):
+            m, s = float(res.stats[f"{term}_mean"][-1]), float(res.stats[f"{term}_sem"][-1])
+            add(name, f"{what} (steps 0..{res.steps[-1]})", m, m - 4 * s, m + 4 * s,
+                float(res.theory_ledger[term][-1]))
+
     name = "double well, BAOAB T=0.2"
     res = results[name]
     m, s = tail(res, "loss")
@@ -128,7 +136,9 @@ def figure(results, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    fig = plt.figure(figsize=(12, 12.5))
+    grid = fig.add_gridspec(3, 2, height_ratios=[1, 1, 1.05])
+    axes = np.array([[fig.add_subplot(grid[i, j]) for j in range(2)] for i in range(2)])
     ax = axes[0, 0]
     r = results["frictionless"]
     zoom = r.steps <= 150
@@ -183,6 +193,10 @@ def figure(results, path: str) -> None:
     ax.set_title("double well, BAOAB (gamma = 1, T = 0.2)")
     ax.set_xlabel("step")
     ax.legend()
+
+    from .report import ledger_panel
+    ledger_panel(fig.add_subplot(grid[2, :]), results["noisy, T=0.05"],
+                 "inertia ledger of the noisy heavy ball (T = 0.05): where the energy went, cumulative since step 0")
     fig.suptitle("Computational inertia I = K + L: conservation, damped decay, noisy equilibrium")
     fig.tight_layout()
     from .output import save_figure

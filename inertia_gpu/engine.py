@@ -416,6 +416,8 @@ def _attach_theory(result: SimulationResult) -> None:
         result.theory_unavailable = "exact theory overflows float64 for these options (a diverging ensemble)"
         return
     result.theory = expected
+    if cfg.ledger:
+        result.theory_ledger = exact_ledger(cfg, spectra)
     if cfg.noisy and cfg.nesterov_r is None:
         try:
             with np.errstate(all="ignore"):
@@ -432,6 +434,20 @@ def exact_theory(cfg: SimulationConfig, spectra=None) -> dict:
     from . import theory
     with np.errstate(all="ignore"):
         return theory.expected(cfg, spectra=spectra)
+
+
+def exact_ledger(cfg: SimulationConfig, spectra=None) -> dict:
+    """theory.ledger's E[D], E[Q], E[W] (and T_eff under a temperature) at cfg.recorded_steps; {} where the
+    ledger theory does not exist or overflows (the run's own ledger stands without it)."""
+    from . import theory
+    try:
+        with np.errstate(all="ignore"):
+            exact = theory.ledger(cfg, spectra=spectra)
+    except (NotImplementedError, ValueError, ArithmeticError):
+        return {}
+    keys = LEDGER + (("effective_temperature",) if cfg.noise_model == "temperature" else ())
+    out = {k: np.asarray(exact[k]) for k in keys}
+    return out if all(np.isfinite(v).all() for v in out.values()) else {}
 
 
 def drawn_spectra(cfg: SimulationConfig, first: int = 0) -> np.ndarray | None:

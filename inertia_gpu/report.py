@@ -59,13 +59,17 @@ def print_summary(result) -> None:
 
 
 def plot_result(result, path: str) -> None:
-    """E[I] with its error band against theory, and the first-passage histograms of I <= f I_0."""
+    """E[I] with its error band against theory, the first-passage histograms of I <= f I_0, and (with the
+    ledger on) where the energy went: the ledger panel below."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     s = result.stats
-    fig, (ax, hx) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    with_ledger = bool(result.config.ledger)
+    fig = plt.figure(figsize=(12, 9 if with_ledger else 4.5))
+    grid = fig.add_gridspec(2 if with_ledger else 1, 2, width_ratios=[3, 2])
+    ax, hx = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
     steps = result.steps
     ax.fill_between(steps, s["inertia_mean"] - 2 * s["inertia_sem"], s["inertia_mean"] + 2 * s["inertia_sem"],
                     alpha=0.3, label="E[I] +- 2 sem")
@@ -97,12 +101,62 @@ def plot_result(result, path: str) -> None:
         hx.legend()
     else:
         hx.text(0.5, 0.5, "no trajectory reached f I0", ha="center", transform=hx.transAxes)
+    if with_ledger:
+        ledger_panel(fig.add_subplot(grid[1, :]), result)
     fig.tight_layout()
     from .output import save_figure
     try:
         save_figure(fig, path, "--plot", dpi=120)
     finally:
         plt.close(fig)
+
+
+# colours of the ledger panel: energy in (warm), energy out (cool), the integrator's share (grey)
+LEDGER_COLOURS = {"injected": "tab:orange", "dissipated": "tab:blue", "residual": "0.6"}
+
+
+def ledger_panel(ax, result, title: str | None = None) -> None:
+    """Where the energy went, cumulative since step 0, stacked about zero: injected Q up, dissipated D
+    down, the residual W stacked on the side of its sign, and the net change E[I_k] - E[I_0] = Q - D + W
+    as a line. Dashed: the exact expectations (theory.ledger) where they exist."""
+    s, steps = result.stats, result.steps
+    reason = result.ledger_unavailable
+    ax.set_title(title or "inertia ledger: where the energy went (cumulative since step 0)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("energy")
+    if reason:
+        ax.text(0.5, 0.5, f"ledger unavailable: {reason}", ha="center", va="center", transform=ax.transAxes,
+                wrap=True)
+        return
+    d, q, w = (np.nan_to_num(s[f"{name}_mean"]) for name in ("dissipated", "injected", "residual"))
+    up, down = np.maximum(w, 0.0), np.minimum(w, 0.0)
+    ax.fill_between(steps, 0, q, color=LEDGER_COLOURS["injected"], alpha=0.55, lw=0,
+                    label="injected by noise, Q")
+    ax.fill_between(steps, q, q + up, color=LEDGER_COLOURS["residual"], alpha=0.7, lw=0,
+                    label="residual of the integrator, W")
+    ax.fill_between(steps, 0, -d, color=LEDGER_COLOURS["dissipated"], alpha=0.55, lw=0,
+                    label="dissipated by friction, -D")
+    ax.fill_between(steps, -d, -d + down, color=LEDGER_COLOURS["residual"], alpha=0.7, lw=0)
+    net = s["inertia_mean"] - s["inertia_mean"][0]
+    ax.plot(steps, net, color="k", lw=1.8, label="net change E[I] - E[I_0] = Q - D + W")
+    th = result.theory_ledger
+    if th:
+        ax.plot(steps, th["injected"], color="saddlebrown", ls="--", lw=1, label="dashed: exact E[Q], -E[D], E[W]")
+        ax.plot(steps, -th["dissipated"], color="navy", ls="--", lw=1)
+        ax.plot(steps, th["residual"], color="0.2", ls="--", lw=1)
+    if result.theory:
+        ax.plot(steps, result.theory["inertia"] - result.theory["inertia"][0], color="w", ls=":", lw=1.2)
+    ax.axhline(0.0, color="k", lw=0.5)
+    top = max(float(np.max(q + up)), float(np.max(net)), 0.0)
+    bottom = min(float(np.min(-d + down)), float(np.min(net)), 0.0)
+    if top - bottom > 0:
+        pad = 0.08 * (top - bottom)
+        ax.set_ylim(bottom - pad, top + 3.5 * pad)  # room for the legend above the stack
+    ax.legend(loc="upper left", ncols=2, fontsize="small", framealpha=0.9)
+    last = -1
+    ax.text(0.995, 0.03, f"at step {steps[last]}: Q = {q[last]:.4g}, D = {d[last]:.4g}, W = {w[last]:+.4g}, "
+            f"net = {net[last]:+.4g}", ha="right", va="bottom", transform=ax.transAxes, fontsize="small",
+            bbox=dict(facecolor="white", alpha=0.85, lw=0))
 
 
 def _g(x) -> str:

@@ -53,7 +53,7 @@ def _plain(value):
     """numpy scalars (and lists of them) as Python numbers; other values unchanged."""
     if isinstance(value, bool) or value is None or isinstance(value, (str, dict)):
         return value
-    if type(value).__name__ == "bool_":  # numpy.bool_ as a plain bool
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool"):  # numpy.bool_ as a bool
         return bool(value)
     if isinstance(value, numbers.Integral):
         return int(value)

@@ -44,6 +44,8 @@ FACTORS = (PROBLEMS, INTEGRATORS, SCHEDULES, NOISES, DTYPES)
 START, COUNT, STEPS = 64, 67, 13  # odd count: two groups, the second short
 WINDOWS = ((0, 6), (6, 13))  # a resumed run, cut off the record grid
 TOLERANCE = {"float32": 3e-5, "float64": 1e-10}  # relative to each quantity's scale
+# ledger sums (columns 6..8) per group, relative to (kept trajectories x the run's energy scale)
+LEDGER_TOLERANCE = {"float32": 3e-5, "float64": 1e-12}
 
 
 @dataclass(frozen=True)
@@ -98,16 +100,21 @@ def covering_matrix() -> list[Case]:
 
 # --- comparing a backend with the reference --------------------------------------------------
 
+def _state_map(state: ChunkState, fn) -> ChunkState:
+    """`fn` applied to every tensor of the state (a missing ledger stays missing)."""
+    return ChunkState(*(None if t is None else fn(t) for t in (state.theta, state.momentum, state.inertia0,
+                                                                state.first_passage, state.ledger)))
+
+
 def _run_windows(backend: EnsembleBackend, config: SimulationConfig):
     state, sums = None, []
     for begin, end in WINDOWS:
         state, partial = backend.run(config, START, COUNT, begin, end, state)
         sums.append(partial.detach().cpu())
-        state = ChunkState(*(t.detach().cpu().clone() for t in (state.theta, state.momentum, state.inertia0,
-                                                                  state.first_passage)))
+        state = _state_map(state, lambda t: t.detach().cpu().clone())
         if end != WINDOWS[-1][1]:  # the next window starts from this state on the backend's device
             dev = torch.device(config.device)
-            state = ChunkState(*(t.to(dev) for t in (state.theta, state.momentum, state.inertia0, state.first_passage)))
+            state = _state_map(state, lambda t: t.to(dev))
     return state, torch.cat(sums)
 
 
@@ -132,14 +139,29 @@ def compare(backend: EnsembleBackend, case: Case, device: str = "cpu") -> dict:
     tol = TOLERANCE[case.dtype]
     errors = {name: _max_rel(getattr(state, name), getattr(ref_state, name))
               for name in ("theta", "momentum", "inertia0")}
-    problems = []
+    problems, notes = [], []
+    if sums.shape[-1] == base.N_QUANTITIES and ref_sums.shape[-1] == base.N_COLUMNS:
+        # transitional: a backend without the ledger columns is compared on the quantities alone
+        notes.append("ledger columns not compared: the backend returns the quantities alone")
+        ref_sums = ref_sums[..., :base.N_QUANTITIES]
     if sums.shape != ref_sums.shape:
         problems.append(f"partial sums shape {tuple(sums.shape)} != {tuple(ref_sums.shape)}")
     else:
         if not torch.equal(sums[..., 0], ref_sums[..., 0]):
             problems.append("kept counts differ")
-        scale = ref_sums.abs().amax(dim=1, keepdim=True).clamp(min=1e-300)
-        errors["sums"] = float(((sums - ref_sums).abs() / scale).nan_to_num(math.inf).amax()) if sums.numel() else 0.0
+        q = base.N_QUANTITIES
+        got, want = sums[..., :q], ref_sums[..., :q]
+        scale = want.abs().amax(dim=1, keepdim=True).clamp(min=1e-300)
+        errors["sums"] = float(((got - want).abs() / scale).nan_to_num(math.inf).amax()) if got.numel() else 0.0
+        if sums.shape[-1] == base.N_COLUMNS:
+            errors["ledger"] = _ledger_error(sums, ref_sums, config)
+            if not errors["ledger"] <= LEDGER_TOLERANCE[case.dtype]:
+                problems.append(f"ledger sums: error {errors['ledger']:.3g} of the energy scale > "
+                                f"{LEDGER_TOLERANCE[case.dtype]:g}")
+    if state.ledger is not None and ref_state.ledger is not None:
+        errors["ledger_state"] = _max_rel(state.ledger, ref_state.ledger)
+        if not errors["ledger_state"] <= tol:
+            problems.append(f"ledger state: relative error {errors['ledger_state']:.3g} > {tol:g}")
     errors["first_passage_mismatch"] = float((state.first_passage.cpu() != ref_state.first_passage).any(dim=1)
                                              .double().mean())
     for name in ("theta", "momentum", "inertia0"):
@@ -150,7 +172,20 @@ def compare(backend: EnsembleBackend, case: Case, device: str = "cpu") -> dict:
     if errors["first_passage_mismatch"] > 0.02:
         problems.append(f"first passage differs for {errors['first_passage_mismatch']:.1%} of trajectories")
     return {"case": case.label, "status": "fail" if problems else "ok", "errors": errors,
-            "tolerance": tol, "message": "; ".join(problems)}
+            "tolerance": tol, "message": "; ".join(problems), "notes": notes}
+
+
+def _ledger_error(sums: torch.Tensor, ref_sums: torch.Tensor, config: SimulationConfig) -> float:
+    """max |ledger column - reference| per group over (kept trajectories x the run's energy scale).
+
+    The ledger terms are sums of energies of the size of the energy scale (initial inertia plus what
+    the noise can inject); a relative error per column would blow up where a column is ~0 by
+    cancellation (W of a nearly conservative step)."""
+    from .resolution import energy_scale
+    cols = slice(base.N_QUANTITIES, base.N_COLUMNS)
+    unit = ref_sums[..., :1].clamp(min=1.0) * energy_scale(config)
+    diff = (sums[..., cols] - ref_sums[..., cols]).abs() / unit
+    return float(diff.nan_to_num(math.inf).amax()) if diff.numel() else 0.0
 
 
 # --- the backends -------------------------------------------------------------------------------
@@ -339,13 +374,19 @@ class HostCudaEnsemble(EnsembleBackend):
 
 
 def sums_from_observables(obs: np.ndarray) -> torch.Tensor:
-    """float64 [R, n_groups, N_QUANTITIES] group sums of per-trajectory (kept, I, K, L, S) rows."""
+    """float64 [R, n_groups, N_COLUMNS] group sums of per-trajectory (kept, I, K, L, S, D, Q, W) rows.
+
+    transitional: rows of (kept, I, K, L, S) alone give N_QUANTITIES columns (a kernel without the ledger)."""
     from .backends.torch_ref import group_sums
     t = torch.from_numpy(np.ascontiguousarray(obs))
+    with_ledger = t.shape[-1] == 8
+    width = base.N_COLUMNS if with_ledger else base.N_QUANTITIES
     if t.shape[0] == 0:
-        return torch.zeros(0, n_groups(t.shape[1]), base.N_QUANTITIES, dtype=torch.float64)
+        return torch.zeros(0, n_groups(t.shape[1]), width, dtype=torch.float64)
     kept = t[..., 0] > 0  # NaN (never written) is not kept
-    return torch.stack([group_sums(t[r, :, 1], t[r, :, 2], t[r, :, 3], t[r, :, 4], kept[r]) for r in range(t.shape[0])])
+    rows = [group_sums(t[r, :, 1], t[r, :, 2], t[r, :, 3], t[r, :, 4], kept[r],
+                       (t[r, :, 5], t[r, :, 6], t[r, :, 7]) if with_ledger else None) for r in range(t.shape[0])]
+    return torch.stack(rows)[..., :width]
 
 
 def run_matrix(backend: EnsembleBackend, cases: list[Case], device: str = "cpu", workers: int = 1) -> list[dict]:

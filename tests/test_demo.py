@@ -9,7 +9,7 @@ def test_demo_agrees_with_theory_and_draws_the_figure(tmp_path):
     out, js = tmp_path / "demo.png", tmp_path / "demo.json"
     assert demo.run(SimpleNamespace(out=str(out), json=str(js), trajectories=20_000, backend="torch", seed=0)) == 0
     rows = json.loads(js.read_text())["rows"]
-    assert len(rows) == 6
+    assert len(rows) == 8  # six figures of the dynamics, two totals of the ledger
     for row in rows:
         assert row["agrees"], row
     assert out.stat().st_size > 50_000

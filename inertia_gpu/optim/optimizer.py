@@ -104,7 +104,7 @@ class InertiaSGD(Optimizer):
     (2 K / d per group: compare with `temperature`) ([n_groups]), `stepped` (a 0-dim
     bool device tensor: False when AMP skipped the step) and `ledger` (dissipated, injected,
     residual of the last applied step, see _update_ledger). The loss comes from the closure
-    or from `step(loss=...)`.
+    or from `step(loss=...)`. `log_to(writer, every)` logs them to TensorBoard (inertia_gpu/monitor.py).
     """
 
     _step_supports_amp_scaling = True  # GradScaler hands grad_scale / found_inf over instead of syncing
@@ -136,6 +136,7 @@ class InertiaSGD(Optimizer):
         self.group_kinetic = self.group_shadow_correction = self.effective_temperature = None
         self.stepped: torch.Tensor | None = None  # 0-dim bool device tensor: was the last step applied (AMP)?
         self.ledger: dict[str, torch.Tensor] | None = None  # see _update_ledger
+        self.loss_given = False  # host flag: did the last step get a loss (closure or loss=)?
         self._pending: tuple | None = None  # (I_k, D_k, Q_k) of the last applied step
 
     def add_param_group(self, param_group: dict) -> None:
@@ -218,6 +219,7 @@ class InertiaSGD(Optimizer):
                 self.skipped_steps = skipped if self.skipped_steps is None else self.skipped_steps + skipped
         group_sums = [None if plan is None else self._apply(plan, grad_scale, found_inf) for plan in plans]
         sums = [s for s in group_sums if s is not None]
+        self.loss_given = loss is not None
         if sums:
             device = sums[0].device
             self.stepped = torch.ones((), dtype=torch.bool, device=device) if found_inf is None \
@@ -244,6 +246,13 @@ class InertiaSGD(Optimizer):
                 if b is not None:
                     self.state[p]["momentum_buffer"] = b
         return sums
+
+    def log_to(self, writer, every: int = 100, prefix: str = "inertia"):
+        """Log loss, kinetic, inertia, the cumulative ledger and T_eff per group to `writer` (a
+        torch.utils.tensorboard SummaryWriter, or anything with add_scalar) every `every` steps, reading
+        back only then. Returns a handle (remove(), write()); see inertia_gpu/monitor.py."""
+        from ..monitor import log_to
+        return log_to(self, writer, every=every, prefix=prefix)
 
     def _update_ledger(self, group_sums, device) -> None:
         """ledger = where the inertia of the last applied step went, completed now that I_{k+1} is known:
