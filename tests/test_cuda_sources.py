@@ -5,7 +5,9 @@
     normals to float rounding, counter helpers word for word (needs g++);
 (c) ensemble.cu's per-trajectory code compiled for the host reproduces the torch reference
     backend (group sums, final state, first passage) in float64, whole windows and resumed ones;
-(d) on a GPU: CupyEnsemble against TorchEnsemble, cupy_sgd_step against the foreach step.
+(d) on a GPU: CupyEnsemble against TorchEnsemble, cupy_sgd_step against the foreach step;
+(f) sgd.cu's per-quad step compiled for the host against the foreach step: parameters, buffers and
+    the three sums (the ledger's injected-noise term included).
 Build artifacts go under pytest's tmp_path.
 """
 from __future__ import annotations
@@ -395,3 +397,91 @@ def test_host_ensemble_diverged_trajectories_become_nan(tmp_path, dtype):
     assert 0 < int(dropped.sum()) < 130
     assert torch.equal(torch.isnan(host_state.theta[:, 0]), dropped)
     assert torch.isnan(host_state.momentum[dropped]).all()
+
+
+# --- (f) sgd.cu's step on the host --------------------------------------------------------------------
+
+SGD_MAIN = r"""
+#include "sgd.cu"
+#include <stdio.h>
+#include <stdlib.h>
+#include <vector>
+
+static double rd() { double x; if (scanf("%lf", &x) != 1) exit(3); return x; }
+static long long ri() { long long x; if (scanf("%lld", &x) != 1) exit(3); return x; }
+
+int main() {
+    IgSgdArgs a;
+    a.numel = ri();
+    a.lr = rd(); a.momentum = rd(); a.dampening = rd(); a.weight_decay = rd(); a.noise = rd();
+    a.nesterov = (int)ri(); a.maximize = (int)ri(); a.first = (int)ri(); a.has_buf = (int)ri();
+    a.k0 = (ig_u32)ri(); a.k1 = (ig_u32)ri(); a.step = (ig_u32)ri(); a.param_index = (ig_u32)ri();
+    std::vector<REAL> p(a.numel), g(a.numel), b(a.numel);
+    for (auto &x : p) x = (REAL)rd();
+    for (auto &x : g) x = (REAL)rd();
+    for (auto &x : b) x = (REAL)rd();
+    double acc[IG_SGD_SUMS] = {0.0, 0.0, 0.0};
+    for (long long q = 0; q < (a.numel + 3) / 4; ++q) ig_sgd_quad<REAL>(p.data(), g.data(), b.data(), q, a, acc);
+    for (auto x : p) printf("%.17e\n", (double)x);
+    for (auto x : b) printf("%.17e\n", (double)x);
+    for (double x : acc) printf("%.17e\n", x);
+    return 0;
+}
+"""
+
+
+def _host_sgd_step(exe, p, g, b, *, first, step, parameter, seed, lr, momentum, dampening=0.0, weight_decay=0.0,
+                   nesterov=False, maximize=False, noise=0.0):
+    """One cupy_sgd_step's arithmetic on the host: (param, buffer, float64 [3] sums)."""
+    n = p.numel()
+    head = [n, lr, momentum, dampening, weight_decay, noise, int(nesterov), int(maximize), int(first),
+            int(momentum != 0), seed & 0xFFFFFFFF, seed >> 32, step, parameter]
+    stdin = " ".join(repr(v) for v in head) + "\n" + "\n".join(
+        " ".join(repr(float(x)) for x in t.double().tolist()) for t in (p, g, b)) + "\n"
+    vals = np.array(_run([str(exe)], input=stdin).split(), dtype=np.float64)
+    dtype = p.dtype
+    return (torch.from_numpy(vals[:n].copy()).to(dtype), torch.from_numpy(vals[n:2 * n].copy()).to(dtype),
+            torch.from_numpy(vals[2 * n:].copy()))
+
+
+@needs_cxx
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("opts", [
+    dict(momentum=0.9, noise=0.3),
+    dict(momentum=0.8, dampening=0.25, weight_decay=0.02, maximize=True, noise=0.1),
+    dict(momentum=0.7, nesterov=True, noise=0.05, weight_decay=0.01),
+    dict(momentum=0.9, dampening=0.1),
+    dict(momentum=0.0, noise=0.2),
+])
+def test_host_sgd_step_equals_foreach(tmp_path, dtype, opts):
+    """Three steps (the first creates the buffer) of sgd.cu's quad loop against the foreach implementation,
+    on fresh random inputs of an odd size (a partial last quad): parameters, buffers and the sums
+    (|b|^2, <b, d>, <q, 2 momentum b + q>) -- the last is the ledger's injected energy over lr/2."""
+    from inertia_gpu.optim import inertia_sgd
+    real = "double" if dtype == torch.float64 else "float"
+    exe = _build(tmp_path, f"sgd_{real}", SGD_MAIN, defines=[f"-DREAL={real}"])
+    seed = int(np.random.default_rng().integers(0, 2 ** 63))
+    print(f"seed = {seed}")
+    g = torch.Generator().manual_seed(seed % 2 ** 31)
+    numel, lr, parameter = 103, 0.05, 5
+    p_ref = torch.randn(numel, generator=g, dtype=torch.float64).to(dtype)
+    p_host, b_host, bufs = p_ref.clone(), torch.full((numel,), math.nan, dtype=dtype), [None]
+    group = {**dict(lr=lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False, noise=0.0),
+             **opts}
+    tol = dict(rtol=2e-6, atol=2e-6) if dtype == torch.float32 else dict(rtol=1e-13, atol=1e-13)
+    for t in range(3):
+        grad = torch.randn(numel, generator=g, dtype=torch.float64).to(dtype)
+        want = inertia_sgd([p_ref], [grad], bufs, step=torch.tensor(t), parameter_index=[parameter], seed=seed,
+                           temperature=None, impl="foreach", **group)
+        p_host, b_new, got = _host_sgd_step(exe, p_host, grad, b_host, first=t == 0, step=t, parameter=parameter,
+                                            seed=seed, **group)
+        torch.testing.assert_close(p_host, p_ref, **tol)
+        if group["momentum"] != 0:
+            b_host = b_new
+            torch.testing.assert_close(b_host, bufs[0], **tol)
+        scale = float(want.abs().max()) or 1.0
+        torch.testing.assert_close(got / scale, want / scale, rtol=0, atol=tol["rtol"] * 4)
+        if group["noise"] and group["momentum"]:
+            assert float(got[2]) != 0.0  # the injected term is formed, not left at zero
+        else:
+            assert float(got[2]) == 0.0

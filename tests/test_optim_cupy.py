@@ -34,7 +34,11 @@ def test_cupy_backend_equals_foreach_on_cuda(kw):
             for p in params:
                 p.grad = torch.randn(p.shape, device="cuda", generator=g)
             opt.step(loss=1.0)
-        runs[backend] = ([p.detach().clone() for p in params], opt.kinetic.item())
+        runs[backend] = ([p.detach().clone() for p in params], opt.kinetic.item(),
+                         {k: v.item() for k, v in opt.ledger.items()})
     for a, b in zip(runs["foreach"][0], runs["cupy"][0]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert runs["cupy"][1] == pytest.approx(runs["foreach"][1], rel=1e-5)
+    scale = max(abs(v) for v in runs["foreach"][2].values())
+    for k, v in runs["foreach"][2].items():  # the ledger, the injected-noise term included
+        assert runs["cupy"][2][k] == pytest.approx(v, abs=1e-5 * scale), k

@@ -16,6 +16,7 @@ from .foreach_step import noise_std
 SGD_SOURCE = "sgd.cu"
 SGD_KERNELS = {torch.float32: "inertia_sgd_f32", torch.float64: "inertia_sgd_f64"}
 SGD_BLOCK = 256  # must equal IG_SGD_BLOCK in sgd.cu
+SGD_SUMS = 3  # IG_SGD_SUMS in sgd.cu: per-block float64 sums
 SGD_MAX_BLOCKS = 2048  # grid of the SGD step: a function of numel only, so its sums are device-independent
 
 
@@ -43,16 +44,18 @@ def cupy_sgd_step(param: torch.Tensor, grad: torch.Tensor, momentum_buffer: torc
     param, grad (and momentum_buffer when momentum != 0): contiguous CUDA tensors of one
     dtype (float32 or float64) and shape. `first` marks a buffer not yet written (torch's
     first step: b = g). Noise is noise * xi, xi from the optimizer stream (step, parameter,
-    element). Returns float64 [2] on the device, without a host sync:
-    (sum b_old^2, sum <b_old, d>) of the state before the step, d = the noise-free direction
-    (±grad + weight_decay * param); kinetic = lr/2 * first entry.
+    element). Returns float64 [3] on the device, without a host sync:
+    (sum b_old^2, sum <b_old, d>, sum <q, 2 momentum b_old + q>) of the state before the step,
+    d = the noise-free direction (±grad + weight_decay * param), q the noise put into the buffer
+    ((1 - dampening) noise xi; noise xi when `first`); kinetic = lr/2 * the first entry, the
+    ledger's injected energy lr/2 * the third (all 0 without momentum).
     """
     _check(param, grad, momentum_buffer, momentum, step, parameter, seed)
     device = param.device
     numel = param.numel()
     nquads = (numel + 3) // 4
     blocks = max(1, min(SGD_MAX_BLOCKS, (nquads + SGD_BLOCK - 1) // SGD_BLOCK))
-    partial = torch.zeros(blocks, 2, dtype=torch.float64, device=device)
+    partial = torch.zeros(blocks, SGD_SUMS, dtype=torch.float64, device=device)
     if numel == 0:
         return partial.sum(0)
     kernel = _module(SGD_SOURCE, (f"-DIG_SGD_BLOCK={SGD_BLOCK}",), device.index).get_function(SGD_KERNELS[param.dtype])
@@ -73,14 +76,12 @@ def cupy_sgd_step(param: torch.Tensor, grad: torch.Tensor, momentum_buffer: torc
 def cuda_inertia_sgd(params, grads, momentum_buffers, *, step, parameter_index, lr, momentum, dampening,
                      weight_decay, nesterov, maximize, noise, temperature, seed, grad_scale, found_inf,
                      block=None) -> torch.Tensor:
-    """One step through the CUDA C kernel (see functional.inertia_sgd); no AMP (refused by its checks).
-
-    The injected-noise term (entry 2) is NaN with noise: this kernel does not form it."""
+    """One step through the CUDA C kernel (see functional.inertia_sgd); no AMP (refused by its checks)."""
     del block, grad_scale, found_inf  # refused before this point (functional.check_tensors)
     lr = float(lr)
     t = int(step)
     std = float(noise_std(noise, temperature, momentum, lr))
-    sums = torch.zeros(2, dtype=torch.float64, device=params[0].device)
+    sums = torch.zeros(SGD_SUMS, dtype=torch.float64, device=params[0].device)
     for k, (p, g, i) in enumerate(zip(params, grads, parameter_index)):
         first = momentum != 0 and momentum_buffers[k] is None
         if first:
@@ -88,6 +89,4 @@ def cuda_inertia_sgd(params, grads, momentum_buffers, *, step, parameter_index, 
         sums += cupy_sgd_step(p, g.contiguous(), momentum_buffers[k], lr=lr, momentum=momentum,
                               dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                               maximize=maximize, noise=std, seed=seed, step=t, parameter=i, first=first)
-    # the CUDA C kernel does not form the injected-noise terms: the ledger's injected part is unknown here
-    return torch.cat([sums, torch.full((1,), float("nan") if std != 0 else 0.0, dtype=torch.float64,
-                                       device=sums.device)])
+    return sums
