@@ -59,6 +59,10 @@ from numba.extending import intrinsic, overload
 
 GROUP = 64  # trajectories per group: the SIMD lanes of one thread's work item
 N_QUANTITIES = 6  # count, inertia, kinetic, loss, shadow inertia, inertia^2
+N_COLUMNS = 9  # the quantities, then the ledger: dissipated, injected, residual
+COLUMN_DISSIPATED = 6
+COLUMN_INJECTED = 7
+COLUMN_RESIDUAL = 8
 TAG_STEP = 0
 TAG_INIT = 1
 
@@ -155,6 +159,18 @@ def _is_single(x):
     """True for float32 (a constant after compilation: the other branch is removed)."""
     single = x == types.float32
     return lambda x: single
+
+
+def has_ledger(ledger_state):  # pragma: no cover - replaced by the overload inside numba
+    raise NotImplementedError
+
+
+@overload(has_ledger)
+def _has_ledger(ledger_state):
+    """False when the ledger state is None: a constant after compilation, so the kernel without the
+    ledger carries none of its arithmetic (one specialisation each)."""
+    on = not isinstance(ledger_state, (types.NoneType, types.Omitted))
+    return lambda ledger_state: on
 
 
 def per_dtype(one, c32, c64):  # pragma: no cover - replaced by the overload inside numba
@@ -421,21 +437,52 @@ def _noise_scale(sc, base, L, factor, loss_scaled, one):
 # --- one step of each integrator (reference operation order) ------------------------------
 
 @njit(inline="always", error_model="numpy")
-def _step(integrator, problem, loss_scaled, ca, cb, cc, lr, h, half_h, th, v, g, L, lm, z, lane, sc, one):
+def _ledger_split(m, kick, a, da, hk):
+    """(D, Q) of friction m -> a m, then the noise kick, on one coordinate of one lane, in float64:
+    D = (1 - a^2) K(m), Q = K(a m + kick) - K(a m) = hk kick (2 a m + kick), K(m) = hk m^2.
+
+    m and kick are the working-dtype values the step uses; da = 1 - a^2."""
+    m = np.float64(m)
+    kick = np.float64(kick)
+    am = a * m
+    return da * ((hk * m) * m), hk * (kick * ((am + am) + kick))
+
+
+@njit(inline="always", error_model="numpy")
+def _step(integrator, problem, loss_scaled, ledger, ca, cb, cc, lr, h, half_h, hk, th, v, g, L, lm, z, lane, sc, s,
+          one):
     """Advance the group's state by one step with standard normals z[lane]; g, L follow th.
 
+    ledger (a constant after compilation): also add the step's dissipated and injected energy
+    (friction, then noise; docs/THEORY.md section 8) to the lanes' float64 rows R_D, R_Q of s.
+    hk: the float64 kinetic factor (K = hk |m|^2: lr/2 heavy ball, 1/2 continuous).
     Scalars and whole arrays only (no slices or tuples): a view made in the step loop costs
     two atomic reference-count updates per step.
     """
     dim = th.shape[0]
+    # the friction factor a in float64, as the reference's ledger forms it (Euler's: 1 - h gamma_n)
+    a = 1.0 - np.float64(ca) if integrator == INTEGRATOR_EULER else np.float64(ca)
+    da = 1.0 - a * a
     if integrator == INTEGRATOR_HEAVY_BALL:
         _noise_scale(sc, cb, L, cc, loss_scaled, one)
+        if ledger:  # its own loop (reads only): the update loop below stays as without the ledger
+            for k in range(dim):
+                for j in range(GROUP):
+                    d, q = _ledger_split(v[k, j], (sc[j] if loss_scaled else cb) * z[lane, k, j], a, da, hk)
+                    s[R_D * GROUP + j] += d
+                    s[R_Q * GROUP + j] += q
         for k in range(dim):
             for j in range(GROUP):
                 v[k, j] = ca * v[k, j] + (g[k, j] + (sc[j] if loss_scaled else cb) * z[lane, k, j])
                 th[k, j] = th[k, j] - lr * v[k, j]
     elif integrator == INTEGRATOR_EULER:
         _noise_scale(sc, cb, L, cc, loss_scaled, one)
+        if ledger:
+            for k in range(dim):
+                for j in range(GROUP):
+                    d, q = _ledger_split(v[k, j], (sc[j] if loss_scaled else cb) * z[lane, k, j], a, da, hk)
+                    s[R_D * GROUP + j] += d
+                    s[R_Q * GROUP + j] += q
         for k in range(dim):
             for j in range(GROUP):
                 x = th[k, j]
@@ -448,6 +495,13 @@ def _step(integrator, problem, loss_scaled, ca, cb, cc, lr, h, half_h, th, v, g,
                 th[k, j] = th[k, j] + h * v[k, j]
         _grad_loss(problem, th, lm, g, L, one)
         _noise_scale(sc, cb, L, cc, loss_scaled, one)
+        if ledger:  # the O step acts on the velocity after the second half kick
+            for k in range(dim):
+                for j in range(GROUP):
+                    d, q = _ledger_split(v[k, j] - half_h * g[k, j],
+                                         (sc[j] if loss_scaled else cb) * z[lane, k, j], a, da, hk)
+                    s[R_D * GROUP + j] += d
+                    s[R_Q * GROUP + j] += q
         for k in range(dim):
             for j in range(GROUP):
                 v[k, j] = ca * (v[k, j] - half_h * g[k, j]) + (sc[j] if loss_scaled else cb) * z[lane, k, j]
@@ -460,6 +514,12 @@ def _step(integrator, problem, loss_scaled, ca, cb, cc, lr, h, half_h, th, v, g,
         if loss_scaled:
             _grad_loss(problem, th, lm, g, L, one)  # the loss at the midpoint scales the O-step
         _noise_scale(sc, cb, L, cc, loss_scaled, one)
+        if ledger:
+            for k in range(dim):
+                for j in range(GROUP):
+                    d, q = _ledger_split(v[k, j], (sc[j] if loss_scaled else cb) * z[lane, k, j], a, da, hk)
+                    s[R_D * GROUP + j] += d
+                    s[R_Q * GROUP + j] += q
         for k in range(dim):
             for j in range(GROUP):
                 v[k, j] = ca * v[k, j] + (sc[j] if loss_scaled else cb) * z[lane, k, j]
@@ -482,8 +542,11 @@ R_LOSS = 2
 R_THR = 3    # 3, 4, 5: f I_0 per fraction
 R_FP = 6     # 6, 7, 8: first passage per fraction (a step index as float64; -1: not yet)
 R_INE = 9    # the lane's inertia
-R_SUM = 10   # 10..15: the summands (count, inertia, kinetic, loss, shadow, inertia^2), 0 for a dropped lane
-N_ROWS = 16
+R_I0 = 10    # its I_0 (float64)
+R_D = 11     # cumulative dissipated since step 0 (the ledger; float64)
+R_Q = 12     # cumulative injected since step 0
+R_SUM = 13   # 13..21: the summands of the N_COLUMNS columns, 0 for a dropped lane
+N_ROWS = R_SUM + N_COLUMNS
 
 
 @njit(inline="always", error_model="numpy")
@@ -511,9 +574,10 @@ def _observe(heavy, problem, th, v, lm64, g64, L64, s):
 
 
 @njit(inline="always", error_model="numpy")
-def _record(row, grp, m, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active):
-    """At a recorded state (after step m): observables in float64, first passage, divergence, and
-    the group's float64 sums into acc[row, grp] (row -1: none). Returns the number of lanes kept."""
+def _record(row, grp, m, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active):
+    """At a recorded state (after step m): observables in float64, first passage, divergence, the
+    ledger's residual, and the group's float64 sums into acc[row, grp] (row -1: none). Returns the
+    number of lanes kept. ledger False (a constant): the ledger columns are 0."""
     dim = th.shape[0]
     _observe(heavy, problem, th, v, lm64, g64, L64, s)
     fm = np.float64(m)
@@ -537,42 +601,63 @@ def _record(row, grp, m, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64,
         s[(R_SUM + 3) * GROUP + j] = loss if keep else 0.0
         s[(R_SUM + 4) * GROUP + j] = shadow if keep else 0.0
         s[(R_SUM + 5) * GROUP + j] = ine * ine if keep else 0.0
+        if ledger:
+            d = s[R_D * GROUP + j]
+            q = s[R_Q * GROUP + j]
+            i0 = ine if m == 0 else s[R_I0 * GROUP + j]  # the initial state's own record: W = 0
+            s[(R_SUM + COLUMN_DISSIPATED) * GROUP + j] = d if keep else 0.0
+            s[(R_SUM + COLUMN_INJECTED) * GROUP + j] = q if keep else 0.0
+            s[(R_SUM + COLUMN_RESIDUAL) * GROUP + j] = (((ine - i0) + d) - q) if keep else 0.0
+        else:
+            s[(R_SUM + COLUMN_DISSIPATED) * GROUP + j] = 0.0
+            s[(R_SUM + COLUMN_INJECTED) * GROUP + j] = 0.0
+            s[(R_SUM + COLUMN_RESIDUAL) * GROUP + j] = 0.0
     if kept < GROUP:  # diverged lanes (and padding) get a NaN state, so they stay diverged
         for k in range(dim):
             for j in range(GROUP):
                 dropped = s[R_SUM * GROUP + j] == 0.0
                 th[k, j] = np.nan if dropped else th[k, j]
                 v[k, j] = np.nan if dropped else v[k, j]
+        if ledger:
+            for j in range(GROUP):
+                dropped = s[R_SUM * GROUP + j] == 0.0
+                s[R_D * GROUP + j] = np.nan if dropped else s[R_D * GROUP + j]
+                s[R_Q * GROUP + j] = np.nan if dropped else s[R_Q * GROUP + j]
     if row >= 0:
-        # the sums in lane order (the reference's order; fixed whatever thread forms them), six chains
-        s0 = s1 = s2 = s3 = s4 = s5 = 0.0
-        for j in range(GROUP):
-            s0 += s[R_SUM * GROUP + j]
-            s1 += s[(R_SUM + 1) * GROUP + j]
-            s2 += s[(R_SUM + 2) * GROUP + j]
-            s3 += s[(R_SUM + 3) * GROUP + j]
-            s4 += s[(R_SUM + 4) * GROUP + j]
-            s5 += s[(R_SUM + 5) * GROUP + j]
-        acc[row, grp, 0] = s0
-        acc[row, grp, 1] = s1
-        acc[row, grp, 2] = s2
-        acc[row, grp, 3] = s3
-        acc[row, grp, 4] = s4
-        acc[row, grp, 5] = s5
+        _group_sums(s)
+        for c in range(N_COLUMNS):
+            acc[row, grp, c] = s[(R_SUM + c) * GROUP]
     return kept
+
+
+@njit(inline="always", error_model="numpy")
+def _group_sums(s):
+    """Each summand row's 64 lanes summed into its lane 0, by pairwise halving in a fixed order
+    (lane j += lane j + w for w = 32, 16, ..., 1): every level is a loop of independent SIMD
+    adds, and the order depends on nothing but the lane, so the sums are the same bits whatever
+    the thread count, chunking or schedule."""
+    w = GROUP // 2
+    while w >= 1:
+        for c in range(N_COLUMNS):
+            for j in range(w):
+                s[(R_SUM + c) * GROUP + j] += s[(R_SUM + c) * GROUP + j + w]
+        w //= 2
 
 
 # --- the kernel ----------------------------------------------------------------------------
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, obs, rec_row, init_row, out,
-                    start, step_begin, step_end, init, key0, key1, integrator, problem, noise_model, noisy,
+def ensemble_window(theta, mom, inertia0, first_passage, ledger_state, lam, coef, consts, obs, rec_row, init_row,
+                    out, start, step_begin, step_end, init, key0, key1, integrator, problem, noise_model, noisy,
                     groups_per_task):
     """Advance trajectories [start, start + count) from step_begin to step_end, in place.
 
     theta, mom [count, dim] working dtype; inertia0 [count] float64; first_passage [count, 3] int32;
     lam [1 or count, dim]; coef [step_end - step_begin, 3]; consts [N_CONSTS]; obs [N_OBS] float64;
-    rec_row [step_end - step_begin] int32; out [n_records, n_groups, 6] float64, zeroed.
+    ledger_state [count, 2] float64: cumulative (dissipated, injected) since step 0, or None: no ledger
+    (a separate specialisation without its arithmetic; columns 6..8 of out are 0).
+    rec_row [step_end - step_begin] int32; out [n_records, n_groups, N_COLUMNS] float64: every
+    element of the recorded rows is written.
     init != 0: draw the initial state (step_begin must be 0) instead of reading theta/mom.
     noisy == 0: every noise scale is zero, so the Philox draws are skipped (the noise stays 0).
     groups_per_task: groups a parallel task walks through with one set of scratch arrays (any
@@ -593,13 +678,13 @@ def ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, obs,
         s64 = np.empty(N_ROWS * GROUP)  # the packed rows R_*
         for grp in range(task * groups_per_task, min((task + 1) * groups_per_task, n_groups)):
             _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s64, theta, mom, inertia0,
-                           first_passage, lam, coef, consts, obs, rec_row, init_row, out, start, step_begin,
+                           first_passage, ledger_state, lam, coef, consts, obs, rec_row, init_row, out, start, step_begin,
                            step_end, init, key0, key1, integrator, problem, noise_model, noisy)
 
 
 @njit(error_model="numpy")
 def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom, inertia0,
-                   first_passage, lam, coef, consts, obs, rec_row, init_row, acc, start, step_begin, step_end,
+                   first_passage, ledger_state, lam, coef, consts, obs, rec_row, init_row, acc, start, step_begin, step_end,
                    init, key0, key1, integrator, problem, noise_model, noisy):
     """One group through the window: load (or draw) its state, step, record, store."""
     count = theta.shape[0]
@@ -612,6 +697,8 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom
     h2_8 = obs[O_H2_8]
     limit = obs[O_DIVERGE]
     heavy = integrator == INTEGRATOR_HEAVY_BALL
+    ledger = has_ledger(ledger_state)
+    hk = half_lr if heavy else 0.5  # K = hk |m|^2
     loss_scaled = noise_model == NOISE_MODEL_LOSS_SCALED
     k0 = np.uint64(key0)
     k1 = np.uint64(key1)
@@ -631,6 +718,12 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom
             for f in range(3):
                 s[(R_FP + f) * GROUP + j] = np.float64(first_passage[src, f])
                 s[(R_THR + f) * GROUP + j] = obs[O_FRAC + f] * inertia0[src]
+            s[R_I0 * GROUP + j] = inertia0[src]
+    if ledger_state is not None:
+        for j in range(GROUP):
+            src = min(lo + j, count - 1)
+            s[R_D * GROUP + j] = 0.0 if init != 0 else ledger_state[src, 0]
+            s[R_Q * GROUP + j] = 0.0 if init != 0 else ledger_state[src, 1]
     if init != 0:
         for k in range(dim):
             _draw(z, k, base, np.uint64(0), np.uint64(TAG_INIT), k0, k1, w, one)
@@ -640,10 +733,12 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom
                 v[k, j] = -yy / lr if heavy else yy
         s[R_FP * GROUP:(R_FP + 3) * GROUP] = -1.0
         s[R_THR * GROUP:(R_THR + 3) * GROUP] = -np.inf  # no first passage at step 0
-        _record(init_row, grp, 0, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active)
+        _record(init_row, grp, 0, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, v, lm64, g64, L64, s,
+                n_active)
         for j in range(GROUP):
             for f in range(3):
                 s[(R_THR + f) * GROUP + j] = obs[O_FRAC + f] * s[R_INE * GROUP + j]
+            s[R_I0 * GROUP + j] = s[R_INE * GROUP + j]
         for j in range(n_active):
             inertia0[lo + j] = s[R_INE * GROUP + j]
     _grad_loss(problem, th, lm, g, L, one)
@@ -655,11 +750,12 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom
             for k in range(dim):
                 _draw(z, k, base, np.uint64(n >> 2), np.uint64(TAG_STEP), k0, k1, w, one)
         r = n - step_begin
-        _step(integrator, problem, loss_scaled, coef[r, 0], coef[r, 1], coef[r, 2], lr, h, half_h, th, v, g, L, lm,
-              z, lane, sc, one)
+        _step(integrator, problem, loss_scaled, ledger, coef[r, 0], coef[r, 1], coef[r, 2], lr, h, half_h, hk, th, v,
+              g, L, lm, z, lane, sc, s, one)
         row = rec_row[r]
         if row >= 0:
-            _record(row, grp, n + 1, acc, heavy, problem, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active)
+            _record(row, grp, n + 1, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, v, lm64, g64, L64, s,
+                    n_active)
     for j in range(n_active):
         i = lo + j
         for k in range(dim):
@@ -667,3 +763,7 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom
             mom[i, k] = v[k, j]
         for f in range(3):
             first_passage[i, f] = np.int32(s[(R_FP + f) * GROUP + j])
+    if ledger_state is not None:
+        for j in range(n_active):
+            ledger_state[lo + j, 0] = s[R_D * GROUP + j]
+            ledger_state[lo + j, 1] = s[R_Q * GROUP + j]

@@ -1,9 +1,10 @@
 """The numba CPU backend against the torch reference, and its invariances.
 
 Tiny sizes: every integrator x noise model x schedule x problem against
-TorchEnsemble (fresh random seeds, poisoned state buffers), chunk/window
-invariance through the engine (bitwise), thread-count invariance, and
-Philox in numba bit for bit against inertia_gpu.rng.
+TorchEnsemble (fresh random seeds, poisoned state and output buffers), the
+ledger columns and state included, chunk/window invariance through the engine
+(bitwise), thread-count invariance, and Philox in numba bit for bit against
+inertia_gpu.rng.
 """
 import dataclasses
 import itertools
@@ -15,8 +16,8 @@ import torch
 
 pytest.importorskip("numba")
 
-from inertia_gpu import engine, rng  # noqa: E402
-from inertia_gpu.backends import resolve  # noqa: E402
+from inertia_gpu import engine, rng, spec  # noqa: E402
+from inertia_gpu.backends import numba_cpu, resolve  # noqa: E402
 from inertia_gpu.backends.numba_cpu import NumbaEnsemble  # noqa: E402
 from inertia_gpu.backends.torch_ref import TorchEnsemble  # noqa: E402
 from inertia_gpu.config import SimulationConfig  # noqa: E402
@@ -24,6 +25,14 @@ from inertia_gpu.kernels import cpu_ensemble  # noqa: E402
 from inertia_gpu.reference import Model  # noqa: E402
 
 SEED_RNG = random.Random()  # fresh seeds every run; printed on failure through the config
+LEDGER = slice(spec.N_QUANTITIES, spec.N_COLUMNS)  # the ledger columns of a partial-sum row
+
+
+@pytest.fixture(autouse=True)
+def poisoned_partials(monkeypatch):
+    """Every output buffer the backend hands the kernel starts as NaN: an element it fails to write shows."""
+    monkeypatch.setattr(numba_cpu, "new_partials", lambda records, groups: np.full((records, groups, spec.N_COLUMNS),
+                                                                                   np.nan))
 
 
 def _seed() -> int:
@@ -93,10 +102,29 @@ def _compare(cfg: SimulationConfig, start=64, count=200, begin=0, end=None):
     # first passage: identical except where I sits within rounding of the threshold
     mismatch = (a.first_passage != b.first_passage).any(dim=1).float().mean().item()
     assert mismatch <= 0.02, (mismatch, cfg)
-    assert pa.shape == pb.shape and pa.dtype == torch.float64
+    assert pa.shape == pb.shape == pa.shape[:2] + (spec.N_COLUMNS,) and pa.dtype == torch.float64
     torch.testing.assert_close(pa[..., 0], pb[..., 0], rtol=0, atol=0)  # finite counts
-    scale = pb.abs().amax(dim=(0, 1), keepdim=True).clamp(min=1e-30)
-    torch.testing.assert_close(pa / scale, pb / scale, rtol=0, atol=rtol * 4, equal_nan=True, msg=lambda m: f"{cfg}: {m}")
+    q = slice(0, spec.N_QUANTITIES)
+    scale = pb[..., q].abs().amax(dim=(0, 1), keepdim=True).clamp(min=1e-30)
+    torch.testing.assert_close(pa[..., q] / scale, pb[..., q] / scale, rtol=0, atol=rtol * 4, equal_nan=True,
+                               msg=lambda m: f"{cfg}: {m}")
+    _compare_ledger(cfg, a, pa, b, pb)
+
+
+def _compare_ledger(cfg, a, pa, b, pb):
+    """Ledger columns and state against the reference's, relative to the energy scale (the inertia).
+
+    float64: the per-step terms are formed from the same working-dtype values in float64, so they
+    agree to float64 rounding of the energy; float32: the states (hence the terms) agree to float32
+    rounding."""
+    tol = 3e-5 if cfg.dtype == "float32" else 1e-12
+    energy = float(pb[..., 1].abs().max())  # the largest group sum of the inertia
+    torch.testing.assert_close(pa[..., LEDGER] / energy, pb[..., LEDGER] / energy, rtol=0, atol=tol, equal_nan=False,
+                               msg=lambda m: f"ledger columns {cfg}: {m}")
+    assert a.ledger.dtype == torch.float64 and a.ledger.shape == b.ledger.shape == (a.theta.shape[0], 2)
+    per_trajectory = float(b.inertia0[torch.isfinite(b.inertia0)].abs().max())
+    torch.testing.assert_close(a.ledger / per_trajectory, b.ledger / per_trajectory, rtol=0, atol=tol,
+                               equal_nan=True, msg=lambda m: f"ledger state {cfg}: {m}")
 
 
 @pytest.mark.parametrize("integrator,noise_model,schedule", list(itertools.product(INTEGRATORS, NOISES, SCHEDULES)))
@@ -121,8 +149,9 @@ def test_window_starting_mid_block_and_record_every():
     a, pa = NumbaEnsemble().run(cfg, 0, 130, 7, 18, dataclasses.replace(sb))
     b, pb = TorchEnsemble().run(cfg, 0, 130, 7, 18, sb)
     torch.testing.assert_close(a.theta, b.theta, rtol=3e-5, atol=3e-5)
-    assert pa.shape == pb.shape == (4, 3, 6)  # steps 9, 12, 15, 18
-    torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-9)
+    assert pa.shape == pb.shape == (4, 3, spec.N_COLUMNS)  # steps 9, 12, 15, 18
+    torch.testing.assert_close(pa[..., :spec.N_QUANTITIES], pb[..., :spec.N_QUANTITIES], rtol=1e-5, atol=1e-9)
+    _compare_ledger(cfg, a, pa, b, pb)  # the (D, Q) carried in from the first window
     assert torch.equal(sa.theta, NumbaEnsemble().run(cfg, 0, 130, 0, 7, None)[0].theta)
 
 
@@ -252,3 +281,54 @@ def test_divergence_sets_nan_and_leaves_the_sums():
     np.testing.assert_array_equal(partials[:, :, 0].sum(dim=1).numpy(), np.asarray(counts, dtype=float))
     assert torch.isnan(got.theta[~alive]).all() and torch.isnan(got.momentum[~alive]).all()
     torch.testing.assert_close(got.theta[alive], s.theta[alive], rtol=1e-11, atol=1e-11)
+    # the ledger: NaN with the state, out of every column; the kept ones as the reference's
+    assert torch.isnan(got.ledger[~alive]).all() and torch.isfinite(got.ledger[alive]).all()
+    ref, ref_partials = TorchEnsemble().run(cfg, 0, 300, 0, 16, None)
+    assert torch.isfinite(partials).all()
+    _compare_ledger(cfg, got, partials, ref, ref_partials)
+
+
+# --- the ledger ---------------------------------------------------------------------------
+
+def test_ledger_off_is_the_same_run_without_the_ledger():
+    """config.ledger False: the same states and quantities bit for bit, 0.0 in the ledger columns,
+    the (D, Q) state passed through untouched."""
+    for integrator, noise_model in (("heavy-ball", "loss-scaled"), ("baoab", "temperature")):
+        cfg = _config(integrator, noise_model, "nesterov:3", "quadratic-3", dtype="float64", record_every=3)
+        on, p_on = NumbaEnsemble().run(cfg, 64, 200, 0, 13, None)
+        off_cfg = dataclasses.replace(cfg, ledger=False)
+        off, p_off = NumbaEnsemble().run(off_cfg, 64, 200, 0, 13, None)
+        assert torch.equal(on.theta, off.theta) and torch.equal(on.momentum, off.momentum)
+        assert torch.equal(p_on[..., :spec.N_QUANTITIES], p_off[..., :spec.N_QUANTITIES])
+        assert torch.equal(p_off[..., LEDGER], torch.zeros_like(p_off[..., LEDGER]))
+        assert (p_on[..., spec.N_QUANTITIES] != 0).any()  # the ledger run did form D
+        carried = torch.randn(200, 2, dtype=torch.float64)
+        resumed, _ = NumbaEnsemble().run(off_cfg, 64, 200, 13, 20,
+                                         dataclasses.replace(off, ledger=carried))
+        assert torch.equal(resumed.ledger, carried)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_ledger_resume_and_chunking_bitwise(dtype):
+    """Windows and chunks cut anywhere (mid Philox block, off the record grid, a short last group):
+    the (D, Q) state and every ledger column the same bits as one launch."""
+    cfg = _config("euler", "loss-scaled", "nesterov:3", "drawn", dtype=dtype, steps=23, record_every=2)
+    whole, p_whole = NumbaEnsemble().run(cfg, 0, 200, 0, 23, None)
+    state, parts = None, []
+    for begin, end in ((0, 5), (5, 6), (6, 17), (17, 23)):
+        state, p = NumbaEnsemble().run(cfg, 0, 200, begin, end, state)
+        parts.append(p)
+    assert torch.equal(state.ledger, whole.ledger) and torch.equal(torch.cat(parts), p_whole)
+    first, p_first = NumbaEnsemble().run(cfg, 0, 128, 0, 23, None)
+    rest, p_rest = NumbaEnsemble().run(cfg, 128, 72, 0, 23, None)
+    assert torch.equal(torch.cat([first.ledger, rest.ledger]), whole.ledger)
+    assert torch.equal(torch.cat([p_first, p_rest], dim=1), p_whole)
+
+
+def test_ledger_frictionless_noise_free_heavy_ball_is_exactly_zero():
+    """mu = 1, no noise: no energy dissipated or injected, exactly (the residual is all the change)."""
+    cfg = _config("heavy-ball", "additive", "constant", "quadratic-3", dtype="float64", momentum=1.0, noise=0.0)
+    state, partials = NumbaEnsemble().run(cfg, 0, 200, 0, 13, None)
+    assert torch.equal(state.ledger, torch.zeros_like(state.ledger))
+    assert torch.equal(partials[..., 6:8], torch.zeros_like(partials[..., 6:8]))
+    assert (partials[1:, :, 8] != 0).any()

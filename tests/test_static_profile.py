@@ -143,6 +143,20 @@ def test_a_row_overwritten_after_the_load_is_not_the_table_row():
     assert counting.tally(instrs, 1).record_regions == []
 
 
+def test_streamed_bytes_leave_the_recording_out():
+    """The record branch's store and the table read that guards it are recording, not streamed state;
+    a 128-bit load of the state in the same loop is 16 bytes per iteration (per lane)."""
+    instrs = record_loop()
+    t = counting.tally(instrs, 10)
+    assert t.record_table_loads == [2] and figures.streamed_bytes(instrs, t) == 0
+    text = RECORD_LOOP.replace("{SETP}", "ISETP.GE.AND P0, PT, R5, RZ, PT").replace("{GUARD}", "@!P0")
+    text = text.replace("/*0030*/                   IADD3 R6, R6, 0x4, RZ ;",
+                        "/*0030*/                   LDG.E.128 R12, desc[UR4][R14.64] ;")
+    instrs = sass.parse(text.replace("<tests>", str(HERE)))
+    t = counting.tally(instrs, 10)
+    assert t.record_regions == [(6, 10)] and figures.streamed_bytes(instrs, t) == 16
+
+
 def test_payne_hanek_path_is_left_out():
     instrs = fixture("sin_kernel.sass")
     t = counting.tally(instrs)

@@ -23,7 +23,7 @@ from ..coefficients import Const, Obs, coefficients
 from ..config import SimulationConfig
 from ..reference import Model
 from ..spec import switches
-from .base import FRACTIONS, N_QUANTITIES, ChunkState, EnsembleBackend, n_groups, record_rows
+from .base import FRACTIONS, N_COLUMNS, ChunkState, EnsembleBackend, n_groups, record_rows
 
 NP_DTYPES = {"float32": np.float32, "float64": np.float64}
 TASKS_PER_THREAD = 4  # parallel tasks per worker thread: balance without per-group scratch allocation
@@ -78,31 +78,39 @@ def _as_numpy(t: torch.Tensor, dtype, copy: bool = False) -> np.ndarray:
 
 
 def _launch(config, state_arrays, lam, start, step_begin, step_end, init, out):
+    """state_arrays: (theta, mom, inertia0, first_passage, ledger), ledger None for a run without it."""
     import numba
     k = _kernels()
-    theta, mom, inertia0, first_passage = state_arrays
+    theta, mom, inertia0, first_passage, ledger = state_arrays
     coef, consts, obs = kernel_inputs(config, step_begin, step_end)
     rec_row, init_row, _ = window_rows(config, step_begin, step_end)
     key0, key1 = rng.seed_key(config.seed)
     tasks = TASKS_PER_THREAD * numba.get_num_threads()
     per_task = max(1, -(-n_groups(theta.shape[0]) // tasks))
-    k.ensemble_window(theta, mom, inertia0, first_passage, lam, coef, consts, obs, rec_row, init_row, out,
+    k.ensemble_window(theta, mom, inertia0, first_passage, ledger, lam, coef, consts, obs, rec_row, init_row, out,
                       start, step_begin, step_end, init, key0, key1, *switch_codes(config),
                       1 if config.noisy else 0, per_task)
+
+
+def new_partials(records: int, groups: int) -> np.ndarray:
+    """The kernel's output, [records, groups, N_COLUMNS] float64; the kernel writes every element."""
+    return np.empty((records, groups, N_COLUMNS))
 
 
 _WARM = set()
 
 
-def warm_up(dtype: str = "float32") -> None:
-    """Load (or, on a cold cache, compile once) the kernel for `dtype`: paid once per process and dtype."""
-    if dtype in _WARM:
+def warm_up(dtype: str = "float32", ledger: bool = True) -> None:
+    """Load (or, on a cold cache, compile once) the kernel for `dtype`, with or without the ledger:
+    paid once per process and specialisation."""
+    if (dtype, ledger) in _WARM:
         return
     f = NP_DTYPES[dtype]
     cfg = SimulationConfig(trajectories=1, steps=1, dtype=dtype).validate()
-    state = (np.zeros((1, 1), f), np.zeros((1, 1), f), np.zeros(1), np.zeros((1, 3), np.int32))
-    _launch(cfg, state, np.ones((1, 1), f), 0, 0, 1, 1, np.zeros((window_rows(cfg, 0, 1)[2], 1, N_QUANTITIES)))
-    _WARM.add(dtype)
+    state = (np.zeros((1, 1), f), np.zeros((1, 1), f), np.zeros(1), np.zeros((1, 3), np.int32),
+             np.zeros((1, 2)) if ledger else None)
+    _launch(cfg, state, np.ones((1, 1), f), 0, 0, 1, 1, new_partials(window_rows(cfg, 0, 1)[2], 1))
+    _WARM.add((dtype, ledger))
 
 
 class NumbaEnsemble(EnsembleBackend):
@@ -121,7 +129,8 @@ class NumbaEnsemble(EnsembleBackend):
 
     def run(self, config: SimulationConfig, start: int, count: int, step_begin: int, step_end: int,
             state: ChunkState | None):
-        warm_up(config.dtype)
+        ledger = bool(config.ledger)
+        warm_up(config.dtype, ledger)
         npdt = NP_DTYPES[config.dtype]
         dim = config.dim
         if config.problem == "quadratic":
@@ -135,15 +144,20 @@ class NumbaEnsemble(EnsembleBackend):
                 raise ValueError("state is None only for a window starting at step 0")
             # poisoned: the kernel must write every entry (a missed one shows as NaN / -7)
             arrays = (np.full((count, dim), np.nan, dtype=npdt), np.full((count, dim), np.nan, dtype=npdt),
-                      np.full(count, np.nan), np.full((count, len(FRACTIONS)), -7, dtype=np.int32))
+                      np.full(count, np.nan), np.full((count, len(FRACTIONS)), -7, dtype=np.int32),
+                      np.full((count, 2), np.nan) if ledger else np.zeros((count, 2)))
         else:
             # copies: the kernel works in place and the caller's state stays untouched; I_0 in float64
+            carried = getattr(state, "ledger", None)
             arrays = (_as_numpy(state.theta, npdt, copy=True), _as_numpy(state.momentum, npdt, copy=True),
                       _as_numpy(state.inertia0, np.float64, copy=True),
-                      _as_numpy(state.first_passage, np.int32, copy=True))
+                      _as_numpy(state.first_passage, np.int32, copy=True),
+                      np.zeros((count, 2)) if carried is None else _as_numpy(carried, np.float64, copy=True))
         if start + count > rng.MAX_TRAJECTORIES or step_end > rng.MAX_STEPS:
             raise ValueError("trajectory or step index outside the Philox counter's range")
-        out = np.zeros((window_rows(config, step_begin, step_end)[2], n_groups(count), N_QUANTITIES))
-        _launch(config, arrays, lam, start, step_begin, step_end, 1 if state is None else 0, out)
-        partials = torch.from_numpy(out)  # [records, groups, quantities], as the engine takes them
+        out = new_partials(window_rows(config, step_begin, step_end)[2], n_groups(count))
+        # without the ledger the kernel neither reads nor writes the (D, Q) state: it passes through
+        kernel_arrays = arrays if ledger else arrays[:4] + (None,)
+        _launch(config, kernel_arrays, lam, start, step_begin, step_end, 1 if state is None else 0, out)
+        partials = torch.from_numpy(out)  # [records, groups, N_COLUMNS], as the engine takes them
         return ChunkState(*(torch.from_numpy(a) for a in arrays)), partials

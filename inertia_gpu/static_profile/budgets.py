@@ -13,9 +13,10 @@ BUDGETS = {
         "d1-heavy-ball-noise-rec10": {"max_sass_per_trajectory_step": 70, "max_spill_bytes": 0},
         "d8-heavy-ball-noise": {"max_sass_per_coordinate_step": 110, "max_spill_bytes": 0},
         "d1024-heavy-ball-noise": {"max_compile_s": 60},
-        "sgd-float32-momentum-noise": {"min_widest_access_bits": 128, "min_warps_per_sm": 16,
+        "sgd-float32-momentum-noise": {"min_widest_access_bits": 128, "min_warps_per_sm": 16, "max_registers": 128,
                                        "min_issue_over_hbm": 1.5, "max_spill_bytes": 0},
-        "sgd-bfloat16-momentum-noise": {"min_issue_over_hbm": 1.5, "max_spill_bytes": 0},
+        "sgd-bfloat16-momentum-noise": {"min_widest_access_bits": 128, "min_warps_per_sm": 16, "max_registers": 128,
+                                        "min_issue_over_hbm": 1.5, "max_spill_bytes": 0},
     },
 }
 
