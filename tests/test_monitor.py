@@ -56,18 +56,18 @@ def _train(opt, model, x, y, steps, each=None):
 def test_writer_gets_every_nth_step_and_the_ledger_closes_the_inertia_balance():
     model, x, y = _model(3)
     opt = InertiaSGD([{"params": model[0].parameters(), "temperature": 1e-3, "noise": 0.0},
-                      {"params": model[2].parameters(), "lr": 0.02}],
+                      {"params": model[2].parameters(), "lr": 0.02, "momentum": 0.5}],
                      lr=0.05, momentum=0.8, dampening=0.1, noise=0.05, seed=5, backend="foreach")
     writer = FakeWriter()
     opt.log_to(writer, every=4, prefix="opt")
-    seen = []  # per call: (inertia, ledger terms, T_eff), read here directly
+    seen = []  # per call: (inertia, ledger terms, T_eff, loss, kinetic, kinetic per group), read here directly
     _train(opt, model, x, y, 13, each=lambda: seen.append(
         (opt.inertia.item(), {k: opt.ledger[k].item() for k in monitor.LEDGER_TERMS},
-         opt.effective_temperature.tolist(), opt.loss.item(), opt.kinetic.item())))
+         opt.effective_temperature.tolist(), opt.loss.item(), opt.kinetic.item(), opt.group_kinetic.tolist())))
     assert sorted({s for _, _, s in writer.calls}) == [4, 8, 12]
     for step in (4, 8, 12):
         got = writer.at(step)
-        inertia, _, t_eff, loss, kinetic = seen[step - 1]
+        inertia, _, t_eff, loss, kinetic, _ = seen[step - 1]
         assert got["opt/inertia"] == inertia and got["opt/loss"] == loss and got["opt/kinetic"] == kinetic
         assert [got["opt/effective_temperature/group0"], got["opt/effective_temperature/group1"]] == t_eff
         assert got["opt/temperature/group0"] == 1e-3 and "opt/temperature/group1" not in got
@@ -78,6 +78,13 @@ def test_writer_gets_every_nth_step_and_the_ledger_closes_the_inertia_balance():
         balance = -got["opt/ledger/dissipated"] + got["opt/ledger/injected"] + got["opt/ledger/residual"]
         assert inertia - seen[0][0] == pytest.approx(balance, rel=1e-9, abs=1e-12)
         assert got["opt/ledger/dissipated"] > 0 and got["opt/ledger/injected"] != 0
+        # per group: D_g = (1 - mu_g^2) K_g of each completed step's starting state; the groups add up
+        for g, mu in enumerate((0.8, 0.5)):
+            want_d = sum((1 - mu * mu) * row[5][g] for row in seen[:step - 1])
+            assert got[f"opt/ledger/dissipated/group{g}"] == pytest.approx(want_d, rel=1e-12)
+        for k in ("dissipated", "injected"):
+            assert got[f"opt/ledger/{k}/group0"] + got[f"opt/ledger/{k}/group1"] == pytest.approx(
+                got[f"opt/ledger/{k}"], rel=1e-12, abs=1e-15)
 
 
 def test_reads_back_once_per_interval(monkeypatch):
