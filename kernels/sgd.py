@@ -97,7 +97,7 @@ def _philox(seed, c0, c1, c2, c3):
     32 x 32 -> 64-bit products formed by one wide multiply each (IMAD.WIDE.U32: both halves at
     once) where tl.philox asks for the halves separately (umulhi and mul: two IMADs each).
     Four instructions a round instead of six."""
-    seed = tl.to_tensor(seed).to(tl.uint64)
+    seed = seed.to(tl.uint64)
     k0 = (seed & 0xFFFFFFFF).to(tl.uint32)
     k1 = ((seed >> 32) & 0xFFFFFFFF).to(tl.uint32)
     for _ in tl.static_range(10):
@@ -276,7 +276,7 @@ def _pointer(base_ptr, entry, column, VEC: tl.constexpr, ALIGNED: tl.constexpr):
     return base_ptr + offset
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])  # a tensor in _philox even when it is 1 (Triton folds a 1 away)
 def sgd_step_kernel(
     table_ptr, block_row_ptr, block_index_ptr, partials_ptr, base_ptr,
     lr_ptr, lr_value, step_ptr, grad_scale_ptr, found_inf_ptr,
