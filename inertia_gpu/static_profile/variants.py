@@ -35,6 +35,8 @@ ENSEMBLE = [
     _e("d1-heavy-ball-loss-scaled", noise_model="loss-scaled"),
     _e("d5-double-well-noise", problem="double-well", dim=5, spectrum=None),
     _e("d6-rosenbrock-noise", problem="rosenbrock", dim=6, spectrum=None),
+    # the wide layout with the state's shifts through memory (bytes per coordinate-step against HBM)
+    _e("d1024-rosenbrock-noise", problem="rosenbrock", dim=1024, spectrum=None),
 ]
 
 OPTIMIZER = [{"kind": "optimizer", "name": f"sgd-{dtype}{'-momentum' if m else ''}{'-noise' if n else ''}",
