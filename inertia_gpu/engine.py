@@ -67,7 +67,7 @@ def plan(config: SimulationConfig, chunk: int | None = None, window: int | None 
 
 def bytes_per_trajectory(config: SimulationConfig) -> int:
     """Device bytes per trajectory of a launch: the state and the working set of a step."""
-    return (2 * config.dim + 8) * 8 + 3 * 4 + 64 * config.dim
+    return (2 * config.dim + 10) * 8 + 3 * 4 + 64 * config.dim  # + the ledger's (D, Q) in float64
 
 
 @dataclass

@@ -381,11 +381,10 @@ class HostCudaEnsemble(EnsembleBackend):
 
 
 def sums_from_observables(obs: np.ndarray) -> torch.Tensor:
-    """float64 [R, n_groups, N_COLUMNS] group sums of per-trajectory (kept, I, K, L, S, D, Q, W) rows.
-
-    transitional: rows of (kept, I, K, L, S) alone give N_QUANTITIES columns (a kernel without the ledger)."""
+    """float64 [R, n_groups, N_COLUMNS] group sums of per-trajectory (kept, I, K, L, S, D, Q, W) rows."""
     from .backends.torch_ref import group_sums
     t = torch.from_numpy(np.ascontiguousarray(obs))
+    # transitional: rows of (kept, I, K, L, S) alone give N_QUANTITIES columns (a kernel without the ledger)
     with_ledger = t.shape[-1] == 8
     width = base.N_COLUMNS if with_ledger else base.N_QUANTITIES
     if t.shape[0] == 0:

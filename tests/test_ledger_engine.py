@@ -217,7 +217,7 @@ def test_old_checkpoint_format_fails_in_one_line(tmp_path, capsys):
     assert code == 2 and len(err.splitlines()) == 1 and "format 1" in err and "delete it" in err
 
 
-def test_a_backend_without_ledger_columns_reports_why(monkeypatch):  # transitional
+def test_a_backend_without_ledger_columns_reports_why(monkeypatch):  # transitional: remove with the 6-column path
     """Six columns from a backend: the ledger keys are null with a one-line reason, the rest stands."""
     from inertia_gpu.backends.torch_ref import TorchEnsemble
 
