@@ -70,7 +70,7 @@ observables take their float64 scalars from `obs` (OBS_*).
 import triton
 import triton.language as tl
 
-from .philox import box_muller, philox_normals4, uniform24
+from .philox import normal_pair, uniform24
 
 GROUP: tl.constexpr = tl.constexpr(64)
 N_QUANTITIES: tl.constexpr = tl.constexpr(6)
@@ -496,12 +496,12 @@ def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed,
     for lane in tl.static_range(4):
         if NOISY:
             if lane == 0:
-                z0, z1 = box_muller(x0, x1, theta.dtype)
+                z0, z1 = normal_pair(x0, x1, theta.dtype)
                 xi = z0
             elif lane == 1:
                 xi = z1
             elif lane == 2:
-                z2, z3 = box_muller(x2, x3, theta.dtype)
+                z2, z3 = normal_pair(x2, x3, theta.dtype)
                 xi = z2
             else:
                 xi = z3
@@ -613,7 +613,7 @@ def ensemble_kernel(
             elif DRAWN_SPECTRUM == SPECTRUM_LOGUNIFORM:
                 lam = tl.exp(spec_a + spec_b * uniform24(x0, ACC))
             else:
-                z, _z1 = box_muller(x0, x1, ACC)
+                z, _z1 = normal_pair(x0, x1, ACC)
                 lam = tl.exp(spec_a + spec_b * z)
             lam = tl.where(colmask, lam, 0.0)
     else:
@@ -621,8 +621,8 @@ def ensemble_kernel(
 
     if START_FROM_INIT:
         zero = tl.zeros([TPT, DIMP, WIDTH], dtype=tl.uint32)
-        z_theta, z_v, _z2, _z3 = philox_normals4(seed, zero + traj_u32, zero, zero + cols.to(tl.uint32), zero + TAG_INIT,
-                                                 ACC)
+        x0, x1, _x2, _x3 = tl.philox(seed, zero + traj_u32, zero, zero + cols.to(tl.uint32), zero + TAG_INIT)
+        z_theta, z_v = normal_pair(x0, x1, ACC)  # lanes 0 and 1 of the init draw
         theta = tl.where(colmask, tl.load(coef_ptr + CONST_INIT_THETA_STD) * z_theta, 0.0)
         v = tl.where(colmask, tl.load(coef_ptr + CONST_INIT_VELOCITY_STD) * z_v, 0.0)
         if INTEGRATOR == HEAVY_BALL:

@@ -200,6 +200,7 @@ class TritonEnsemble(EnsembleBackend):
             LEDGER=keep_ledger,
             num_warps=num_warps,
             enable_fp_fusion=ENABLE_FP_FUSION,
+            **launch_limits(block, num_warps),
         )
         if block == 1:
             partials = pairwise_group_sums(partials, groups)
@@ -215,6 +216,16 @@ class TritonEnsemble(EnsembleBackend):
 def ledger_on(cfg: SimulationConfig) -> bool:
     """Whether the kernel keeps the inertia ledger (a compile-time switch: off, it is the kernel without it)."""
     return bool(getattr(cfg, "ledger", True))
+
+
+def launch_limits(block: int, num_warps: int) -> dict:
+    """ptxas's register limit for the wide layout: one program (num_warps warps, one trajectory) may use
+    the whole register file of an SM, which keeps its float64 tiles out of local memory (left to the
+    compiler, it allots half that and spills). The blocked layout keeps the compiler's choice: capping
+    it at 128 (16 warps per SM) spills with triton 3.6. The interpreter takes no such option."""
+    if _interpreting() or block != 1:
+        return {}
+    return {"maxnreg": min(255, 65536 // (32 * num_warps))}
 
 
 def kernel_switches(cfg: SimulationConfig, start_from_init: bool) -> dict:
