@@ -191,6 +191,8 @@ class SimulationResult:
                 out[f"ledger.{name}_{tail}"] = None if reason else finite_list(s[f"{name}_{tail}"])
         if reason:
             out["ledger_unavailable"] = reason
+        elif not all(np.isfinite(s[f"{name}_mean"]).all() for name in LEDGER):
+            out["ledger_null_reason"] = "null at steps where every trajectory had diverged"
         if self.config.noise_model == "temperature":
             d = self.config.dim
             out["ledger.temperature"] = self.config.temperature

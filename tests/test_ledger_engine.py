@@ -233,3 +233,8 @@ def test_a_backend_without_ledger_columns_reports_why(monkeypatch):  # transitio
     assert all(partial[f"ledger.{n}_{t}"] is None for n in TERMS for t in ("mean", "sem"))
     assert len(partial["ledger_unavailable"].splitlines()) == 1
     assert partial["inertia_mean"] == full["inertia_mean"] and partial["inertia_sem"] == full["inertia_sem"]
+
+
+def test_all_diverged_gives_null_ledger_with_a_reason():
+    out = run(noise=0.3, diverge_above=1e-3).to_dict()  # every I_0 lies above the bound
+    assert all(x is None for x in out["ledger.dissipated_mean"]) and out["ledger_null_reason"]
