@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.steps, args.hidden = 200, 16
     if not (args.steps > 0 and args.hidden > 0 and args.temperature > 0 and math.isfinite(args.temperature)):
         parser.error("--steps and --hidden must be positive, --temperature positive and finite")
+    if args.device == "cpu":
+        torch.set_num_threads(1)  # a 64-unit network: more threads only wait on each other
     begin = time.perf_counter()
     h = train(args)
     plot(h, args, args.out)

@@ -107,6 +107,19 @@ def _sincos64(angle):
 
 
 @triton.jit
+def _sqrt64(x):
+    """sqrt of a float64 x in [2^-30, 64] (-2 log u1), within an ulp of correctly rounded: the float32
+    rsqrt estimate (one MUFU op) refined by two Newton-Raphson steps and one correction of the root, where
+    the float64 sqrt and rsqrt reach out-of-line paths (calls) for inputs that never occur here."""
+    y = tl.math.rsqrt(x.to(tl.float32)).to(tl.float64)
+    h = 0.5 * x
+    y = tl.fma(y, tl.fma(-h * y, y, 0.5), y)
+    y = tl.fma(y, tl.fma(-h * y, y, 0.5), y)
+    s = x * y
+    return tl.fma(tl.fma(-s, s, x), 0.5 * y, s)
+
+
+@triton.jit
 def normal_pair(xa, xb, ACC: tl.constexpr):
     """box_muller(xa, xb, ACC), the CONVENTIONS transform. float64: sin and cos from _sincos64 (agreement
     with correctly rounded ones to about an ulp; tests check it), so the kernel calls no out-of-line
@@ -114,7 +127,7 @@ def normal_pair(xa, xb, ACC: tl.constexpr):
     if ACC == tl.float64:
         u1 = ((xa >> 8) + 1).to(tl.float64) * PHILOX_TWO_POW_M24
         u2 = (xb >> 8).to(tl.float64) * PHILOX_TWO_POW_M24
-        r = tl.sqrt(-2.0 * tl.log(u1))
+        r = _sqrt64(-2.0 * tl.log(u1))
         sin_v, cos_v = _sincos64(PHILOX_TWO_PI * u2)
         return r * cos_v, r * sin_v
     else:

@@ -255,7 +255,7 @@ def test_philox_helpers_match_rng():
         torch.testing.assert_close(z.cpu(), want_z, rtol=0, atol=2e-6 if dt == torch.float32 else 1e-13)
 
 
-from inertia_gpu.kernels.philox import _sincos64  # noqa: E402
+from inertia_gpu.kernels.philox import _sincos64, _sqrt64  # noqa: E402
 
 
 @triton.jit
@@ -280,6 +280,25 @@ def test_float64_sincos_agrees_with_correctly_rounded_to_an_ulp():
     for got, want in [(s, torch.sin(angle)), (c, torch.cos(angle))]:
         ulp = want.abs().nextafter(torch.tensor(math.inf, dtype=torch.float64)) - want.abs()
         assert float(((got - want).abs() / ulp).max()) <= 1.0
+
+
+@triton.jit
+def _sqrt_of(x_ptr, out_ptr, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_ptr + i, _sqrt64(tl.load(x_ptr + i)))
+
+
+def test_float64_sqrt_of_the_radius_agrees_with_correctly_rounded_to_an_ulp():
+    """sqrt(-2 log u1) for every 64th value of u1 and its extremes: at most 1 ulp from torch.sqrt (mostly equal)."""
+    k = torch.cat([torch.arange(0, 1 << 24, 64), torch.arange((1 << 24) - 4096, (1 << 24) - 1)])
+    x = -2.0 * torch.log((k + 1).to(torch.float64) * 2.0 ** -24)
+    x = torch.cat([x, torch.ones((-x.numel()) % 4096, dtype=x.dtype)])
+    got = torch.full_like(x, math.nan)
+    _sqrt_of[(x.numel() // 4096,)](x, got, BLOCK=4096)
+    want = torch.sqrt(x)
+    ulp = want.nextafter(torch.tensor(math.inf, dtype=torch.float64)) - want
+    assert float(((got - want).abs() / ulp).max()) <= 1.0
+    assert float((got == want).double().mean()) > 0.95
 
 
 # --- statistics: bitwise for any chunking, window cut or rank count; BLOCK changes rounding only -----
