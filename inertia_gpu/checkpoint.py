@@ -188,7 +188,8 @@ class Checkpoint:
 
 
 def _ledger_of(state: ChunkState) -> torch.Tensor:
-    """The state's cumulative (D, Q); transitional: NaN for a backend that keeps none (it ignores it on resume)."""
+    """The state's cumulative (D, Q)."""
+    # transitional: NaN for a backend that keeps none (it ignores it on resume)
     if state.ledger is not None:
         return state.ledger
     return torch.full((state.theta.shape[0], 2), float("nan"), dtype=torch.float64)

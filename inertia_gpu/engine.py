@@ -67,7 +67,7 @@ def plan(config: SimulationConfig, chunk: int | None = None, window: int | None 
 
 def bytes_per_trajectory(config: SimulationConfig) -> int:
     """Device bytes per trajectory of a launch: the state and the working set of a step."""
-    return (2 * config.dim + 8) * 8 + 3 * 4 + 64 * config.dim
+    return (2 * config.dim + 10) * 8 + 3 * 4 + 64 * config.dim  # + the ledger's (D, Q) in float64
 
 
 @dataclass
@@ -191,6 +191,8 @@ class SimulationResult:
                 out[f"ledger.{name}_{tail}"] = None if reason else finite_list(s[f"{name}_{tail}"])
         if reason:
             out["ledger_unavailable"] = reason
+        elif not all(np.isfinite(s[f"{name}_mean"]).all() for name in LEDGER):
+            out["ledger_null_reason"] = "null at steps where every trajectory had diverged"
         if self.config.noise_model == "temperature":
             d = self.config.dim
             out["ledger.temperature"] = self.config.temperature

@@ -15,6 +15,9 @@ it logs into one float64 tensor and reads that back (the only sync), then writes
     {prefix}/ledger/dissipated, /injected, /residual
                                                   cumulative since the monitor was attached:
                                                   where the energy went (I - I_first = -D + Q + W)
+    {prefix}/ledger/dissipated/group{i}, /injected/group{i}
+                                                  the same per parameter group (two groups or more;
+                                                  W is not split: the loss belongs to no group)
     {prefix}/effective_temperature/group{i}       2 K_i / d_i of parameter group i
     {prefix}/temperature/group{i}                 its target T, for groups that set one
 
@@ -69,9 +72,15 @@ class InertiaMonitor:
         if optimizer.ledger is None:  # no group had a gradient yet
             return
         terms = torch.stack([optimizer.ledger[k] for k in LEDGER_TERMS])
+        groups = getattr(optimizer, "group_ledger", None)
+        if groups is not None and groups["dissipated"].numel() > 1:  # D and Q per group too
+            terms = torch.cat([terms, groups["dissipated"], groups["injected"]])
         # the ledger changes only when a step was applied, and is NaN until one step is complete
         fresh = optimizer.stepped & torch.isfinite(terms)
         add = torch.where(fresh, terms, torch.zeros_like(terms))
+        if self.totals is not None and self.totals.shape != add.shape:  # a group was added: its totals start now
+            add[:3] += self.totals[:3].to(add.device)
+            self.totals = None
         self.totals = add if self.totals is None else self.totals + add.to(self.totals.device)
 
     def _tags(self) -> tuple[list[str], list[torch.Tensor]]:
@@ -86,6 +95,8 @@ class InertiaMonitor:
         totals = self.totals if self.totals is not None else torch.zeros(3, dtype=torch.float64,
                                                                           device=opt.kinetic.device)
         tags += [f"{p}/ledger/{k}" for k in LEDGER_TERMS]
+        n_groups = (totals.numel() - 3) // 2
+        tags += [f"{p}/ledger/{k}/group{i}" for k in ("dissipated", "injected") for i in range(n_groups)]
         values += list(totals.to(opt.kinetic.device).unbind())
         for i, t_eff in enumerate(opt.effective_temperature.unbind()):
             tags.append(f"{p}/effective_temperature/group{i}")

@@ -53,9 +53,32 @@ def print_summary(result) -> None:
                           f"10-90% [{q['0.1']}, {q['0.9']}], reached by {entry['reached']:,}/{entry['total']:,}")
     if result.stationary:
         console.print(f"stationary E[I] (theory): {result.stationary['inertia']:.6g}")
+    _print_ledger(console, result)
     if int(result.diverged.max()) > 0:
         console.print(f"[yellow]{int(result.diverged.max()):,} trajectories diverged (excluded from means, "
                       f"counted per step in 'diverged')[/yellow]")
+
+
+def _print_ledger(console, result) -> None:
+    """The ledger's totals at the final step (with theory where it exists), and T_eff beside T."""
+    cfg, s = result.config, result.stats
+    if not cfg.ledger:
+        return
+    from rich.markup import escape
+    if result.ledger_unavailable:
+        console.print(escape(f"ledger: unavailable ({result.ledger_unavailable})"))
+        return
+    th = result.theory_ledger
+    parts = []
+    for name, letter in (("injected", "Q"), ("dissipated", "D"), ("residual", "W")):
+        exact = f" (theory {th[name][-1]:.5g})" if th else ""
+        parts.append(f"{name} {letter} = {_g(s[f'{name}_mean'][-1])} +- {_g(s[f'{name}_sem'][-1])}{exact}")
+    console.print(escape(f"ledger over steps 0..{result.steps[-1]}: " + ", ".join(parts)))
+    if cfg.noise_model == "temperature":
+        t_eff, sem = 2.0 * s["kinetic_mean"][-1] / cfg.dim, 2.0 * s["kinetic_sem"][-1] / cfg.dim
+        exact = f" (theory {th['effective_temperature'][-1]:.5g})" if th else ""
+        console.print(escape(f"effective temperature 2 E[K]/d at step {result.steps[-1]}: {_g(t_eff)} +- {_g(sem)}"
+                             f"{exact}; target T = {cfg.temperature:g}"))
 
 
 def plot_result(result, path: str) -> None:

@@ -171,8 +171,26 @@ def _analyse(cfg: SimulationConfig, steps: np.ndarray, table: np.ndarray, first_
         with np.errstate(invalid="ignore", divide="ignore"):
             z = (mean - th_curve) / sem
         row["theory_max_abs_z"] = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else None
+    row.update(_ledger_row(cfg, st, tail))
     row["_curve"] = finite_list(mean)
     return row
+
+
+def _ledger_row(cfg: SimulationConfig, st: dict, tail: int) -> dict:
+    """The ledger of one configuration: cumulative D, Q, W at the final step, and (at a temperature) the
+    stationary T_eff = 2 E[K] / d over the same tail as the stationary inertia; {} with the ledger off."""
+    from .spec import LEDGER
+    if not cfg.ledger:
+        return {}
+    out = {}
+    for name in LEDGER:
+        mean, sem = float(st[f"{name}_mean"][-1]), float(st[f"{name}_sem"][-1])
+        out[f"ledger.{name}_final"] = mean if np.isfinite(mean) else None
+        out[f"ledger.{name}_final_sem"] = sem if np.isfinite(sem) else None
+    if cfg.noise_model == "temperature":
+        out["ledger.effective_temperature"] = float(2.0 * np.mean(st["kinetic_mean"][-tail:]) / cfg.dim)
+        out["ledger.effective_temperature_sem"] = float(2.0 * np.mean(st["kinetic_sem"][-tail:]) / cfg.dim)
+    return out
 
 
 def asymptotic_fit(steps, mean, sem, floor: float, model: str, time_per_step: float, z_min: float = 5.0,

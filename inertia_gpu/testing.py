@@ -214,11 +214,12 @@ HOST_MAIN = r"""
 #include <vector>
 
 struct HostRecorder {
-    std::vector<double> *out;  // [R][count][5]: kept, I, K, L, S
+    std::vector<double> *out;  // [R][count][8]: kept, I, K, L, S, D, Q, W (the ledger's 0 without IG_LEDGER)
     long long count, t;
-    void operator()(long long r, bool kept, double I, double K, double L, double S) {
-        double *row = out->data() + (r * count + t) * 5;
+    void operator()(long long r, bool kept, double I, double K, double L, double S, double D, double Q, double W) {
+        double *row = out->data() + (r * count + t) * 8;
         row[0] = kept ? 1.0 : 0.0; row[1] = I; row[2] = K; row[3] = L; row[4] = S;
+        row[5] = IG_LEDGER ? D : 0.0; row[6] = IG_LEDGER ? Q : 0.0; row[7] = IG_LEDGER ? W : 0.0;
     }
 };
 
@@ -244,7 +245,7 @@ int main() {
     P.lam_stride = ri();
     long long n_lam = ri(), records = ri(), init = ri();
     std::vector<ig_real> lam(n_lam + 1), th(count * IG_DIM), mo(count * IG_DIM);
-    std::vector<double> i0(count);
+    std::vector<double> i0(count), ledger(count * 2);
     std::vector<int> fp(count * 3);
     for (long long i = 0; i < n_lam; ++i) lam[i] = (ig_real)rd();
     P.lam = lam.data();
@@ -253,22 +254,25 @@ int main() {
         for (auto &x : mo) x = (ig_real)rd();
         for (auto &x : i0) x = rd();
         for (auto &x : fp) x = (int)ri();
+        for (auto &x : ledger) x = rd();
     }
     // poisoned outputs: an element the kernel does not write stays NaN (or -7)
     std::vector<ig_real> tho(count * IG_DIM, (ig_real)NAN), moo(count * IG_DIM, (ig_real)NAN);
     std::vector<ig_real> work(3 * IG_DIM * count);
-    std::vector<double> i0o(count, NAN), out(records * count * 5 + 1, NAN);
+    std::vector<double> i0o(count, NAN), ledgero(count * 2, NAN), out(records * count * 8 + 1, NAN);
     std::vector<int> fpo(count * 3, -7);
     for (long long t = 0; t < count; ++t) {
         HostRecorder rec{&out, count, t};
         ig_run_trajectory(P, (ig_u32)(start + t), t, true, init ? nullptr : th.data(), mo.data(), i0.data(), fp.data(),
-                          tho.data(), moo.data(), i0o.data(), fpo.data(), work.data(), count, rec);
+                          ledger.data(), tho.data(), moo.data(), i0o.data(), fpo.data(), ledgero.data(), work.data(),
+                          count, rec);
     }
-    for (long long i = 0; i < records * count * 5; ++i) printf("%.17e\n", out[i]);
+    for (long long i = 0; i < records * count * 8; ++i) printf("%.17e\n", out[i]);
     for (auto x : tho) printf("%.17e\n", (double)x);
     for (auto x : moo) printf("%.17e\n", (double)x);
     for (auto x : i0o) printf("%.17e\n", x);
     for (auto x : fpo) printf("%d\n", x);
+    for (auto x : ledgero) printf("%.17e\n", x);
     return 0;
 }
 """
@@ -329,7 +333,8 @@ class HostCudaEnsemble(EnsembleBackend):
         return new_state, sums_from_observables(obs)
 
     def observables(self, config, start, count, step_begin, step_end, state):
-        """(float64 [R, count, 5] = kept, I, K, L, S per trajectory, ChunkState)."""
+        """(float64 [R, count, 8] = kept, I, K, L, S, D, Q, W per trajectory, ChunkState with its ledger)."""
+        from .backends import cupy_backend
         from .coefficients import N_STEP, Obs, coefficients
         from .problems import drawn_spectrum
         dim, dtype = config.dim, torch.float64 if config.dtype == "float64" else torch.float32
@@ -356,29 +361,30 @@ class HostCudaEnsemble(EnsembleBackend):
             for t in (state.theta, state.momentum, state.inertia0):
                 parts.append(_floats(t.double().reshape(-1).tolist()))
             parts.append(" ".join(str(int(x)) for x in state.first_passage.reshape(-1).tolist()))
+            parts.append(_floats(cupy_backend.ledger_state(config, state, "cpu").reshape(-1).tolist()))
         proc = subprocess.run([str(self.executable(config))], input="\n".join(parts) + "\n", capture_output=True,
                               text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"host build exited with {proc.returncode}: {proc.stderr[-2000:]}")
         vals = np.array(proc.stdout.split(), dtype=np.float64)
-        obs_n = records * count * 5
-        obs, rest = vals[:obs_n].reshape(records, count, 5), vals[obs_n:]
+        obs_n = records * count * 8
+        obs, rest = vals[:obs_n].reshape(records, count, 8), vals[obs_n:]
         np_dtype = np.float64 if config.dtype == "float64" else np.float32
-        cut = np.cumsum([count * dim, count * dim, count])
-        theta, mom, i0, fp = np.split(rest, cut)
+        cut = np.cumsum([count * dim, count * dim, count, count * len(base.FRACTIONS)])
+        theta, mom, i0, fp, ledger = np.split(rest, cut)
         new_state = ChunkState(torch.from_numpy(theta.reshape(count, dim).astype(np_dtype)),
                                torch.from_numpy(mom.reshape(count, dim).astype(np_dtype)),
                                torch.from_numpy(i0.copy()),
-                               torch.from_numpy(fp.astype(np.int32).reshape(count, len(base.FRACTIONS))))
+                               torch.from_numpy(fp.astype(np.int32).reshape(count, len(base.FRACTIONS))),
+                               torch.from_numpy(ledger.reshape(count, 2).copy()))
         return obs, new_state
 
 
 def sums_from_observables(obs: np.ndarray) -> torch.Tensor:
-    """float64 [R, n_groups, N_COLUMNS] group sums of per-trajectory (kept, I, K, L, S, D, Q, W) rows.
-
-    transitional: rows of (kept, I, K, L, S) alone give N_QUANTITIES columns (a kernel without the ledger)."""
+    """float64 [R, n_groups, N_COLUMNS] group sums of per-trajectory (kept, I, K, L, S, D, Q, W) rows."""
     from .backends.torch_ref import group_sums
     t = torch.from_numpy(np.ascontiguousarray(obs))
+    # transitional: rows of (kept, I, K, L, S) alone give N_QUANTITIES columns (a kernel without the ledger)
     with_ledger = t.shape[-1] == 8
     width = base.N_COLUMNS if with_ledger else base.N_QUANTITIES
     if t.shape[0] == 0:

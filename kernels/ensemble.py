@@ -70,10 +70,15 @@ observables take their float64 scalars from `obs` (OBS_*).
 import triton
 import triton.language as tl
 
-from .philox import box_muller, philox_normals4, uniform24
+from .philox import normal_pair, uniform24
 
 GROUP: tl.constexpr = tl.constexpr(64)
 N_QUANTITIES: tl.constexpr = tl.constexpr(6)
+# one partial-sum row: the quantities, then the ledger's group sums (spec.COLUMNS)
+N_COLUMNS: tl.constexpr = tl.constexpr(9)
+COL_DISSIPATED: tl.constexpr = tl.constexpr(6)
+COL_INJECTED: tl.constexpr = tl.constexpr(7)
+COL_RESIDUAL: tl.constexpr = tl.constexpr(8)
 FRACTION_0: tl.constexpr = tl.constexpr(0.5)
 FRACTION_1: tl.constexpr = tl.constexpr(0.36787944117144233)
 FRACTION_2: tl.constexpr = tl.constexpr(0.1)
@@ -239,16 +244,17 @@ def _observe64(theta, mom, lam, cols, row_buf, kin_c, shadow_c, PROBLEM: tl.cons
 
 
 @triton.jit
-def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, shadow,
-                TPT: tl.constexpr, WIDTH: tl.constexpr):
-    """partials[row, grp, :] = group sums of [count, I, K, L, shadow, I^2] over the kept trajectories.
+def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, shadow, dis, inj, residual,
+                TPT: tl.constexpr, WIDTH: tl.constexpr, LEDGER: tl.constexpr):
+    """partials[row, grp, :] = group sums of [count, I, K, L, shadow, I^2, D, Q, W] over the kept
+    trajectories (without LEDGER the last three columns are 0.0).
 
     The count is summed as an integer (exact, one shuffle word instead of two); the inertia column is
     sum K + sum L (I = K + L per trajectory; one float64 sum fewer through the shuffles).
     """
     zero = tl.zeros_like(inertia)
     i64 = tl.where(kept, inertia, zero)
-    base = partials_ptr + (row.to(tl.int64) * n_groups + grp) * N_QUANTITIES
+    base = partials_ptr + (row.to(tl.int64) * n_groups + grp) * N_COLUMNS
     gmask = grp < n_groups
     if TPT * WIDTH < GROUP:
         # the wide layout (one trajectory per program): per-trajectory rows, summed into groups by the
@@ -260,6 +266,14 @@ def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, 
         tl.store(base + 3, tl.where(kept, loss, zero))
         tl.store(base + 4, tl.where(kept, shadow, zero))
         tl.store(base + 5, i64 * i64)
+        if LEDGER:
+            tl.store(base + COL_DISSIPATED, tl.where(kept, dis, zero))
+            tl.store(base + COL_INJECTED, tl.where(kept, inj, zero))
+            tl.store(base + COL_RESIDUAL, tl.where(kept, residual, zero))
+        else:
+            tl.store(base + COL_DISSIPATED, zero)
+            tl.store(base + COL_INJECTED, zero)
+            tl.store(base + COL_RESIDUAL, zero)
     else:
         # stored from the lanes' own layout (lane 0 of each group), no conversion through shared memory
         lane = tl.arange(0, GROUP // TPT)[None, :]
@@ -273,21 +287,39 @@ def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, 
         tl.store(base2 + 3, sl, mask=m2)
         tl.store(base2 + 4, _group_sum(tl.where(kept, shadow, zero), TPT, WIDTH), mask=m2)
         tl.store(base2 + 5, _group_sum(i64 * i64, TPT, WIDTH), mask=m2)
+        if LEDGER:
+            tl.store(base2 + COL_DISSIPATED, _group_sum(tl.where(kept, dis, zero), TPT, WIDTH), mask=m2)
+            tl.store(base2 + COL_INJECTED, _group_sum(tl.where(kept, inj, zero), TPT, WIDTH), mask=m2)
+            tl.store(base2 + COL_RESIDUAL, _group_sum(tl.where(kept, residual, zero), TPT, WIDTH), mask=m2)
+        else:
+            none = tl.zeros([WIDTH * TPT // GROUP, GROUP // TPT], dtype=tl.float64)
+            tl.store(base2 + COL_DISSIPATED, none, mask=m2)
+            tl.store(base2 + COL_INJECTED, none, mask=m2)
+            tl.store(base2 + COL_RESIDUAL, none, mask=m2)
 
 
 @triton.jit
-def _record(theta, mom, g, lam, cols, row_buf, n, row, inertia0, fp0, fp1, fp2, partials_ptr, grp, n_groups, valid,
-            kin_c, shadow_c, diverge, nan64, PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, DIM: tl.constexpr,
-            PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr):
+def _record(theta, mom, g, lam, cols, row_buf, n, row, inertia0, fp0, fp1, fp2, dis, inj, partials_ptr, grp,
+            n_groups, valid, kin_c, shadow_c, diverge, nan64, PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr,
+            DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr, LEDGER: tl.constexpr):
     """Statistics of the state at recorded step n (partial-sum row `row`), divergence, first passage.
 
     `diverge` is min(diverge_above, largest float64), so the one compare `I <= diverge` is false for
-    NaN, for +inf and above the bound.
+    NaN, for +inf and above the bound. The ledger's residual W = (I_n - I_0) + D - Q closes the
+    balance of each trajectory; a diverged trajectory's D and Q become NaN with its state.
     """
     inertia, kinetic, loss, shadow = _observe64(theta, mom, lam, cols, row_buf, kin_c, shadow_c, PROBLEM, INTEGRATOR,
                                                 DIM, PAD)
     ok = inertia <= diverge
-    _store_sums(partials_ptr, row, grp, n_groups, valid & ok, inertia, kinetic, loss, shadow, TPT, WIDTH)
+    if LEDGER:
+        residual = (inertia - inertia0) + dis - inj
+    else:
+        residual = inertia  # not stored
+    _store_sums(partials_ptr, row, grp, n_groups, valid & ok, inertia, kinetic, loss, shadow, dis, inj, residual,
+                TPT, WIDTH, LEDGER)
+    if LEDGER:
+        dis = tl.where(ok, dis, nan64)
+        inj = tl.where(ok, inj, nan64)
     keep = ok[:, None, :]
     nan = nan64.to(theta.dtype)
     theta = tl.where(keep, theta, nan)
@@ -300,7 +332,7 @@ def _record(theta, mom, g, lam, cols, row_buf, n, row, inertia0, fp0, fp1, fp2, 
     fp0 = tl.where((fp0 < 0) & (inertia <= FRACTION_0 * inertia0), n32, fp0)
     fp1 = tl.where((fp1 < 0) & (inertia <= FRACTION_1 * inertia0), n32, fp1)
     fp2 = tl.where((fp2 < 0) & (inertia <= FRACTION_2 * inertia0), n32, fp2)
-    return theta, mom, g, fp0, fp1, fp2
+    return theta, mom, g, fp0, fp1, fp2, dis, inj
 
 
 # --- dynamics -----------------------------------------------------------------------------
@@ -319,20 +351,44 @@ def _xi_scale(theta, lam, cols, row_buf, xi_c, spread, PROBLEM: tl.constexpr, NO
 
 
 @triton.jit
-def _ou(v, xi, theta, lam, cols, row_buf, decay, xi_c, spread, PROBLEM: tl.constexpr, NOISE_MODEL: tl.constexpr,
-        NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr):
-    """The exact Ornstein-Uhlenbeck step v <- DECAY v + scale xi (reference.Model.step, letter O)."""
-    out = decay * v
+def _ledger_split(m, k, dis, inj, c_dis, two_a, half_k, NOISY: tl.constexpr):
+    """The ledger's terms of one friction (m -> a m) and noise (+ k) substep, added to the trajectory's float64
+    cumulative dissipated D and injected Q (docs/THEORY.md §8):
+
+        D += (1 - a^2) K(m)        Q += K(a m + k) - K(a m) = HALF_K (2 a m . k + k . k)
+
+    with K(m) = HALF_K |m|^2; c_dis = (1 - a^2) HALF_K and two_a = 2 a are the step's float64 scalars. The
+    working-dtype values are converted exactly, so the terms carry float64 rounding only; Q in the form
+    without the cancellation of K(a m + k) - K(a m)."""
+    m64 = m.to(tl.float64)
+    dis = tl.fma(c_dis, _coord_sum(m64 * m64), dis)
     if NOISY:
-        out = out + _xi_scale(theta, lam, cols, row_buf, xi_c, spread, PROBLEM, NOISE_MODEL, DIM, PAD) * xi
-    return out
+        k64 = k.to(tl.float64)
+        inj = tl.fma(half_k, _coord_sum(tl.fma(two_a, m64, k64) * k64), inj)
+    return dis, inj
 
 
 @triton.jit
-def _advance(theta, mom, g, lam, xi, cols, row_buf, lr, h, half_h, decay, xi_c, spread,
-             PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, NOISE_MODEL: tl.constexpr, NOISY: tl.constexpr,
-             DIM: tl.constexpr, PAD: tl.constexpr):
-    """State n -> n + 1 with the step's table scalars (reference.Model.step: the same operations in order).
+def _ou(v, xi, theta, lam, cols, row_buf, decay, xi_c, spread, dis, inj, c_dis, two_a, half_k,
+        PROBLEM: tl.constexpr, NOISE_MODEL: tl.constexpr, NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr,
+        LEDGER: tl.constexpr):
+    """The exact Ornstein-Uhlenbeck step v <- DECAY v + scale xi (reference.Model.step, letter O)."""
+    out = decay * v
+    k = 0.0
+    if NOISY:
+        k = _xi_scale(theta, lam, cols, row_buf, xi_c, spread, PROBLEM, NOISE_MODEL, DIM, PAD) * xi
+        out = out + k
+    if LEDGER:
+        dis, inj = _ledger_split(v, k, dis, inj, c_dis, two_a, half_k, NOISY)
+    return out, dis, inj
+
+
+@triton.jit
+def _advance(theta, mom, g, lam, xi, cols, row_buf, lr, h, half_h, decay, xi_c, spread, dis, inj, c_dis, two_a,
+             half_k, PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, NOISE_MODEL: tl.constexpr,
+             NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, LEDGER: tl.constexpr):
+    """State n -> n + 1 with the step's table scalars (reference.Model.step: the same operations in order),
+    and with LEDGER the step's dissipated and injected energy (_ledger_split at the friction + noise substep).
 
     Leapfrog and BAOAB carry g = grad L(theta) in and out (their closing half-kick's gradient opens the
     next step); heavy ball and Euler compute it at the start of the step and carry nothing (g = 0.0),
@@ -340,17 +396,24 @@ def _advance(theta, mom, g, lam, xi, cols, row_buf, lr, h, half_h, decay, xi_c, 
     """
     if INTEGRATOR == HEAVY_BALL:  # M: torch.optim.SGD's convention
         g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM)
+        k = 0.0
         if NOISY:
-            g = g + _xi_scale(theta, lam, cols, row_buf, xi_c, spread, PROBLEM, NOISE_MODEL, DIM, PAD) * xi
+            k = _xi_scale(theta, lam, cols, row_buf, xi_c, spread, PROBLEM, NOISE_MODEL, DIM, PAD) * xi
+            g = g + k
+        if LEDGER:
+            dis, inj = _ledger_split(mom, k, dis, inj, c_dis, two_a, half_k, NOISY)
         mom = decay * mom + g
         theta = theta - lr * mom
         g = 0.0
     elif INTEGRATOR == EULER:  # E
         g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM)
         new_mom = mom - h * g - decay * mom
+        k = 0.0
         if NOISY:
-            new_mom = new_mom + _xi_scale(theta, lam, cols, row_buf, xi_c, spread, PROBLEM, NOISE_MODEL, DIM,
-                                          PAD) * xi
+            k = _xi_scale(theta, lam, cols, row_buf, xi_c, spread, PROBLEM, NOISE_MODEL, DIM, PAD) * xi
+            new_mom = new_mom + k
+        if LEDGER:
+            dis, inj = _ledger_split(mom, k, dis, inj, c_dis, two_a, half_k, NOISY)
         theta = theta + h * mom
         mom = new_mom
         g = 0.0
@@ -359,26 +422,30 @@ def _advance(theta, mom, g, lam, xi, cols, row_buf, lr, h, half_h, decay, xi_c, 
         theta = theta + h * mom
         g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM)
         mom = mom - half_h * g
-        mom = _ou(mom, xi, theta, lam, cols, row_buf, decay, xi_c, spread, PROBLEM, NOISE_MODEL, NOISY, DIM, PAD)
+        mom, dis, inj = _ou(mom, xi, theta, lam, cols, row_buf, decay, xi_c, spread, dis, inj, c_dis, two_a, half_k,
+                            PROBLEM, NOISE_MODEL, NOISY, DIM, PAD, LEDGER)
     else:  # baoab: B A O A B
         mom = mom - half_h * g
         theta = theta + half_h * mom
-        mom = _ou(mom, xi, theta, lam, cols, row_buf, decay, xi_c, spread, PROBLEM, NOISE_MODEL, NOISY, DIM, PAD)
+        mom, dis, inj = _ou(mom, xi, theta, lam, cols, row_buf, decay, xi_c, spread, dis, inj, c_dis, two_a, half_k,
+                            PROBLEM, NOISE_MODEL, NOISY, DIM, PAD, LEDGER)
         theta = theta + half_h * mom
         g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM)
         mom = mom - half_h * g
-    return theta, mom, g
+    return theta, mom, g, dis, inj
 
 
 @triton.jit
-def _step(theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp, n_groups,
-          valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c, diverge, nan64,
+def _step(theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, dis, inj, partials_ptr, grp,
+          n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c, diverge, nan64,
           PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
-          NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr):
+          NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr,
+          LEDGER: tl.constexpr):
     """One step n -> n + 1 plus, when the table says n + 1 is recorded, its statistics.
 
     The step's scalars: the constant row (decay0, xi0, spread0) or, for a nesterov schedule, row n - lo
-    of the window's table.
+    of the window's table. The ledger's friction factor a is the table's DECAY converted to float64
+    (Euler: 1 - DECAY, DECAY being h gamma there), as ledger.step takes it.
     """
     if SCHEDULE == NESTEROV:
         at = step_ptr + (n - lo) * N_STEP_COLUMNS
@@ -389,23 +456,30 @@ def _step(theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, 
         decay = decay0
         xi_c = xi0
         spread = spread0
-    theta, mom, g = _advance(theta, mom, g, lam, xi, cols, row_buf, lr, h, half_h, decay, xi_c, spread,
-                             PROBLEM, INTEGRATOR, NOISE_MODEL, NOISY, DIM, PAD)
+    if INTEGRATOR == EULER:
+        a = 1.0 - decay.to(tl.float64)
+    else:
+        a = decay.to(tl.float64)
+    c_dis = (1.0 - a * a) * kin_c
+    two_a = a + a
+    theta, mom, g, dis, inj = _advance(theta, mom, g, lam, xi, cols, row_buf, lr, h, half_h, decay, xi_c, spread,
+                                       dis, inj, c_dis, two_a, kin_c, PROBLEM, INTEGRATOR, NOISE_MODEL, NOISY, DIM,
+                                       PAD, LEDGER)
     row = tl.load(rec_ptr + (n + 1 - lo))
     if row >= 0:
-        theta, mom, g, fp0, fp1, fp2 = _record(theta, mom, g, lam, cols, row_buf, n + 1, row, inertia0, fp0, fp1, fp2,
-                                               partials_ptr, grp, n_groups, valid, kin_c, shadow_c, diverge, nan64,
-                                               PROBLEM, INTEGRATOR, DIM, PAD, TPT, WIDTH)
-    return theta, mom, g, fp0, fp1, fp2
+        theta, mom, g, fp0, fp1, fp2, dis, inj = _record(
+            theta, mom, g, lam, cols, row_buf, n + 1, row, inertia0, fp0, fp1, fp2, dis, inj, partials_ptr, grp,
+            n_groups, valid, kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, DIM, PAD, TPT, WIDTH, LEDGER)
+    return theta, mom, g, fp0, fp1, fp2, dis, inj
 
 
 @triton.jit
 def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, fp0, fp1, fp2,
-          partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0,
+          dis, inj, partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0,
           kin_c, shadow_c, diverge, nan64,
           PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
           NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr,
-          GUARD: tl.constexpr):
+          GUARD: tl.constexpr, LEDGER: tl.constexpr):
     """Steps 4q .. 4q + 3 from one Philox call per coordinate (lane = n % 4).
 
     GUARD: only the steps n with lo <= n < hi run (head and tail of an unaligned window).
@@ -422,12 +496,12 @@ def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed,
     for lane in tl.static_range(4):
         if NOISY:
             if lane == 0:
-                z0, z1 = box_muller(x0, x1, theta.dtype)
+                z0, z1 = normal_pair(x0, x1, theta.dtype)
                 xi = z0
             elif lane == 1:
                 xi = z1
             elif lane == 2:
-                z2, z3 = box_muller(x2, x3, theta.dtype)
+                z2, z3 = normal_pair(x2, x3, theta.dtype)
                 xi = z2
             else:
                 xi = z3
@@ -438,16 +512,17 @@ def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed,
         n = base + lane
         if GUARD:
             if (n >= lo) & (n < hi):
-                theta, mom, g, fp0, fp1, fp2 = _step(
-                    theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp,
-                    n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c,
-                    diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH)
+                theta, mom, g, fp0, fp1, fp2, dis, inj = _step(
+                    theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, dis, inj,
+                    partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c,
+                    shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT,
+                    WIDTH, LEDGER)
         else:
-            theta, mom, g, fp0, fp1, fp2 = _step(
-                theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, partials_ptr, grp,
-                n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c,
-                diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH)
-    return theta, mom, g, fp0, fp1, fp2
+            theta, mom, g, fp0, fp1, fp2, dis, inj = _step(
+                theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, dis, inj,
+                partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c,
+                diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH, LEDGER)
+    return theta, mom, g, fp0, fp1, fp2, dis, inj
 
 
 # --- the kernel ---------------------------------------------------------------------------
@@ -455,21 +530,23 @@ def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed,
 
 @triton.jit(do_not_specialize=["start", "count", "n_groups", "step_begin", "step_end", "seed"])
 def ensemble_kernel(
-    theta_in, mom_in, inertia0_in, fp_in,
-    theta_out, mom_out, inertia0_out, fp_out,
+    theta_in, mom_in, inertia0_in, fp_in, ledger_in,
+    theta_out, mom_out, inertia0_out, fp_out, ledger_out,
     lam_ptr, coef_ptr, step_ptr, obs_ptr, rec_ptr, partials_ptr,
     start, count, n_groups, step_begin, step_end, seed,
     PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
     NOISY: tl.constexpr, DRAWN_SPECTRUM: tl.constexpr, START_FROM_INIT: tl.constexpr,
     DIM: tl.constexpr, DIMP: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr, GUARD: tl.constexpr = True,
+    LEDGER: tl.constexpr = True,
 ):
     """Advance trajectories [start, start + count) over steps [step_begin, step_end).
 
     Per-trajectory buffers are blocked per program (padded to whole programs; the launcher permutes):
     theta/mom [programs, TPT, DIM, WIDTH] working dtype; inertia0 [programs, TPT, WIDTH] float64;
-    fp [programs, TPT, 3, WIDTH] int32; trajectory pid * BLOCK + t * TPT + i sits at [pid, i, ., t].
+    fp [programs, TPT, 3, WIDTH] int32; ledger [programs, TPT, 2, WIDTH] float64 (cumulative D, Q; not
+    touched without LEDGER); trajectory pid * BLOCK + t * TPT + i sits at [pid, i, ., t].
     rec [step_end - step_begin + 1] int32 (row of step step_begin + k, -1 = not recorded);
-    partials [rows, n_groups, 6] float64; obs float64 [N_OBS].
+    partials [rows, n_groups, N_COLUMNS] float64; obs float64 [N_OBS].
     """
     ACC = theta_out.dtype.element_ty
     PAD: tl.constexpr = DIMP != DIM
@@ -491,6 +568,7 @@ def ensemble_kernel(
     t2 = tl.arange(0, WIDTH)[None, :]
     offs2 = i2 * WIDTH + t2
     offs_fp = i2 * (3 * WIDTH) + t2
+    offs_ledger = i2 * (2 * WIDTH) + t2
     prog = pid.to(tl.int64) * BLOCK
     theta_in += prog * DIM
     mom_in += prog * DIM
@@ -500,6 +578,8 @@ def ensemble_kernel(
     inertia0_out += prog
     fp_in += prog * 3
     fp_out += prog * 3
+    ledger_in += prog * 2
+    ledger_out += prog * 2
     traj_u32 = (start.to(tl.int64) + rows).to(tl.uint32)  # [TPT, 1, WIDTH]; Philox broadcasts it
     if BLOCK < GROUP:  # the wide layout: one trajectory per program, `partials` holds per-trajectory rows
         grp = pid.to(tl.int64) + tl.arange(0, 1).to(tl.int64)
@@ -533,7 +613,7 @@ def ensemble_kernel(
             elif DRAWN_SPECTRUM == SPECTRUM_LOGUNIFORM:
                 lam = tl.exp(spec_a + spec_b * uniform24(x0, ACC))
             else:
-                z, _z1 = box_muller(x0, x1, ACC)
+                z, _z1 = normal_pair(x0, x1, ACC)
                 lam = tl.exp(spec_a + spec_b * z)
             lam = tl.where(colmask, lam, 0.0)
     else:
@@ -541,8 +621,8 @@ def ensemble_kernel(
 
     if START_FROM_INIT:
         zero = tl.zeros([TPT, DIMP, WIDTH], dtype=tl.uint32)
-        z_theta, z_v, _z2, _z3 = philox_normals4(seed, zero + traj_u32, zero, zero + cols.to(tl.uint32), zero + TAG_INIT,
-                                                 ACC)
+        x0, x1, _x2, _x3 = tl.philox(seed, zero + traj_u32, zero, zero + cols.to(tl.uint32), zero + TAG_INIT)
+        z_theta, z_v = normal_pair(x0, x1, ACC)  # lanes 0 and 1 of the init draw
         theta = tl.where(colmask, tl.load(coef_ptr + CONST_INIT_THETA_STD) * z_theta, 0.0)
         v = tl.where(colmask, tl.load(coef_ptr + CONST_INIT_VELOCITY_STD) * z_v, 0.0)
         if INTEGRATOR == HEAVY_BALL:
@@ -554,11 +634,14 @@ def ensemble_kernel(
         fp0 = tl.full([TPT, WIDTH], -1, dtype=tl.int32)
         fp1 = tl.full([TPT, WIDTH], -1, dtype=tl.int32)
         fp2 = tl.full([TPT, WIDTH], -1, dtype=tl.int32)
+        dis = tl.zeros([TPT, WIDTH], dtype=tl.float64)
+        inj = tl.zeros([TPT, WIDTH], dtype=tl.float64)
         row = tl.load(rec_ptr)
         if row >= 0:  # step 0 is recorded whenever the run starts (backends.base.recorded_in_window)
-            theta, mom, g, fp0, fp1, fp2 = _record(theta, mom, g, lam, cols, row_buf, step_begin * 0, row, inertia0, fp0,
-                                                   fp1, fp2, partials_ptr, grp, n_groups, valid, kin_c, shadow_c,
-                                                   diverge, nan64, PROBLEM, INTEGRATOR, DIM, PAD, TPT, WIDTH)
+            theta, mom, g, fp0, fp1, fp2, dis, inj = _record(
+                theta, mom, g, lam, cols, row_buf, step_begin * 0, row, inertia0, fp0, fp1, fp2, dis, inj,
+                partials_ptr, grp, n_groups, valid, kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, DIM, PAD,
+                TPT, WIDTH, LEDGER)
     else:
         if PAD:
             theta = tl.load(theta_in + offs3, mask=colmask, other=0.0).to(ACC)
@@ -570,6 +653,12 @@ def ensemble_kernel(
         fp0 = tl.load(fp_in + offs_fp)
         fp1 = tl.load(fp_in + offs_fp + WIDTH)
         fp2 = tl.load(fp_in + offs_fp + 2 * WIDTH)
+        if LEDGER:
+            dis = tl.load(ledger_in + offs_ledger)
+            inj = tl.load(ledger_in + offs_ledger + WIDTH)
+        else:
+            dis = tl.zeros([TPT, WIDTH], dtype=tl.float64)
+            inj = tl.zeros([TPT, WIDTH], dtype=tl.float64)
         g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM) if CARRY_G else 0.0
 
     # I_0 is final already: stored now, so it is not carried through the loop (registers)
@@ -581,11 +670,11 @@ def ensemble_kernel(
     q = lo // 4
     q_last = (hi - 1) // 4  # inclusive; the window has at least one step
     while q <= q_last:
-        theta, mom, g, fp0, fp1, fp2 = _quad(
+        theta, mom, g, fp0, fp1, fp2, dis, inj = _quad(
             theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, fp0, fp1, fp2,
-            partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0,
+            dis, inj, partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0,
             kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH,
-            GUARD)
+            GUARD, LEDGER)
         q += 1
 
     if PAD:
@@ -597,3 +686,6 @@ def ensemble_kernel(
     tl.store(fp_out + offs_fp, fp0)
     tl.store(fp_out + offs_fp + WIDTH, fp1)
     tl.store(fp_out + offs_fp + 2 * WIDTH, fp2)
+    if LEDGER:
+        tl.store(ledger_out + offs_ledger, dis)
+        tl.store(ledger_out + offs_ledger + WIDTH, inj)

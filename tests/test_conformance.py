@@ -101,8 +101,8 @@ class _LedgerDrift(EnsembleBackend):
         return new, sums
 
 
-class _QuantitiesOnly(EnsembleBackend):
-    """The reference as a backend without the ledger columns: six columns (transitional)."""
+class _QuantitiesOnly(EnsembleBackend):  # transitional: remove when every backend writes 9 columns
+    """The reference as a backend without the ledger columns: six columns."""
 
     name = "quantities-only"
 

@@ -4,7 +4,8 @@
 (b) philox.cuh compiled for the host equals inertia_gpu.rng: uint32 outputs bit for bit,
     normals to float rounding, counter helpers word for word (needs g++);
 (c) ensemble.cu's per-trajectory code compiled for the host reproduces the torch reference
-    backend (group sums, final state, first passage) in float64, whole windows and resumed ones;
+    backend (group sums, the ledger columns and state included, final state, first passage) in
+    float64, whole windows and resumed ones, and in float32 to its rounding;
 (d) on a GPU: CupyEnsemble against TorchEnsemble, cupy_sgd_step against the foreach step;
 (f) sgd.cu's per-quad step compiled for the host against the foreach step: parameters, buffers and
     the three sums (the ledger's injected-noise term included).
@@ -12,6 +13,7 @@ Build artifacts go under pytest's tmp_path.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import subprocess
@@ -24,9 +26,10 @@ import torch
 
 from inertia_gpu import rng
 from inertia_gpu.backends import cupy_backend
-from inertia_gpu.backends.base import ChunkState, n_groups, recorded_in_window
+from inertia_gpu.backends.base import N_COLUMNS, N_QUANTITIES, ChunkState, n_groups, recorded_in_window
 from inertia_gpu.optim import cuda_step
 from inertia_gpu.config import SimulationConfig
+from inertia_gpu.resolution import energy_scale
 from inertia_gpu.testing import HostCudaEnsemble
 
 NVCC = shutil.which("nvcc")
@@ -62,6 +65,7 @@ def _configs() -> list[SimulationConfig]:
             k += 1
     out.append(SimulationConfig(problem="quadratic", dim=40, condition=100.0, integrator="baoab", damping=0.1,
                                 noise=0.1, dtype="float32").validate())
+    out.append(SimulationConfig(problem="quadratic", dim=3, integrator="heavy-ball", noise=0.1, ledger=False).validate())
     return out
 
 
@@ -213,6 +217,19 @@ def _reference(config, start, count, step_begin, step_end, state):
     return TorchEnsemble().run(config, start, count, step_begin, step_end, state)
 
 
+def _assert_ledger_close(sums, ref_sums, config, tol):
+    """Columns 6..8 per group within tol x (kept trajectories x the run's energy scale): a relative
+    error per column would blow up where W is ~0 by cancellation (a nearly conservative step)."""
+    unit = ref_sums[..., :1].clamp(min=1.0) * energy_scale(config)
+    err = ((sums[..., N_QUANTITIES:] - ref_sums[..., N_QUANTITIES:]).abs() / unit).nan_to_num(math.inf)
+    assert float(err.max()) <= tol, f"ledger columns: {float(err.max()):.3g} of the energy scale > {tol:g}"
+
+
+def _copy(state: ChunkState) -> ChunkState:
+    return ChunkState(*(t.clone() for t in (state.theta, state.momentum, state.inertia0, state.first_passage,
+                                            state.ledger)))
+
+
 def _host(tmp_path, regs: bool = True) -> HostCudaEnsemble:
     """The CUDA kernel's host build (inertia_gpu.testing), fed exactly what CupyEnsemble passes."""
     return HostCudaEnsemble(build_dir=tmp_path, reg_max=None if regs else 0)
@@ -235,14 +252,15 @@ def test_host_ensemble_equals_reference(tmp_path, case, regs):
             ref_state, ref_sums = _reference(config, start, count, step_begin, step_end, ref_state)
             host_state, sums = host.run(config, start, count, step_begin, step_end, host_state)
             assert sums.shape == ref_sums.shape == (len(recorded_in_window(config, step_begin, step_end)),
-                                                     n_groups(count), 6)
-            np.testing.assert_allclose(sums.numpy(), ref_sums.numpy(), rtol=1e-10, atol=1e-10)
-            for mine, ref in zip((host_state.theta, host_state.momentum, host_state.inertia0),
-                                 (ref_state.theta, ref_state.momentum, ref_state.inertia0)):
+                                                     n_groups(count), N_COLUMNS)
+            np.testing.assert_allclose(sums[..., :N_QUANTITIES].numpy(), ref_sums[..., :N_QUANTITIES].numpy(),
+                                       rtol=1e-10, atol=1e-10)
+            _assert_ledger_close(sums, ref_sums, config, 1e-12)
+            for mine, ref in zip((host_state.theta, host_state.momentum, host_state.inertia0, host_state.ledger),
+                                 (ref_state.theta, ref_state.momentum, ref_state.inertia0, ref_state.ledger)):
                 np.testing.assert_allclose(mine.numpy(), ref.numpy(), rtol=1e-10, atol=1e-12)
             assert torch.equal(host_state.first_passage.to(torch.int32), ref_state.first_passage.to(torch.int32))
-            host_state = ChunkState(*(t.clone() for t in (host_state.theta, host_state.momentum,
-                                                          host_state.inertia0, host_state.first_passage)))
+            host_state = _copy(host_state)
 
 
 FLOAT32_CASES = HOST_CASES + [
@@ -275,8 +293,12 @@ def test_host_ensemble_float32_equals_reference(tmp_path, case):
         scale = float(y.abs().max())
         torch.testing.assert_close(x, y, rtol=rtol, atol=rtol * scale, msg=lambda m: f"{name}: {m}")
     assert torch.equal(sums[..., 0], ref_sums[..., 0])  # the same trajectories kept
-    scale = ref_sums.abs().amax(dim=(0, 1), keepdim=True).clamp(min=1e-30)
-    torch.testing.assert_close(sums / scale, ref_sums / scale, rtol=0, atol=4 * rtol)
+    q = N_QUANTITIES
+    scale = ref_sums[..., :q].abs().amax(dim=(0, 1), keepdim=True).clamp(min=1e-30)
+    torch.testing.assert_close(sums[..., :q] / scale, ref_sums[..., :q] / scale, rtol=0, atol=4 * rtol)
+    _assert_ledger_close(sums, ref_sums, config, rtol)
+    ledger_scale = energy_scale(config)
+    torch.testing.assert_close(state.ledger / ledger_scale, ref_state.ledger / ledger_scale, rtol=0, atol=rtol)
     assert (state.first_passage != ref_state.first_passage).any(dim=1).float().mean() <= 0.02
 
 
@@ -315,8 +337,9 @@ def test_cupy_ensemble_equals_reference(case, dtype):
         a, b = sums_cu.cpu(), sums_ref.cpu()
         assert torch.equal(a[..., 0], b[..., 0])  # the same trajectories stay finite
         # statistics: group means of I, K, L, S and I^2 within 1e-5 relative (of the group's scale)
-        scale = b[..., 1:].abs().amax(dim=(0, 1), keepdim=True).clamp_min(1e-300)
-        assert ((a[..., 1:] - b[..., 1:]).abs() / scale).max() <= rtol
+        scale = b[..., 1:N_QUANTITIES].abs().amax(dim=(0, 1), keepdim=True).clamp_min(1e-300)
+        assert ((a[..., 1:N_QUANTITIES] - b[..., 1:N_QUANTITIES]).abs() / scale).max() <= rtol
+        _assert_ledger_close(a, b, config, 4 * rtol)
         torch.testing.assert_close(s_cu.theta.cpu(), s_ref.theta.cpu(), rtol=max(rtol, 1e-4) * 10, atol=1e-4)
         # first passage may flip only where I_n sits at f I_0 within rounding
         assert (s_cu.first_passage.cpu() != s_ref.first_passage.cpu()).float().mean() < 0.01
@@ -397,6 +420,49 @@ def test_host_ensemble_diverged_trajectories_become_nan(tmp_path, dtype):
     assert 0 < int(dropped.sum()) < 130
     assert torch.equal(torch.isnan(host_state.theta[:, 0]), dropped)
     assert torch.isnan(host_state.momentum[dropped]).all()
+    assert torch.isnan(host_state.ledger[dropped]).all() and torch.isfinite(host_state.ledger[~dropped]).all()
+
+
+@needs_cxx
+@pytest.mark.parametrize("integrator", ["heavy-ball", "euler", "baoab"])
+def test_host_ensemble_without_the_ledger_writes_zeros_and_the_same_dynamics(tmp_path, integrator):
+    """config.ledger False selects the kernel without the accumulation: columns 6..8 are 0.0 (poisoned
+    NaN otherwise), the quantities and the state are bit for bit those of the kernel with the ledger (the
+    host build contracts nothing), and the ledger state passes through a resumed window unchanged."""
+    kw = dict(problem="quadratic", condition=10.0, dim=3, integrator=integrator, noise_model="temperature",
+              temperature=0.4, damping=0.5, dt=0.1, lr=0.05, momentum=0.8, trajectories=130, steps=9,
+              record_every=2, seed=11, dtype="float32")
+    on = SimulationConfig(**kw).validate()
+    off = SimulationConfig(**kw, ledger=False).validate()
+    host = _host(tmp_path)
+    runs = {}
+    for name, config in (("on", on), ("off", off)):
+        state, first = host.run(config, 0, 130, 0, 4, None)
+        if name == "off":
+            assert torch.equal(state.ledger, torch.zeros(130, 2, dtype=torch.float64))
+            state = ChunkState(state.theta, state.momentum, state.inertia0, state.first_passage,
+                               torch.full((130, 2), 0.25, dtype=torch.float64))
+        state, second = host.run(config, 0, 130, 4, 9, state)
+        runs[name] = (state, torch.cat([first, second]))
+    (s_on, sums_on), (s_off, sums_off) = runs["on"], runs["off"]
+    assert torch.equal(sums_off[..., N_QUANTITIES:], torch.zeros_like(sums_off[..., N_QUANTITIES:]))
+    assert torch.equal(sums_on[..., :N_QUANTITIES], sums_off[..., :N_QUANTITIES])
+    assert (sums_on[1:, :, N_QUANTITIES] > 0).all()  # the ledger run does dissipate
+    for name in ("theta", "momentum", "inertia0", "first_passage"):
+        assert torch.equal(getattr(s_on, name), getattr(s_off, name)), name
+    assert torch.equal(s_off.ledger, torch.full((130, 2), 0.25, dtype=torch.float64))
+
+
+def test_a_resumed_state_without_a_ledger_is_refused_when_the_ledger_is_on():
+    config = SimulationConfig(problem="quadratic", dim=2).validate()
+    state = ChunkState(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(3, dtype=torch.float64),
+                       torch.full((3, 3), -1, dtype=torch.int32))
+    with pytest.raises(ValueError, match="no ledger"):
+        cupy_backend.ledger_state(config, state, "cpu")
+    config.ledger = False
+    assert torch.equal(cupy_backend.ledger_state(config, state, "cpu"), torch.zeros(3, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="shape"):
+        cupy_backend.ledger_state(config, dataclasses.replace(state, ledger=torch.zeros(3)), "cpu")
 
 
 # --- (f) sgd.cu's step on the host --------------------------------------------------------------------

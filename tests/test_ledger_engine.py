@@ -217,7 +217,7 @@ def test_old_checkpoint_format_fails_in_one_line(tmp_path, capsys):
     assert code == 2 and len(err.splitlines()) == 1 and "format 1" in err and "delete it" in err
 
 
-def test_a_backend_without_ledger_columns_reports_why(monkeypatch):  # transitional
+def test_a_backend_without_ledger_columns_reports_why(monkeypatch):  # transitional: remove with the 6-column path
     """Six columns from a backend: the ledger keys are null with a one-line reason, the rest stands."""
     from inertia_gpu.backends.torch_ref import TorchEnsemble
 
@@ -233,3 +233,8 @@ def test_a_backend_without_ledger_columns_reports_why(monkeypatch):  # transitio
     assert all(partial[f"ledger.{n}_{t}"] is None for n in TERMS for t in ("mean", "sem"))
     assert len(partial["ledger_unavailable"].splitlines()) == 1
     assert partial["inertia_mean"] == full["inertia_mean"] and partial["inertia_sem"] == full["inertia_sem"]
+
+
+def test_all_diverged_gives_null_ledger_with_a_reason():
+    out = run(noise=0.3, diverge_above=1e-3).to_dict()  # every I_0 lies above the bound
+    assert all(x is None for x in out["ledger.dissipated_mean"]) and out["ledger_null_reason"]

@@ -56,18 +56,18 @@ def _train(opt, model, x, y, steps, each=None):
 def test_writer_gets_every_nth_step_and_the_ledger_closes_the_inertia_balance():
     model, x, y = _model(3)
     opt = InertiaSGD([{"params": model[0].parameters(), "temperature": 1e-3, "noise": 0.0},
-                      {"params": model[2].parameters(), "lr": 0.02}],
+                      {"params": model[2].parameters(), "lr": 0.02, "momentum": 0.5}],
                      lr=0.05, momentum=0.8, dampening=0.1, noise=0.05, seed=5, backend="foreach")
     writer = FakeWriter()
     opt.log_to(writer, every=4, prefix="opt")
-    seen = []  # per call: (inertia, ledger terms, T_eff), read here directly
+    seen = []  # per call: (inertia, ledger terms, T_eff, loss, kinetic, kinetic per group), read here directly
     _train(opt, model, x, y, 13, each=lambda: seen.append(
         (opt.inertia.item(), {k: opt.ledger[k].item() for k in monitor.LEDGER_TERMS},
-         opt.effective_temperature.tolist(), opt.loss.item(), opt.kinetic.item())))
+         opt.effective_temperature.tolist(), opt.loss.item(), opt.kinetic.item(), opt.group_kinetic.tolist())))
     assert sorted({s for _, _, s in writer.calls}) == [4, 8, 12]
     for step in (4, 8, 12):
         got = writer.at(step)
-        inertia, _, t_eff, loss, kinetic = seen[step - 1]
+        inertia, _, t_eff, loss, kinetic, _ = seen[step - 1]
         assert got["opt/inertia"] == inertia and got["opt/loss"] == loss and got["opt/kinetic"] == kinetic
         assert [got["opt/effective_temperature/group0"], got["opt/effective_temperature/group1"]] == t_eff
         assert got["opt/temperature/group0"] == 1e-3 and "opt/temperature/group1" not in got
@@ -78,6 +78,13 @@ def test_writer_gets_every_nth_step_and_the_ledger_closes_the_inertia_balance():
         balance = -got["opt/ledger/dissipated"] + got["opt/ledger/injected"] + got["opt/ledger/residual"]
         assert inertia - seen[0][0] == pytest.approx(balance, rel=1e-9, abs=1e-12)
         assert got["opt/ledger/dissipated"] > 0 and got["opt/ledger/injected"] != 0
+        # per group: D_g = (1 - mu_g^2) K_g of each completed step's starting state; the groups add up
+        for g, mu in enumerate((0.8, 0.5)):
+            want_d = sum((1 - mu * mu) * row[5][g] for row in seen[:step - 1])
+            assert got[f"opt/ledger/dissipated/group{g}"] == pytest.approx(want_d, rel=1e-12)
+        for k in ("dissipated", "injected"):
+            assert got[f"opt/ledger/{k}/group0"] + got[f"opt/ledger/{k}/group1"] == pytest.approx(
+                got[f"opt/ledger/{k}"], rel=1e-12, abs=1e-15)
 
 
 def test_reads_back_once_per_interval(monkeypatch):
@@ -124,6 +131,28 @@ def test_a_skipped_amp_step_adds_nothing_to_the_totals():
     assert torch.equal(hook.monitor.totals, before) and hook.monitor.steps == 5
 
 
+def test_a_real_summary_writer_receives_the_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+    model, x, y = _model(6)
+    opt = InertiaSGD(model.parameters(), lr=0.05, momentum=0.9, temperature=1e-3, backend="foreach")
+    writer, fake = SummaryWriter(str(tmp_path)), FakeWriter()
+    opt.log_to(writer, every=2)
+    opt.log_to(fake, every=2)
+    _train(opt, model, x, y, 6)
+    writer.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {tag for tag, _, _ in fake.calls}
+    for tag in events.Tags()["scalars"]:
+        got = [(e.step, e.value) for e in events.Scalars(tag)]
+        want = [(s, v) for t, v, s in fake.calls if t == tag]
+        assert [s for s, _ in got] == [s for s, _ in want] == [2, 4, 6]
+        for (_, a), (_, b) in zip(got, want):  # event files store float32
+            assert a == pytest.approx(b, rel=1e-6, abs=1e-30), tag
+
+
 def test_refuses_what_cannot_log():
     p = torch.nn.Parameter(torch.randn(3))
     opt = InertiaSGD([p], lr=0.1)
@@ -147,20 +176,21 @@ def test_importing_the_library_imports_neither_lightning_nor_tensorboard():
 
 @pytest.mark.gpu
 def test_steps_between_intervals_never_synchronize():
-    """CUDA's sync debug mode raises on any device-to-host wait: only the logging steps may read back."""
+    """CUDA's sync debug mode raises on any host wait: once the launch tables exist (the first steps build
+    them), only the logging steps may read back."""
     model = torch.nn.Linear(16, 4).cuda()
     x, y = torch.randn(64, 16, device="cuda"), torch.randn(64, 4, device="cuda")
     opt = InertiaSGD(model.parameters(), lr=0.05, momentum=0.9, temperature=1e-4)
     writer = FakeWriter()
     opt.log_to(writer, every=5)
-    for k in range(1, 11):
+    for k in range(1, 16):
         loss = ((model(x) - y) ** 2).mean()
         opt.zero_grad()
         loss.backward()
-        if k % 5:
+        if k > 5 and k % 5:
             torch.cuda.set_sync_debug_mode("error")
         try:
             opt.step(loss=loss.detach())
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    assert sorted({s for _, _, s in writer.calls}) == [5, 10]
+    assert sorted({s for _, _, s in writer.calls}) == [5, 10, 15]

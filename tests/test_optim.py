@@ -717,8 +717,39 @@ def test_skipped_amp_step_leaves_the_ledger_untouched(backend):
         p.grad = torch.randn(9)
         opt.step(loss=1.0)
     before = {k: v.clone() for k, v in opt.ledger.items()}
+    before_groups = {k: v.clone() for k, v in opt.group_ledger.items()}
+    state = (p.detach().clone(), opt.state[p]["momentum_buffer"].clone(), int(opt.param_groups[0]["step"]))
     p.grad = torch.full((9,), float("inf"))
     opt.grad_scale, opt.found_inf = torch.tensor(1.0), torch.tensor(1.0)
     opt.step(loss=2.0)
     assert not bool(opt.stepped)
     assert all(torch.equal(opt.ledger[k], before[k]) for k in before)
+    assert all(torch.equal(opt.group_ledger[k], before_groups[k]) for k in before_groups)
+    assert torch.equal(p.detach(), state[0]) and torch.equal(opt.state[p]["momentum_buffer"], state[1])
+    assert int(opt.param_groups[0]["step"]) == state[2]  # the step and noise counter
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_group_ledger_splits_the_dissipated_and_injected_energy_by_group(backend):
+    """Two groups with their own lr and momentum: D_g = (1 - mu_g^2) K_g of the step's starting state, and
+    the groups' D and Q add up to the optimizer's."""
+    seed = _fresh_seed()
+    model = _mlp(seed)
+    x, y = _data(seed + 1)
+    opt = InertiaSGD(_groups(model, True, lr=0.03, momentum=0.5), lr=0.05, momentum=0.9, noise=0.2, seed=seed % 997,
+                     backend=backend, block=BLOCK)
+    kinetic = []
+    for _ in range(4):
+        opt.zero_grad()
+        loss = _objective(model, x, y, False)
+        loss.backward()
+        opt.step(loss=loss)
+        if kinetic:
+            d, q = opt.group_ledger["dissipated"], opt.group_ledger["injected"]
+            assert d.shape == q.shape == (2,) and d.dtype == torch.float64
+            for g, mu in enumerate((0.9, 0.5)):
+                assert d[g].item() == pytest.approx((1 - mu * mu) * kinetic[-1][g], rel=1e-12)
+            assert d.sum().item() == pytest.approx(opt.ledger["dissipated"].item(), rel=1e-12)
+            assert q.sum().item() == pytest.approx(opt.ledger["injected"].item(), rel=1e-12, abs=1e-15)
+            assert (q != 0).all()
+        kinetic.append(opt.group_kinetic.tolist())

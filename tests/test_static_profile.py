@@ -143,6 +143,20 @@ def test_a_row_overwritten_after_the_load_is_not_the_table_row():
     assert counting.tally(instrs, 1).record_regions == []
 
 
+def test_streamed_bytes_leave_the_recording_out():
+    """The record branch's store and the table read that guards it are recording, not streamed state;
+    a 128-bit load of the state in the same loop is 16 bytes per iteration (per lane)."""
+    instrs = record_loop()
+    t = counting.tally(instrs, 10)
+    assert t.record_table_loads == [2] and figures.streamed_bytes(instrs, t) == 0
+    text = RECORD_LOOP.replace("{SETP}", "ISETP.GE.AND P0, PT, R5, RZ, PT").replace("{GUARD}", "@!P0")
+    text = text.replace("/*0030*/                   IADD3 R6, R6, 0x4, RZ ;",
+                        "/*0030*/                   LDG.E.128 R12, desc[UR4][R14.64] ;")
+    instrs = sass.parse(text.replace("<tests>", str(HERE)))
+    t = counting.tally(instrs, 10)
+    assert t.record_regions == [(6, 10)] and figures.streamed_bytes(instrs, t) == 16
+
+
 def test_payne_hanek_path_is_left_out():
     instrs = fixture("sin_kernel.sass")
     t = counting.tally(instrs)
@@ -222,6 +236,13 @@ def test_budget_check():
     assert len(found) == 2 and "spills" in found[0] and "sass_per_trajectory_step" in found[1]
     assert budgets.violations({"name": "y", "error": "timeout"}, {}) == ["y: timeout"]
     assert set(budgets.BUDGETS["sm_90"]) <= {v["name"] for v in variants.ENSEMBLE + variants.OPTIMIZER}
+    assert budgets.check(entry, "max_sass_per_trajectory_step", 130) is None
+    assert "120.0 (max 100)" in budgets.check(entry, "max_sass_per_trajectory_step", 100)
+    sgd = {"name": "s", "issue_limited_params_per_s": 6e11, "hbm_limited_params_per_s": 4.8e11}
+    assert "1.25 < 1.5" in budgets.check(sgd, "min_issue_over_hbm", 1.5)
+    # CI compiles every budgeted target's variant; what is still missed is named with its budget key
+    assert set(variants.KEY) <= set(budgets.BUDGETS["sm_90"])
+    assert all(key in budgets.BUDGETS["sm_90"][name] for name, key in budgets.PENDING["sm_90"])
 
 
 def test_steps_per_iteration_matches_the_kernel():
@@ -258,10 +279,7 @@ def test_fresh_compile_of_a_known_kernel_counts_as_expected():
 # --- the kernels against their budgets --------------------------------------------------------------
 
 ARCH = "sm_90"
-# kernels being redesigned for their budgets: expected to fail until the redesign lands
-PENDING = {
-    "d1-heavy-ball-noise-rec1": "d = 1 headline at 131 SASS per trajectory-step on main (budget 100)",
-}
+TARGETS = [(name, key) for name in variants.KEY for key in budgets.BUDGETS[ARCH][name]]
 
 
 @pytest.fixture(scope="module")
@@ -272,12 +290,25 @@ def key_profile():
     return {e["name"]: e for e in result["ensemble"] + result["optimizer"]}
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=False, reason=PENDING[n]))
-                                  if n in PENDING else n for n in variants.KEY])
-def test_key_variant_within_budget(key_profile, name):
+def _target(name: str, key: str):
+    reason = budgets.PENDING[ARCH].get((name, key))
+    marks = [pytest.mark.xfail(strict=False, reason=reason)] if reason else []
+    return pytest.param(name, key, marks=marks, id=f"{name}:{key}")
+
+
+@pytest.mark.parametrize("name, key", [_target(n, k) for n, k in TARGETS])
+def test_key_target(key_profile, name, key):
+    """One target of budgets.py on a freshly compiled key variant (xfail: budgets.PENDING, still missed)."""
     entry = key_profile[name]
-    assert "error" not in entry, entry["error"]
-    if "config" in entry and "record_every" in entry["config"]:  # the kernel's record branches are found
-        assert entry["record_weighting"] == "record branch" and entry["record_branches"] >= 1, entry
-    found = budgets.violations(entry, budgets.BUDGETS[ARCH].get(name, {}))
-    assert not found, "; ".join(found)
+    found = budgets.check(entry, key, budgets.BUDGETS[ARCH][name][key])
+    assert found is None, found
+
+
+def test_key_variants_compile_and_their_record_branches_are_found(key_profile):
+    for name in variants.KEY:
+        entry = key_profile[name]
+        assert "error" not in entry, entry["error"]
+        if "record_every" in entry["config"]:  # the kernel's record branches are found (exact weighting)
+            assert entry["record_weighting"] == "record branch" and entry["record_branches"] >= 1, entry
+        assert not budgets.violations(entry, {"max_spill_bytes": 0}) or (name, "max_spill_bytes") in \
+            budgets.PENDING[ARCH], f"{name} spills {entry['spill_bytes']} bytes per thread"

@@ -21,7 +21,7 @@ def test_momentum_sweep_reproduces_exact_decay_rate_curve(tmp_path):
     out, png = tmp_path / "sweep.json", tmp_path / "sweep.png"
     code = cli.main(["sweep", "--sweep", "momentum=0.5:0.99:60", "--spectrum", "1,1.5", "--lr", "0.0111",
                      "--noise", "0", "--steps", "1500", "--trajectories", "1024", "--dtype", "float64", "--seed", "3",
-                     "--quiet", "--json", str(out), "--plot", str(png)])
+                     "--no-ledger", "--quiet", "--json", str(out), "--plot", str(png)])  # rates only: no ledger
     assert code == 0
     table = json.loads(out.read_text())
     values = np.array(table["sweep"]["values"])
@@ -54,6 +54,24 @@ def test_noise_sweep_stationary_levels_match_theory():
         assert r["theory_stationary_inertia"] == pytest.approx(exact, rel=1e-12)
         assert abs(r["stationary_inertia"] - exact) < 5 * r["stationary_inertia_sem"]
         assert r["theory_max_abs_z"] < 5.0
+
+
+def test_sweep_rows_carry_the_ledger_against_theory():
+    """Per configuration, the cumulative D, Q, W at the final step within 5 standard errors of theory.ledger
+    (per-trajectory momentum: the ledger's friction factor is each trajectory's own mu); none with the ledger off."""
+    base = SimulationConfig(spectrum=[0.5, 2.0], lr=0.05, noise_model="temperature", temperature=0.3, steps=40,
+                            record_every=10, trajectories=1024, replicates=16, dtype="float64", seed=5,
+                            backend="torch").validate()
+    values = [0.5, 0.9]
+    table = run_sweep(base, "momentum", values)
+    for v, r in zip(values, table["rows"]):
+        exact = theory.ledger(dataclasses.replace(base, momentum=v))
+        for name in ("dissipated", "injected", "residual"):
+            z = abs(r[f"ledger.{name}_final"] - exact[name][-1]) / r[f"ledger.{name}_final_sem"]
+            assert z < 5, (v, name, r[f"ledger.{name}_final"], exact[name][-1])
+        assert r["ledger.effective_temperature"] > 0
+    off = run_sweep(dataclasses.replace(base, ledger=False, trajectories=128, replicates=2), "momentum", values)
+    assert not [k for k in off["rows"][0] if k.startswith("ledger")]
 
 
 def test_batched_blocks_equal_separate_runs_for_first_value():

@@ -9,7 +9,11 @@ What these tests prove, on tiny sizes (the interpreter is slow per program):
 - the noise the kernel applies is the reference Philox stream, sample for sample;
 - the statistics are bitwise identical for any chunking, window cut and rank count, and BLOCK
   changes them only within the float64 summation bound;
-- the mean inertia lies within 4 standard errors of the exact theory.
+- the mean inertia lies within 4 standard errors of the exact theory;
+- the ledger columns (cumulative dissipated, injected, residual) agree with inertia_gpu/ledger.py per
+  group, for every integrator, to float64 rounding of the energy scale (float32: to its rounding); they
+  are bitwise identical for any chunking and window cut; without the ledger they are exactly 0.0 and
+  everything else is bit for bit the same.
 """
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ pytest.importorskip("triton")
 from conftest import HAS_CUDA  # noqa: E402
 
 from inertia_gpu import distributed, rng  # noqa: E402
+from inertia_gpu import ledger as ledger_ref  # noqa: E402
+from inertia_gpu.spec import N_COLUMNS, N_QUANTITIES  # noqa: E402
 from inertia_gpu.backends import triton_ensemble  # noqa: E402
 from inertia_gpu.backends.torch_ref import TorchEnsemble  # noqa: E402
 from inertia_gpu.backends.triton_ensemble import TritonEnsemble  # noqa: E402
@@ -75,16 +81,35 @@ def assert_state_close(got, want, dtype: str, what: str):
     assert err <= rel * scale, f"{what}: max abs error {float(err):.3g} > {rel:g} x {float(scale):.3g}"
 
 
+
+
 def assert_partials_close(got, want, dtype: str):
-    assert got.shape == want.shape, (got.shape, want.shape)
+    """The quantities to the dtype's rounding of each column's scale; the ledger columns (when the
+    reference forms them) to the rounding of the energy scale (the inertia column's), since the residual
+    W itself may be far smaller than the energies whose balance it closes."""
+    assert got.shape[:2] == want.shape[:2] and got.shape[-1] == N_COLUMNS, (got.shape, want.shape)
     assert not torch.isnan(got).any(), "partials: an element was not written"
     assert torch.equal(got[..., 0], want[..., 0]), "finite counts differ"
     if want.numel() == 0:
         return
     rel = 2e-5 if dtype == "float32" else 1e-11
-    scale = want.abs().amax(dim=1, keepdim=True).clamp(min=1e-30)  # per record and quantity
-    err = ((got - want).abs() / scale).max()
+    q = slice(0, N_QUANTITIES)
+    scale = want[..., q].abs().amax(dim=1, keepdim=True).clamp(min=1e-30)  # per record and quantity
+    err = ((got[..., q] - want[..., q]).abs() / scale).max()
     assert err <= rel, f"partials: relative error {float(err):.3g} > {rel:g}"
+    if want.shape[-1] > N_QUANTITIES:
+        assert_ledger_close(got, want[..., N_QUANTITIES:], dtype)
+
+
+def assert_ledger_close(got, want_ledger, dtype: str, what: str = "ledger columns", rel32: float = 2e-5):
+    """got [records, groups, 9] against want [records, groups, 3] (dissipated, injected, residual):
+    float64 to 1e-12 of the energy scale (the largest group sum of the inertia), float32 to rel32 of it
+    (default: the states' own agreement, 2e-5; chaotic problems amplify their float32 rounding)."""
+    want_ledger = torch.as_tensor(want_ledger, dtype=torch.float64)
+    energy = got[..., 1].abs().max().clamp(min=1e-30)
+    err = (got[..., N_QUANTITIES:].cpu() - want_ledger.cpu()).abs().max()
+    rel = rel32 if dtype == "float32" else 1e-12
+    assert err <= rel * energy, f"{what}: error {float(err):.3g} > {rel:g} x energy {float(energy):.3g}"
 
 
 def compare_windows(cfg: SimulationConfig, windows, count=N, start=0, backend=None):
@@ -100,6 +125,8 @@ def compare_windows(cfg: SimulationConfig, windows, count=N, start=0, backend=No
         assert_state_close(s_t.momentum, s_r.momentum, cfg.dtype, f"momentum after {tag}")
         assert_state_close(s_t.inertia0, s_r.inertia0, cfg.dtype, f"inertia0 after {tag}")
         assert torch.equal(s_t.first_passage.cpu(), s_r.first_passage.cpu()), f"first passage after {tag}"
+        if getattr(s_r, "ledger", None) is not None:
+            assert_state_close(s_t.ledger, s_r.ledger, cfg.dtype, f"ledger after {tag}")
         assert_partials_close(p_t.cpu(), p_r.cpu(), cfg.dtype)
     return s_t
 
@@ -228,6 +255,52 @@ def test_philox_helpers_match_rng():
         torch.testing.assert_close(z.cpu(), want_z, rtol=0, atol=2e-6 if dt == torch.float32 else 1e-13)
 
 
+from inertia_gpu.kernels.philox import _sincos64, _sqrt64  # noqa: E402
+
+
+@triton.jit
+def _sincos_of_u2(u_ptr, s_ptr, c_ptr, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    s, c = _sincos64(6.283185307179586 * tl.load(u_ptr + i))
+    tl.store(s_ptr + i, s)
+    tl.store(c_ptr + i, c)
+
+
+def test_float64_sincos_agrees_with_correctly_rounded_to_an_ulp():
+    """The float64 kernels' sin and cos of 2 pi u2 (one shared reduction, no libdevice slow-path call)
+    against torch's, over every 64th value u2 takes (k 2^-24) and every value next to a quadrant boundary;
+    checked over all 2^24 values once: at most 1 ulp."""
+    k = torch.cat([torch.arange(0, 1 << 24, 64), *(torch.arange(-32, 33) + q * (1 << 22) for q in range(1, 4)),
+                   torch.arange((1 << 24) - 64, 1 << 24)])
+    k = torch.cat([k, torch.zeros((-k.numel()) % 4096, dtype=k.dtype)])
+    u = k.to(torch.float64) * 2.0 ** -24
+    s, c = torch.full_like(u, math.nan), torch.full_like(u, math.nan)
+    _sincos_of_u2[(u.numel() // 4096,)](u, s, c, BLOCK=4096)
+    angle = 6.283185307179586 * u
+    for got, want in [(s, torch.sin(angle)), (c, torch.cos(angle))]:
+        ulp = want.abs().nextafter(torch.tensor(math.inf, dtype=torch.float64)) - want.abs()
+        assert float(((got - want).abs() / ulp).max()) <= 1.0
+
+
+@triton.jit
+def _sqrt_of(x_ptr, out_ptr, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_ptr + i, _sqrt64(tl.load(x_ptr + i)))
+
+
+def test_float64_sqrt_of_the_radius_agrees_with_correctly_rounded_to_an_ulp():
+    """sqrt(-2 log u1) for every 64th value of u1 and its extremes: at most 1 ulp from torch.sqrt (mostly equal)."""
+    k = torch.cat([torch.arange(0, 1 << 24, 64), torch.arange((1 << 24) - 4096, (1 << 24) - 1)])
+    x = -2.0 * torch.log((k + 1).to(torch.float64) * 2.0 ** -24)
+    x = torch.cat([x, torch.ones((-x.numel()) % 4096, dtype=x.dtype)])
+    got = torch.full_like(x, math.nan)
+    _sqrt_of[(x.numel() // 4096,)](x, got, BLOCK=4096)
+    want = torch.sqrt(x)
+    ulp = want.nextafter(torch.tensor(math.inf, dtype=torch.float64)) - want
+    assert float(((got - want).abs() / ulp).max()) <= 1.0
+    assert float((got == want).double().mean()) > 0.95
+
+
 # --- statistics: bitwise for any chunking, window cut or rank count; BLOCK changes rounding only -----
 
 
@@ -276,7 +349,8 @@ def test_block_size_changes_only_the_summation_order(monkeypatch):
     sum K + sum L, one rounding more: 2 n 2^-53 sum I_i covers every column. For count, I, K, L and I^2
     the terms are >= 0, so sum|x_i| is the sum itself; the shadow inertia I + (lr/2) b.g has
     |x_i| <= 2 I_i for a stable heavy ball (|(lr/2) b lam theta| <= sqrt(lr lam) (K + L) / 2 <= I with
-    lr lam <= 4).
+    lr lam <= 4). The ledger's injected and residual terms have either sign: their sum|x_i| comes from the
+    per-trajectory definition (ledger.simulate; the kernel's terms agree with it to far below 1 %).
     """
     cfg = _split_config()
     runs = []
@@ -287,6 +361,9 @@ def test_block_size_changes_only_the_summation_order(monkeypatch):
     sums = runs[0].replicate_sums
     scale = sums.copy()
     scale[..., 4] = 2.0 * sums[..., 1]
+    run = ledger_ref.simulate(cfg)
+    for k, terms in enumerate((run.dissipated, run.injected, run.residual)):
+        scale[..., N_QUANTITIES + k] = 1.01 * np.abs(terms).reshape(len(terms), cfg.replicates, n).sum(axis=-1)
     bound = 2 * n * 2.0 ** -53 * np.abs(scale)
     for other in runs[1:]:
         diff = np.abs(other.replicate_sums - sums)
@@ -390,6 +467,11 @@ def test_divergence_turns_the_state_to_nan_and_drops_it_from_the_sums():
         assert torch.equal(p_b[-1, :, 0], kept.sum(dim=1).double())
         want = torch.where(~gone, inertia, 0.0).reshape(-1, 64).sum(dim=1)
         torch.testing.assert_close(p_b[-1, :, 1], want, rtol=1e-12, atol=0)
+        # the ledger: NaN with the state, left out of its sums; the kept trajectories' as without the bound
+        assert torch.isnan(s_b.ledger[gone]).all() and torch.equal(s_b.ledger[~gone], s_f.ledger[~gone])
+        for col, term in [(6, s_f.ledger[:, 0]), (7, s_f.ledger[:, 1])]:
+            want = torch.where(~gone, term, 0.0).reshape(-1, 64).sum(dim=1)
+            torch.testing.assert_close(p_b[-1, :, col], want, rtol=1e-12, atol=0)
     assert saw_divergence and not gone.all()
 
 
@@ -402,3 +484,91 @@ def test_kernel_copies_of_the_coefficient_layout():
     for member in coefficients.Step:
         assert getattr(ensemble, f"STEP_{member.name}").value == int(member), member
     assert ensemble.N_STEP_COLUMNS.value == coefficients.N_STEP
+
+
+# --- the inertia ledger ------------------------------------------------------------------------------
+
+
+def ledger_definition(cfg: SimulationConfig, start: int, count: int) -> np.ndarray:
+    """[records, groups, 3] group sums of the cumulative (D, Q, W) of inertia_gpu/ledger.py (the executable
+    definition, which follows the reference's state bit for bit)."""
+    run = ledger_ref.simulate(cfg, start, count)
+    terms = np.stack([run.dissipated, run.injected, run.residual], axis=-1)  # [records, count, 3]
+    padded = np.zeros((terms.shape[0], -(-count // 64) * 64, 3))
+    padded[:, :count] = terms
+    return padded.reshape(terms.shape[0], -1, 64, 3).sum(axis=2), run
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("integrator,schedule,noise", [
+    ("heavy-ball", "constant", "additive"),
+    ("heavy-ball", "nesterov", "loss-scaled"),
+    ("euler", "constant", "temperature"),
+    ("leapfrog", "nesterov", "additive"),
+    ("baoab", "constant", "loss-scaled"),
+])
+def test_ledger_matches_the_definition(integrator, schedule, noise, dtype):
+    """Columns 6..8 and the carried (D, Q) against ledger.simulate, across a window cut inside a quad."""
+    cfg = make_config("quadratic", integrator, schedule, noise, dtype=dtype, record_every=2)
+    count = 100  # a ragged last group
+    want, run = ledger_definition(cfg, 64, count)
+    tri = TritonEnsemble(poison=True)
+    s1, p1 = tri.run(cfg, 64, count, 0, 5, None)
+    s2, p2 = tri.run(cfg, 64, count, 5, 11, s1)
+    got = torch.cat([p1, p2]).cpu()
+    assert got.shape == (len(cfg.recorded_steps), 2, N_COLUMNS) and not torch.isnan(got).any()
+    assert_ledger_close(got, want, dtype, rel32=1e-6)  # quadratic, 11 steps: float32 rounding alone
+    # the state carries the cumulative (D, Q) of each trajectory
+    carried = torch.from_numpy(np.stack([run.dissipated[-1], run.injected[-1]], axis=-1))
+    assert_state_close(s2.ledger.cpu(), carried, dtype, "the state's ledger")
+    assert s2.ledger.dtype == torch.float64 and (s2.ledger[:, 0] > 0).all()  # friction removed energy
+
+
+def test_ledger_of_wide_and_nonquadratic_layouts():
+    for cfg, count in [(make_config("rosenbrock", "baoab", "nesterov", "temperature", dim=12, trajectories=80), 3),
+                       (make_config("double-well", "heavy-ball", "constant", "loss-scaled", dtype="float64"), 64)]:
+        want, _ = ledger_definition(cfg, 0, count)
+        s, p = TritonEnsemble(poison=True).run(cfg, 0, count, 0, 7, None)
+        s, p2 = TritonEnsemble(poison=True).run(cfg, 0, count, 7, 11, s)
+        assert_ledger_close(torch.cat([p, p2]).cpu(), want, cfg.dtype, f"{cfg.problem} dim {cfg.dim}")
+
+
+def test_noise_free_frictionless_heavy_ball_ledger_is_exactly_zero():
+    """mu = 1 (no friction) and no noise: D = Q = 0 exactly; W is the whole change of inertia."""
+    cfg = make_config("quadratic", "heavy-ball", momentum=1.0, noise=0.0, dtype="float64")
+    s, p = TritonEnsemble(poison=True).run(cfg, 0, N, 0, 11, None)
+    assert torch.equal(p[..., 6:8], torch.zeros_like(p[..., 6:8])) and torch.equal(s.ledger, torch.zeros_like(s.ledger))
+    inertia0 = p[0, :, 1]
+    torch.testing.assert_close(p[..., 8], p[..., 1] - inertia0, rtol=0, atol=1e-13 * float(inertia0.max()))
+
+
+def test_ledger_bitwise_for_any_window_cut_and_chunking():
+    cfg = make_config("quadratic", "leapfrog", "nesterov", "additive", trajectories=256, steps=13)
+    tri = TritonEnsemble(poison=True)
+    whole_state, whole = tri.run(cfg, 0, 256, 0, 13, None)
+    for windows in ([(0, 3), (3, 4), (4, 13)], [(0, 6), (6, 9), (9, 13)]):
+        for start, count in [(0, 128), (128, 128)]:
+            s, parts = None, []
+            for begin, end in windows:
+                s, p = tri.run(cfg, start, count, begin, end, s)
+                parts.append(p)
+            g = slice(start // 64, (start + count) // 64)
+            assert torch.equal(torch.cat(parts), whole[:, g]), (windows, start)
+            assert torch.equal(s.ledger, whole_state.ledger[start:start + count]), (windows, start)
+
+
+def test_ledger_off_writes_zeros_and_leaves_everything_else_bitwise():
+    cfg = make_config("double-well", "heavy-ball", "nesterov", "additive", dim=2)
+    off = dataclasses.replace(cfg, ledger=False).validate()
+    assert triton_ensemble.ledger_on(cfg) and not triton_ensemble.ledger_on(off)
+    tri = TritonEnsemble(poison=True)
+    s_on, p_on = tri.run(cfg, 0, N, 0, 6, None)
+    s_off, p_off = tri.run(off, 0, N, 0, 6, None)
+    s_off, p_off2 = tri.run(off, 0, N, 6, 11, s_off)
+    s_on, p_on2 = tri.run(cfg, 0, N, 6, 11, s_on)
+    for a, b in [(p_on, p_off), (p_on2, p_off2)]:
+        assert torch.equal(b[..., :N_QUANTITIES], a[..., :N_QUANTITIES])
+        assert torch.equal(b[..., N_QUANTITIES:], torch.zeros_like(b[..., N_QUANTITIES:]))  # written: poisoned
+    for name in ("theta", "momentum", "inertia0", "first_passage"):
+        assert torch.equal(getattr(s_off, name), getattr(s_on, name)), name
+    assert torch.equal(s_off.ledger, torch.zeros_like(s_off.ledger))

@@ -7,8 +7,10 @@ PyTorch's current stream, so this backend mixes freely with torch code.
 `CupyEnsemble` (name "cupy") runs kernels/cuda/ensemble.cu: one thread per
 trajectory, state in registers for the whole window, one Philox call per
 coordinate per four steps, per-group float64 partial sums by a fixed
-reduction tree. Each configuration (dtype, dim, problem, integrator,
-schedule, noise model) is its own compiled module (-D switches, see
+reduction tree, the inertia ledger's columns included (docs/CONVENTIONS.md;
+the kernel keeps each trajectory's cumulative (D, Q) in float64 beside its
+state). Each configuration (dtype, dim, problem, integrator, schedule, noise
+model, ledger on or off) is its own compiled module (-D switches, see
 `ensemble_defines`); CuPy caches the binaries on disk.
 
 The optimizer's CUDA C step (kernels/cuda/sgd.cu) lives in inertia_gpu/optim/cuda_step.py and
@@ -31,7 +33,7 @@ from .. import spec
 from ..config import SimulationConfig
 from ..problems import drawn_spectrum
 from ..coefficients import N_STEP, Obs, coefficients
-from .base import FRACTIONS, GROUP, N_QUANTITIES, BackendUnavailable, ChunkState, EnsembleBackend, n_groups, \
+from .base import FRACTIONS, GROUP, N_COLUMNS, BackendUnavailable, ChunkState, EnsembleBackend, n_groups, \
     record_rows, recorded_in_window
 
 KERNEL_PACKAGE = "inertia_gpu.kernels.cuda"
@@ -80,6 +82,7 @@ def ensemble_defines(config: SimulationConfig) -> list[str]:
         f"-DIG_SCHEDULE={int(sw.schedule)}",
         f"-DIG_NOISE_MODEL={int(sw.noise_model)}",
         f"-DIG_NOISY={int(sw.noisy)}",
+        f"-DIG_LEDGER={int(bool(getattr(config, 'ledger', True)))}",
         f"-DIG_REG_MAX={REG_MAX}",
         f"-DIG_BLOCK={BLOCK}",
     ]
@@ -158,6 +161,20 @@ class _OnTorchStream:
 
 # --- the ensemble backend ----------------------------------------------------------
 
+def ledger_state(config: SimulationConfig, state: ChunkState, device) -> torch.Tensor:
+    """The resumed state's cumulative (D, Q), float64 [n, 2] contiguous on `device`. A state that carries
+    none is refused when the ledger is on (its residual would count from the wrong origin); with the
+    ledger off it starts from zeros, which the kernel passes through."""
+    count = state.theta.shape[0]
+    if state.ledger is None:
+        if getattr(config, "ledger", True):
+            raise ValueError("the state carries no ledger (ChunkState.ledger) but config.ledger is on")
+        return torch.zeros(count, 2, dtype=torch.float64, device=device)
+    if tuple(state.ledger.shape) != (count, 2):
+        raise ValueError(f"ChunkState.ledger has shape {tuple(state.ledger.shape)}, expected ({count}, 2)")
+    return state.ledger.to(device=device, dtype=torch.float64).contiguous()
+
+
 class CupyEnsemble(EnsembleBackend):
     """EnsembleBackend over kernels/cuda/ensemble.cu; poison fills every output with NaN (int: -7) first,
     so an element the kernel fails to write shows up (tests, the conformance matrix)."""
@@ -202,7 +219,8 @@ class CupyEnsemble(EnsembleBackend):
         mom_out = empty(count, dim, **real)
         inertia0_out = empty(count, **f64)  # I_0 in float64 (first passage compares in float64)
         fp_out = empty(count, len(FRACTIONS), dtype=torch.int32, device=device)
-        partial = torch.zeros(max(1, records * n_warps * N_QUANTITIES), **f64)
+        ledger_out = empty(count, 2, **f64)  # cumulative (D, Q) per trajectory
+        partial = torch.zeros(max(1, records * n_warps * N_COLUMNS), **f64)
         work = torch.empty(3 * dim * threads if dim > REG_MAX else 1, **real)
 
         if config.problem == "quadratic":
@@ -221,12 +239,14 @@ class CupyEnsemble(EnsembleBackend):
         if state is None:
             init = 1
             theta_in, mom_in, inertia0_in, fp_in = theta_out, mom_out, inertia0_out, fp_out  # not read
+            ledger_in = ledger_out
         else:
             init = 0
             theta_in = state.theta.to(device=device, dtype=dtype).contiguous()
             mom_in = state.momentum.to(device=device, dtype=dtype).contiguous()
             inertia0_in = state.inertia0.to(device=device, dtype=torch.float64).contiguous()
             fp_in = state.first_passage.to(device=device, dtype=torch.int32).contiguous()
+            ledger_in = ledger_state(config, state, device)
 
         seed = int(config.seed)
         coef = coefficients(config, step_begin, step_end)
@@ -236,9 +256,9 @@ class CupyEnsemble(EnsembleBackend):
         with _OnTorchStream(device) as ctx:
             args = (
                 ctx.view(lam), np.int64(lam_stride), np.int32(init),
-                ctx.view(theta_in), ctx.view(mom_in), ctx.view(inertia0_in), ctx.view(fp_in),
+                ctx.view(theta_in), ctx.view(mom_in), ctx.view(inertia0_in), ctx.view(fp_in), ctx.view(ledger_in),
                 ctx.view(theta_out), ctx.view(mom_out), ctx.view(inertia0_out), ctx.view(fp_out),
-                ctx.view(partial), np.int64(n_warps), ctx.view(work),
+                ctx.view(ledger_out), ctx.view(partial), np.int64(n_warps), ctx.view(work),
                 ctx.view(consts), ctx.view(table), np.int64(0 if coef.constant_schedule else N_STEP), ctx.view(rows),
                 np.float64(coef.observe[Obs.HALF_LR]), np.float64(coef.observe[Obs.SHADOW]),
                 np.float64(getattr(config, "diverge_above", math.inf)),
@@ -248,10 +268,10 @@ class CupyEnsemble(EnsembleBackend):
             kernel((blocks,), (BLOCK,), args)
 
         # the two warps of each group, added in a fixed order
-        pairs = partial[: records * n_warps * N_QUANTITIES].view(records, groups, 2, N_QUANTITIES)
+        pairs = partial[: records * n_warps * N_COLUMNS].view(records, groups, 2, N_COLUMNS)
         sums = pairs[:, :, 0, :] + pairs[:, :, 1, :]
-        return ChunkState(theta_out, mom_out, inertia0_out, fp_out), sums
+        return ChunkState(theta_out, mom_out, inertia0_out, fp_out, ledger_out), sums
 
 
-__all__ = ["CupyEnsemble", "cupy_unavailable_reason", "ensemble_defines", "kernel_dir",
+__all__ = ["CupyEnsemble", "cupy_unavailable_reason", "ensemble_defines", "kernel_dir", "ledger_state",
            "read_source"]

@@ -17,7 +17,7 @@ import torch
 from .. import spec
 from ..coefficients import Obs, coefficients
 from ..config import SimulationConfig
-from .base import FRACTIONS, GROUP, N_QUANTITIES, ChunkState, EnsembleBackend, n_groups, recorded_in_window
+from .base import FRACTIONS, GROUP, N_COLUMNS, ChunkState, EnsembleBackend, n_groups, recorded_in_window
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -153,17 +153,19 @@ class TritonEnsemble(EnsembleBackend):
         programs = triton_cdiv(count, block)
         nf = len(FRACTIONS)
         if block == 1:  # per-trajectory rows, padded with zeros to whole groups; summed below
-            partials = torch.zeros((len(recorded), groups * GROUP, N_QUANTITIES), dtype=torch.float64, device=device)
+            partials = torch.zeros((len(recorded), groups * GROUP, N_COLUMNS), dtype=torch.float64, device=device)
             if self.poison:
                 partials[:, :count] = float("nan")
             stride = groups * GROUP
         else:
-            partials = out((len(recorded), groups, N_QUANTITIES), torch.float64)
+            partials = out((len(recorded), groups, N_COLUMNS), torch.float64)
             stride = groups
         theta = out((programs, tpt, dim, width), dtype)
         mom = out((programs, tpt, dim, width), dtype)
         inertia0 = out((programs, tpt, width), torch.float64)
         first_passage = out((programs, tpt, nf, width), torch.int32)
+        keep_ledger = ledger_on(cfg)
+        ledger = out((programs, tpt, 2, width), torch.float64)
 
         coefs = coefficients(cfg, step_begin, step_end)  # the one coefficient table (inertia_gpu/coefficients.py)
         coef = coefs.constants.to(device)
@@ -176,28 +178,54 @@ class TritonEnsemble(EnsembleBackend):
         else:
             lam = coef
         if state is None:
-            ins = (theta, mom, inertia0, first_passage)  # not read: the kernel draws the initial state
+            ins = (theta, mom, inertia0, first_passage, ledger)  # not read: the kernel draws the initial state
         else:
+            carried = state.ledger if keep_ledger else None
+            if keep_ledger and carried is None:  # a state that lost its ledger: the cumulative terms are unknown
+                carried = torch.full((count, 2), math.nan, dtype=torch.float64)
             ins = (to_blocked(state.theta.to(device=device, dtype=dtype), tpt, width),
                    to_blocked(state.momentum.to(device=device, dtype=dtype), tpt, width),
                    to_blocked(state.inertia0.to(device=device, dtype=torch.float64)[:, None], tpt, width),
-                   to_blocked(state.first_passage.to(device=device, dtype=torch.int32), tpt, width))
+                   to_blocked(state.first_passage.to(device=device, dtype=torch.int32), tpt, width),
+                   ledger if carried is None else to_blocked(carried.to(device=device, dtype=torch.float64), tpt,
+                                                             width))
 
         grid = (programs,)
         ensemble_kernel[grid](
-            *ins, theta, mom, inertia0, first_passage, lam, coef, steps, obs, rec, partials,
+            *ins, theta, mom, inertia0, first_passage, ledger, lam, coef, steps, obs, rec, partials,
             start, count, stride, step_begin, step_end, cfg.seed,
             **kernel_switches(cfg, state is None),
             DIM=dim, DIMP=dimp, TPT=tpt, WIDTH=width,
             GUARD=self.guard is True or step_begin % 4 != 0 or step_end % 4 != 0,
+            LEDGER=keep_ledger,
             num_warps=num_warps,
             enable_fp_fusion=ENABLE_FP_FUSION,
+            **launch_limits(block, num_warps),
         )
         if block == 1:
             partials = pairwise_group_sums(partials, groups)
+        if keep_ledger:
+            carried = from_blocked(ledger, count)
+        else:  # not kept: zeros, as at step 0
+            carried = torch.zeros((count, 2), dtype=torch.float64, device=device)
         return ChunkState(from_blocked(theta, count), from_blocked(mom, count),
                           from_blocked(inertia0[:, :, None, :], count)[:, 0],
-                          from_blocked(first_passage, count)), partials
+                          from_blocked(first_passage, count), carried), partials
+
+
+def ledger_on(cfg: SimulationConfig) -> bool:
+    """Whether the kernel keeps the inertia ledger (a compile-time switch: off, it is the kernel without it)."""
+    return bool(getattr(cfg, "ledger", True))
+
+
+def launch_limits(block: int, num_warps: int) -> dict:
+    """ptxas's register limit for the wide layout: one program (num_warps warps, one trajectory) may use
+    the whole register file of an SM, which keeps its float64 tiles out of local memory (left to the
+    compiler, it allots half that and spills). The blocked layout keeps the compiler's choice: capping
+    it at 128 (16 warps per SM) spills with triton 3.6. The interpreter takes no such option."""
+    if _interpreting() or block != 1:
+        return {}
+    return {"maxnreg": min(255, 65536 // (32 * num_warps))}
 
 
 def kernel_switches(cfg: SimulationConfig, start_from_init: bool) -> dict:

@@ -103,7 +103,8 @@ class InertiaSGD(Optimizer):
     given), `group_kinetic`, `group_shadow_correction` and `effective_temperature`
     (2 K / d per group: compare with `temperature`) ([n_groups]), `stepped` (a 0-dim
     bool device tensor: False when AMP skipped the step) and `ledger` (dissipated, injected,
-    residual of the last applied step, see _update_ledger). The loss comes from the closure
+    residual of the last applied step, see _update_ledger; `group_ledger`: its D and Q per
+    group). The loss comes from the closure
     or from `step(loss=...)`. `log_to(writer, every)` logs them to TensorBoard (inertia_gpu/monitor.py).
     """
 
@@ -136,8 +137,9 @@ class InertiaSGD(Optimizer):
         self.group_kinetic = self.group_shadow_correction = self.effective_temperature = None
         self.stepped: torch.Tensor | None = None  # 0-dim bool device tensor: was the last step applied (AMP)?
         self.ledger: dict[str, torch.Tensor] | None = None  # see _update_ledger
+        self.group_ledger: dict[str, torch.Tensor] | None = None  # D and Q per group, [n_groups] each
         self.loss_given = False  # host flag: did the last step get a loss (closure or loss=)?
-        self._pending: tuple | None = None  # (I_k, D_k, Q_k) of the last applied step
+        self._pending: tuple | None = None  # (I_k, D_k, Q_k, D_k and Q_k per group) of the last applied step
 
     def add_param_group(self, param_group: dict) -> None:
         # checked before torch's add_param_group appends it: a refused group leaves no trace
@@ -262,22 +264,35 @@ class InertiaSGD(Optimizer):
             residual   W_k = I_{k+1} - I_k + D_k - Q_k      (the gradient kick and the drift)
 
         summed over groups, 0-dim float64 device tensors (NaN until a step has been applied and the
-        next loss is known). A skipped AMP step leaves the ledger and what it waits for as they were."""
+        next loss is known); `group_ledger` holds D and Q per group ([n_groups]: the loss, and with it
+        W, belongs to no group). A skipped AMP step leaves both and what they wait for as they were."""
         zero = torch.zeros((), dtype=torch.float64, device=device)
-        dissipated, injected = zero.clone(), zero.clone()
+        per_group = []
         for group, sums in zip(self.param_groups, group_sums):
             if sums is not None and group["momentum"] != 0:
                 mu, half_lr = group["momentum"], 0.5 * _on(group["lr"], device)
-                dissipated = dissipated + (1.0 - mu * mu) * half_lr * sums[0].to(device)
-                injected = injected + half_lr * sums[2].to(device)
+                per_group.append(((1.0 - mu * mu) * half_lr * sums[0].to(device), half_lr * sums[2].to(device)))
+            else:
+                per_group.append((zero, zero))
+        group_d = torch.stack([d for d, _ in per_group])
+        group_q = torch.stack([q for _, q in per_group])
         nan = torch.full((), float("nan"), dtype=torch.float64, device=device)
-        inertia_prev, dissipated_prev, injected_prev = self._pending or (nan, nan, nan)
+        nan_groups = torch.full_like(group_d, float("nan"))
+        pending = self._pending
+        if pending is None or pending[3].shape != group_d.shape:  # nothing applied yet, or a group was added
+            pending = (nan, nan, nan, nan_groups, nan_groups) if pending is None else pending[:3] + (nan_groups,) * 2
+        inertia_prev, dissipated_prev, injected_prev, group_d_prev, group_q_prev = pending
         done = dict(dissipated=dissipated_prev, injected=injected_prev,
                     residual=self.inertia - inertia_prev + dissipated_prev - injected_prev)
         old = self.ledger or dict(dissipated=nan, injected=nan, residual=nan)
         self.ledger = {k: torch.where(self.stepped, done[k], old[k]) for k in done}
-        self._pending = tuple(torch.where(self.stepped, new, prev) for new, prev in
-                              zip((self.inertia, dissipated, injected), (inertia_prev, dissipated_prev, injected_prev)))
+        old_groups = self.group_ledger
+        if old_groups is None or old_groups["dissipated"].shape != group_d.shape:
+            old_groups = dict(dissipated=nan_groups, injected=nan_groups)
+        self.group_ledger = {k: torch.where(self.stepped, new, old_groups[k])
+                             for k, new in (("dissipated", group_d_prev), ("injected", group_q_prev))}
+        fresh = (self.inertia, group_d.sum(), group_q.sum(), group_d, group_q)
+        self._pending = tuple(torch.where(self.stepped, new, prev) for new, prev in zip(fresh, pending))
 
     def _report(self, group_sums, lrs, sizes, loss, device) -> None:
         zero = torch.zeros(3, dtype=torch.float64, device=device)

@@ -22,7 +22,7 @@ DEFAULT_BLOCK_INTERPRETER = 1024
 NUM_WARPS = 8  # 256 threads; at <= 128 registers two programs share an SM (16 warps)
 # tiles per program: the block reduction's cost spread over several tiles; ptxas overlaps the unrolled
 # tiles, so 16-bit and float64 tiles (more registers each) stop at 2 to stay within 128 registers
-TILES_PER_PROGRAM = {torch.float32: 4}
+TILES_PER_PROGRAM = {torch.float32: 4, torch.bfloat16: 4, torch.float16: 4}
 ALIGN_BYTES = 16  # kernels/sgd.py ALIGN_BYTES: 128-bit accesses
 MAX_PLANS = 64
 # kernels/sgd.py's pointer table, one int64 row per tensor
@@ -57,8 +57,10 @@ class LaunchPlan:
 
     table: torch.Tensor  # int64 [rows, TABLE_COLUMNS]
     block_row: torch.Tensor  # int32 [n_blocks]: the table row program `pid` works on
+    block_index: torch.Tensor  # int32 [n_blocks]: which BLOCK of that tensor
     partials: torch.Tensor  # float64 [n_blocks, 3]
     n_blocks: int
+    n_whole: int  # programs [0, n_whole) cover whole blocks (the unmasked launch), the rest partial ones
 
 
 def _host_to_device(rows: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -82,18 +84,22 @@ def _plan(rows: tuple, block: int, device: torch.device) -> LaunchPlan:
 
 
 def _build_plan(rows: tuple, block: int, device: torch.device) -> LaunchPlan:
-    table, blocks, first_block = [], [], 0
+    """Programs of whole blocks first (every tensor's, in table order), then each tensor's partial last block."""
+    table, whole, partial, first_block = [], [], [], 0
     base, size = rows[0][0], rows[0][6]  # addresses become element offsets from the first parameter's
-    for p_ptr, g_ptr, b_ptr, numel, index, first, _ in rows:
+    for row, (p_ptr, g_ptr, b_ptr, numel, index, first, _) in enumerate(rows):
         offsets = [(address - base) // size for address in (p_ptr, g_ptr, b_ptr)]
         table.append(offsets + [numel, index, first_block, first] + [0] * (TABLE_COLUMNS - 7))
-        blocks.append((numel + block - 1) // block)
-        first_block += blocks[-1]
-    counts = torch.tensor(blocks, dtype=torch.int64)
-    block_row = torch.repeat_interleave(torch.arange(len(rows), dtype=torch.int32), counts)
-    return LaunchPlan(table=_host_to_device(table, torch.int64, device), block_row=block_row.to(device),
+        whole += [(row, k) for k in range(numel // block)]
+        if numel % block:
+            partial.append((row, numel // block))
+        first_block += (numel + block - 1) // block
+    programs = torch.tensor(whole + partial, dtype=torch.int32).reshape(-1, 2)
+    return LaunchPlan(table=_host_to_device(table, torch.int64, device),
+                      block_row=programs[:, 0].contiguous().to(device),
+                      block_index=programs[:, 1].contiguous().to(device),
                       partials=torch.empty(first_block, 3, dtype=torch.float64, device=device),
-                      n_blocks=first_block)
+                      n_blocks=first_block, n_whole=len(whole))
 
 
 def _split(x: float) -> tuple[float, float]:
@@ -125,16 +131,23 @@ def tiling(dtype: torch.dtype, block: int | None, device_type: str) -> tuple[int
 def kernel_switches(dtype: torch.dtype, *, momentum: float, dampening: float, nesterov: bool,
                     weight_decay: float, maximize: bool, noise: float, temperature: float | None,
                     lr_from_ptr: bool, grad_scale: bool, found_inf: bool, block: int, tile: int,
-                    aligned: bool) -> dict:
-    """The kernel's constexpr switches for one launch."""
+                    aligned: bool, device_type: str, masked: bool = True) -> dict:
+    """The kernel's constexpr switches for one launch.
+
+    FAST_NORMALS: 16-bit parameters on a GPU draw their normals through the special-function unit
+    (kernels/sgd.py _box_muller_fast: within ~1e-6 of the reference transform, far below one 16-bit
+    rounding); float32 and float64 keep the reference transform to a few ulp, and so does the
+    interpreter, which cannot run those functions."""
     import triton.language as tl
     return dict(DTYPE=_tl_dtype(dtype), ACC=tl.float64 if dtype == torch.float64 else tl.float32, BLOCK=block,
                 TILE=tile, VEC=vector_width(dtype), EPT=elements_per_thread(dtype), ALIGNED=aligned,
                 MOMENTUM=momentum != 0, DAMPENING=dampening != 0, NESTEROV=bool(nesterov),
                 WEIGHT_DECAY=weight_decay != 0, MAXIMIZE=bool(maximize),
                 NOISE=(temperature if temperature is not None else noise) != 0,
-                TEMPERATURE=temperature is not None, LR_FROM_PTR=lr_from_ptr,
-                HAS_GRAD_SCALE=grad_scale, HAS_FOUND_INF=found_inf)
+                TEMPERATURE=temperature is not None,
+                FAST_NORMALS=device_type == "cuda" and torch.empty((), dtype=dtype).element_size() == 2,
+                LR_FROM_PTR=lr_from_ptr,
+                HAS_GRAD_SCALE=grad_scale, HAS_FOUND_INF=found_inf, MASKED=masked)
 
 
 def _aligned(row: tuple, vec: int) -> bool:
@@ -165,7 +178,8 @@ def kernel_args(plan: LaunchPlan, base: torch.Tensor, *, lr, step, grad_scale, f
     dummy = plan.partials
     wd_hi, wd_lo = _split(weight_decay)
     lr_from_ptr = isinstance(lr, torch.Tensor)
-    return dict(table_ptr=plan.table, block_row_ptr=plan.block_row, partials_ptr=plan.partials, base_ptr=base,
+    return dict(table_ptr=plan.table, block_row_ptr=plan.block_row, block_index_ptr=plan.block_index,
+                partials_ptr=plan.partials, base_ptr=base,
                 lr_ptr=lr if lr_from_ptr else dummy, lr_value=0.0 if lr_from_ptr else float(lr), step_ptr=step,
                 grad_scale_ptr=dummy if grad_scale is None else grad_scale,
                 found_inf_ptr=dummy if found_inf is None else found_inf,
@@ -185,8 +199,8 @@ def triton_inertia_sgd(params, grads, momentum_buffers, *, step, parameter_index
         raise ValueError(f"block must be a power of two >= 8, got {block}")
     first = [momentum != 0 and b is None for b in momentum_buffers]
     for k, p in enumerate(params):
-        if first[k]:  # every element is written (b = g): no need to clear it
-            momentum_buffers[k] = torch.empty_like(p, memory_format=torch.contiguous_format)
+        if first[k]:  # zero-filled: the kernel reads b_k = 0 like any buffer and writes b = g
+            momentum_buffers[k] = torch.zeros_like(p, memory_format=torch.contiguous_format)
     grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
     buffers = momentum_buffers if momentum != 0 else params  # never read without momentum
     if isinstance(lr, torch.Tensor):
@@ -205,14 +219,22 @@ def triton_inertia_sgd(params, grads, momentum_buffers, *, step, parameter_index
                                    weight_decay=weight_decay, maximize=maximize, noise=noise,
                                    temperature=temperature, lr_from_ptr=isinstance(lr, torch.Tensor),
                                    grad_scale=grad_scale is not None, found_inf=found_inf is not None,
-                                   block=program_block, tile=tile, aligned=aligned)
+                                   block=program_block, tile=tile, aligned=aligned, device_type=device.type)
+        # whole blocks unmasked, then the partial ones masked; an AMP skip flag masks every block
+        split = 0 if found_inf is not None else plan.n_whole
         with torch.cuda.device(device) if device.type == "cuda" else nullcontext():
-            sgd_step_kernel[(plan.n_blocks,)](
-                **args, **switches, num_warps=NUM_WARPS if device.type == "cuda" else 1,
-                # contraction on: torch's own CUDA foreach kernels (nvcc --fmad=true) contract a + alpha * b
-                # too, so the GPU agrees with torch.optim.SGD to rounding either way, never bitwise
-                enable_fp_fusion=True,
-            )
+            for first_program, end, masked in ((0, split, False), (split, plan.n_blocks, True)):
+                if end == first_program:
+                    continue
+                part = dict(args, block_row_ptr=plan.block_row[first_program:end],
+                            block_index_ptr=plan.block_index[first_program:end],
+                            partials_ptr=plan.partials[first_program:end])
+                sgd_step_kernel[(end - first_program,)](
+                    **part, **dict(switches, MASKED=masked), num_warps=NUM_WARPS if device.type == "cuda" else 1,
+                    # contraction on: torch's own CUDA foreach kernels (nvcc --fmad=true) contract a + alpha * b
+                    # too, so the GPU agrees with torch.optim.SGD to rounding either way, never bitwise
+                    enable_fp_fusion=True,
+                )
         totals += plan.partials.sum(dim=0)
     return totals
 
@@ -232,7 +254,8 @@ def sgd_launch_spec(dtype: torch.dtype = torch.float32, momentum: bool = True, n
     device pointers), "signature": Triton type per argument ("constexpr" for the switches), "constexprs":
     switches by name, "grid": (programs,), "num_warps", "enable_fp_fusion", "bytes_per_param": HBM bytes
     moved per parameter, "elements_per_program"}. `aligned` picks the 128-bit variant (what every
-    16-byte-aligned tensor whose numel is a multiple of 16 bytes gets) or the fallback. Feed it to
+    16-byte-aligned tensor whose numel is a multiple of 16 bytes gets) or the fallback; the launch of whole
+    blocks (MASKED=False) when `numel` has one, else the masked one of a partial block. Feed it to
     `sgd_ast_source(spec)` and triton.compile(..., target=GPUTarget("cuda", 90, 32), options=...).
     """
     from ..kernels.sgd import sgd_step_kernel
@@ -247,13 +270,14 @@ def sgd_launch_spec(dtype: torch.dtype = torch.float32, momentum: bool = True, n
     options = dict(momentum=0.9 if momentum else 0.0, dampening=0.0, weight_decay=1e-4 if weight_decay else 0.0,
                    noise=1e-3 if noise else 0.0, temperature=None)
     args = kernel_args(plan, base, lr=1e-3, step=torch.zeros((), dtype=torch.int64), grad_scale=None, found_inf=None,
-                       seed=1, **options)
+                       seed=0x2545F4914F6CDD1D, **options)  # any seed: the kernel never specializes it
     constexprs = kernel_switches(dtype, nesterov=False, maximize=False, lr_from_ptr=False, grad_scale=False,
-                                 found_inf=False, block=program_block, tile=tile, aligned=aligned, **options)
+                                 found_inf=False, block=program_block, tile=tile, aligned=aligned, device_type="cuda",
+                                 masked=plan.n_whole == 0, **options)
     signature = {name: _SIGNATURE_TYPES[v.dtype] if isinstance(v, torch.Tensor) else
                  ("fp32" if isinstance(v, float) else "i64") for name, v in args.items()}
     signature.update({name: "constexpr" for name in constexprs})
-    return dict(fn=sgd_step_kernel, args=args, signature=signature, constexprs=constexprs, grid=(plan.n_blocks,),
+    return dict(fn=sgd_step_kernel, args=args, signature=signature, constexprs=constexprs, grid=(plan.n_whole or plan.n_blocks,),
                 num_warps=NUM_WARPS, enable_fp_fusion=True, elements_per_program=program_block,
                 bytes_per_param=size * (5 if momentum else 3))
 

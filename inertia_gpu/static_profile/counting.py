@@ -51,9 +51,11 @@ class Tally:
     by_opcode: Counter = field(default_factory=Counter)
     cold: int = 0  # instructions left out
     counted: list = field(default_factory=list)  # indices of the instructions counted
+    weights: dict = field(default_factory=dict)  # index -> executions per iteration (1, or 1/record_every)
     nested_loops: int = 0
     record_regions: list = field(default_factory=list)  # [(first, end)) index ranges run only when recording
     record_instructions: int = 0  # instructions inside them (weighted 1 / record_every each)
+    record_table_loads: list = field(default_factory=list)  # indices of the table reads that guard them
     fallback: str | None = None  # why recording was weighted by category instead (an estimate), if it was
 
 
@@ -189,6 +191,11 @@ def _last_writer(instrs: list[Instruction], i: int, register: str, first: int):
 
 def record_regions(instrs: list[Instruction], first: int, last: int, cold: set[int] = frozenset()) -> list:
     """[(first, end)) index ranges in instrs[first..last] that run only at recorded steps (module docstring)."""
+    return [(a, b) for a, b, _ in record_branches(instrs, first, last, cold)]
+
+
+def record_branches(instrs: list[Instruction], first: int, last: int, cold: set[int] = frozenset()) -> list:
+    """[(first, end, index of the table load)] of the record branches in instrs[first..last]."""
     index = {ins.addr: i for i, ins in enumerate(instrs)}
     regions = []
     for i in range(first, last + 1):
@@ -196,7 +203,7 @@ def record_regions(instrs: list[Instruction], first: int, last: int, cold: set[i
         if ins.base != "BRA" or not ins.predicate or ins.target is None or ins.target <= ins.addr or i in cold:
             continue
         end = index[ins.target]
-        if end > last + 1 or any(a <= i < b for a, b in regions):
+        if end > last + 1 or any(a <= i < b for a, b, _ in regions):
             continue
         j, setter = _last_setter(instrs, i, ins.predicate.lstrip("@!"))
         if setter is None or j < first:
@@ -205,14 +212,14 @@ def record_regions(instrs: list[Instruction], first: int, last: int, cold: set[i
         if test is None:
             continue
         register, true_when_recorded = test
-        _, source = _last_writer(instrs, j, register, first)
+        load, source = _last_writer(instrs, j, register, first)
         if source is None or source.base != "LDG" or ".CONSTANT" in source.opcode:
             continue
         taken_when_recorded = true_when_recorded != ins.predicate.startswith("@!")
         if taken_when_recorded:
             continue
         if any(category(instrs[k]) == "statistics" for k in range(i + 1, end) if k not in cold):
-            regions.append((i + 1, end))
+            regions.append((i + 1, end, load))
     return regions
 
 
@@ -222,7 +229,9 @@ def tally(instrs: list[Instruction], record_every: int = 1) -> Tally:
     loop = main_loop(instrs, cold)
     first, last = loop if loop else (0, len(instrs) - 1)
     out = Tally(loop=(instrs[first].addr, instrs[last].addr) if loop else None)
-    out.record_regions = record_regions(instrs, first, last, cold)
+    branches = record_branches(instrs, first, last, cold)
+    out.record_regions = [(a, b) for a, b, _ in branches]
+    out.record_table_loads = sorted({load for _, _, load in branches})
     recording = {k for a, b in out.record_regions for k in range(a, b) if k not in cold}
     out.record_instructions = len(recording)
     by_category = not recording and record_every > 1 and any(
@@ -240,6 +249,7 @@ def tally(instrs: list[Instruction], record_every: int = 1) -> Tally:
         part = category(ins)
         recorded_only = i in recording or (by_category and part == "statistics")
         weight = 1.0 / record_every if recorded_only else 1.0
+        out.weights[i] = weight
         if ins.base == "BRA" and ins.target is not None and instrs[first].addr <= ins.target < ins.addr and i != last:
             out.nested_loops += 1
         out.total += weight

@@ -36,6 +36,22 @@ def limits(g: Gpu, per_unit: float, per_unit_pipe: dict) -> dict:
     return {"issue": issue, "pipes": pipes, "pipe_limited": pipe_limited, "binding": binding}
 
 
+# global-memory accesses (local memory, LDL/STL, lives in DRAM too: spills are traffic)
+MEMORY_OPCODES = {"LDG", "STG", "LD", "ST", "LDL", "STL", "ATOMG", "ATOM", "RED"}
+
+
+def streamed_bytes(instrs, t) -> float:
+    """Bytes one thread streams to and from memory per main-loop iteration for the state itself: every
+    load and store of the loop at its width, per lane (each lane its own coordinates), except the
+    recording (the record branches' stores and the recorded-step table reads that guard them, a few
+    bytes per trajectory or group per recorded step) and libdevice's read-only .CONSTANT tables. Zero
+    when the state lives in registers; the wide layout's row buffer (shifted problems) counts in full,
+    as if every re-read between barriers reached HBM rather than L1/L2 (an upper bound)."""
+    recording = {k for a, b in t.record_regions for k in range(a, b)} | set(t.record_table_loads)
+    return sum(w * classify.access_bits(instrs[i]) / 8 for i, w in t.weights.items()
+               if instrs[i].base in MEMORY_OPCODES and ".CONSTANT" not in instrs[i].opcode and i not in recording)
+
+
 def ensemble_figures(g: Gpu, cubin: bytes, launch: dict, record_every: int, dim: int) -> dict:
     instrs = sass.parse(toolchain.disassemble(cubin))
     t = counting.tally(instrs, record_every)
@@ -44,6 +60,7 @@ def ensemble_figures(g: Gpu, cubin: bytes, launch: dict, record_every: int, dim:
     units_per_thread = launch["block"] * steps / threads  # trajectory-steps per thread per iteration
     per_unit = t.total / units_per_thread
     lim = limits(g, per_unit, {p: n / units_per_thread for p, n in t.by_pipe.items()})
+    bytes_per_coordinate_step = streamed_bytes(instrs, t) / (units_per_thread * dim)
     return {
         **resources(g, cubin, launch),
         "steps_per_iteration": steps,
@@ -55,6 +72,10 @@ def ensemble_figures(g: Gpu, cubin: bytes, launch: dict, record_every: int, dim:
         "issue_limited_trajectory_steps_per_s": _sig(lim["issue"]),
         "pipe_limited_trajectory_steps_per_s": _sig(lim["pipe_limited"]),
         "pipe_limits_trajectory_steps_per_s": {p: _sig(v) for p, v in sorted(lim["pipes"].items())},
+        # the state's memory traffic in the main loop (streamed_bytes), and the rate HBM allows at that traffic
+        "bytes_per_coordinate_step": round(bytes_per_coordinate_step, 3),
+        "hbm_limited_coordinate_steps_per_s": (_sig(g.hbm_bytes_per_s / bytes_per_coordinate_step)
+                                               if bytes_per_coordinate_step else None),
         "main_loop": _loop_text(t), "cold_instructions_left_out": t.cold, "nested_loops": t.nested_loops,
         # the branches that run only at recorded steps (counting.record_regions), weighted 1/record_every
         "record_branches": len(t.record_regions),

@@ -22,7 +22,11 @@ CAVEATS = [
     "Latency is not modelled: with few warps per SM (registers) dependent chains, barriers (BAR.SYNC) and "
     "memory latency can keep a kernel well below both limits.",
     "Pipe limits use per-scheduler rates (hardware.py); shared memory counts bytes/128 wavefronts per "
-    "access (no bank conflicts, no broadcast); global memory traffic is bounded by HBM only for the optimizer.",
+    "access (no bank conflicts, no broadcast).",
+    "Memory: the optimizer's bytes per parameter are its per-element loads and stores; an ensemble variant's "
+    "bytes_per_coordinate_step is the state's traffic in the main loop (every load and store per lane at its "
+    "width, recording aside; cache hits count as HBM traffic: an upper bound), 0 when the state lives in "
+    "registers; hbm_limited_coordinate_steps_per_s = HBM bandwidth / those bytes.",
     "Recording code is weighted by 1/record_every: the body of the branch on the recorded-step table's row "
     "(`if row >= 0`, found in the SASS by data flow; record_weighting says so, or names the estimate used "
     "when it is not found); libdevice's Payne-Hanek paths (sinf/cosf for "

@@ -13,17 +13,18 @@ def ensemble_table(entries: list[dict]) -> Table:
     t = Table(title="ensemble kernel: SASS per trajectory-step (static prediction)")
     t.add_column("variant", no_wrap=True)
     for col in ("regs", "spill B", "warps/SM", "SASS/step", "/coord", "rng", "normal", "dyn", "stats", "ctrl",
-                "binding", "issue lim /s", "pipe lim /s", "compile s"):
+                "binding", "issue lim /s", "pipe lim /s", "B/coord-step", "HBM lim coord/s", "compile s"):
         t.add_column(col, justify="right")
     for e in entries:
         if "error" in e:
-            t.add_row(e["name"], "[red]error[/red]", *[""] * 12, f"{e.get('compile_s', 0):.0f}")
+            t.add_row(e["name"], "[red]error[/red]", *[""] * 14, f"{e.get('compile_s', 0):.0f}")
             continue
         b = e["breakdown"]
         t.add_row(e["name"], str(e["registers"]), str(e["spill_bytes"]), str(e["warps_per_sm"]),
                   f"{e['sass_per_trajectory_step']:.1f}", f"{e['sass_per_coordinate_step']:.1f}",
                   *(f"{b[k]:.1f}" for k in b), e["binding_pipe"],
                   _e(e["issue_limited_trajectory_steps_per_s"]), _e(e["pipe_limited_trajectory_steps_per_s"]),
+                  f"{e.get('bytes_per_coordinate_step', 0):.2f}", _e(e.get("hbm_limited_coordinate_steps_per_s")),
                   f"{e['compile_s']:.0f}")
     return t
 

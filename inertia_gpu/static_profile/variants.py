@@ -35,6 +35,8 @@ ENSEMBLE = [
     _e("d1-heavy-ball-loss-scaled", noise_model="loss-scaled"),
     _e("d5-double-well-noise", problem="double-well", dim=5, spectrum=None),
     _e("d6-rosenbrock-noise", problem="rosenbrock", dim=6, spectrum=None),
+    # the wide layout with the state's shifts through memory (bytes per coordinate-step against HBM)
+    _e("d1024-rosenbrock-noise", problem="rosenbrock", dim=1024, spectrum=None),
 ]
 
 OPTIMIZER = [{"kind": "optimizer", "name": f"sgd-{dtype}{'-momentum' if m else ''}{'-noise' if n else ''}",
@@ -42,7 +44,10 @@ OPTIMIZER = [{"kind": "optimizer", "name": f"sgd-{dtype}{'-momentum' if m else '
              for dtype in ("float32", "bfloat16", "float64") for m in (True, False) for n in (True, False)]
 
 # the few variants CI compiles (tests/test_static_profile.py)
-KEY = ("d1-heavy-ball-noise-rec1", "d8-heavy-ball-noise", "sgd-float32-momentum-noise")
+# (every variant with a budget: a minute or two of compiling on two cores)
+KEY = ("d1-heavy-ball-noise-rec1", "d1-heavy-ball-noise-rec10", "d8-heavy-ball-noise", "d1024-heavy-ball-noise",
+       "d5-double-well-noise", "d6-rosenbrock-noise", "d1-heavy-ball-noise-float64",
+       "sgd-float32-momentum-noise", "sgd-bfloat16-momentum-noise")
 
 
 def by_name(names) -> list[dict]:

@@ -11,6 +11,8 @@
 //   IG_SCHEDULE    IG_CONSTANT, IG_NESTEROV (mu_n = n / (n + r))
 //   IG_NOISE_MODEL IG_ADDITIVE, IG_TEMPERATURE, IG_LOSS_SCALED
 //   IG_NOISY       0: the noise term vanishes (skips the random numbers), 1: noisy
+//   IG_LEDGER      1: keep the inertia ledger (config.ledger); 0: the kernel without it, which
+//                  writes 0.0 into the ledger columns and passes the ledger state through
 // The numbers are those of inertia_gpu/spec.py (this file imports nothing of the library:
 // tests/test_spec.py checks the copies below against it).
 //   IG_REG_MAX     largest d kept in registers (default 32); above it the state lives in a
@@ -25,6 +27,15 @@
 // record_row[n - step_begin] is the partial-sum row of state n, -1 when n is not recorded.
 // Observables are formed in float64 from the state (docs/CONVENTIONS.md, "What is recorded");
 // a trajectory whose float64 inertia is not <= diverge_above is diverged: its state becomes NaN.
+//
+// The ledger (docs/CONVENTIONS.md, "The inertia ledger"; inertia_gpu/ledger.py is the definition):
+// per trajectory two float64 accumulators (D, Q) since step 0, carried in and out like theta. At
+// each friction + noise substep, with a the friction factor, k = XI_SCALE xi the noise kick (the
+// very working-dtype value the step adds) and m the velocity / momentum before the friction:
+//     D += (1 - a^2) K(m)        Q += HALF_K (2 a <m, k> + <k, k>)
+// (heavy ball M: m = b, a = DECAY, K = half_lr64 |b|^2; O: m = v, a = DECAY, K = |v|^2 / 2;
+// Euler E: a = 1 - DECAY), the products formed in float64 from the working-dtype values. At a
+// recorded step the kept trajectory adds (D, Q, W = (I_n - I_0) + D - Q) to columns 6..8.
 //
 // Everything but the launch is a __host__ __device__ template on the recorder,
 // so a host program can include this file (without __CUDACC__ the kernel is
@@ -66,6 +77,9 @@
 #ifndef IG_NOISY
 #define IG_NOISY 0
 #endif
+#ifndef IG_LEDGER
+#define IG_LEDGER 0
+#endif
 #ifndef IG_REG_MAX
 #define IG_REG_MAX 32
 #endif
@@ -82,6 +96,10 @@ typedef float ig_real;
 #define IG_IN_REGS (IG_DIM <= IG_REG_MAX)
 #define IG_GROUP 64  // spec.GROUP
 #define IG_NQ 6  // spec.N_QUANTITIES
+#define IG_NC 9  // spec.N_COLUMNS: the quantities, then the ledger columns
+#define IG_COL_DISSIPATED 6  // spec.COLUMNS.index("dissipated")
+#define IG_COL_INJECTED 7
+#define IG_COL_RESIDUAL 8
 // spec.FRACTIONS: first passage at the first n with I_n <= f I_0
 #define IG_FRACTION_0 0.5
 #define IG_FRACTION_1 0.36787944117144233
@@ -206,8 +224,31 @@ IG_HD ig_real ig_nan() {
 
 IG_HD ig_real ig_max0(ig_real x) { return x > (ig_real)0 ? x : (ig_real)0; }
 
-// Runs one trajectory over [step_begin, step_end]; calls rec(r, kept, I, K, L, S) (float64) at
-// every recorded step (the same sequence for every trajectory, so a warp can reduce in rec).
+// One friction + noise substep's ledger sums over the coordinates, in float64 from the working-dtype
+// momentum m (before the friction) and kick k; without IG_LEDGER it is empty and folds nothing.
+struct IgLedgerSums {
+#if IG_LEDGER
+    double mm = 0.0, mk = 0.0, kk = 0.0;
+    IG_HD void add(ig_real m, ig_real k) {
+        double m64 = (double)m, k64 = (double)k;
+        mm += m64 * m64;
+        mk += m64 * k64;
+        kk += k64 * k64;
+    }
+    // friction factor a, K = half_k |m|^2: D += (1 - a^2) K(m), Q += half_k (2 a <m, k> + <k, k>)
+    IG_HD void fold(double a, double half_k, double &d, double &q) const {
+        d += (1.0 - a * a) * (half_k * mm);
+        q += half_k * (2.0 * a * mk + kk);
+    }
+#else
+    IG_HD void add(ig_real, ig_real) {}
+    IG_HD void fold(double, double, double &, double &) const {}
+#endif
+};
+
+// Runs one trajectory over [step_begin, step_end]; calls rec(r, kept, I, K, L, S, D, Q, W) (float64)
+// at every recorded step (the same sequence for every trajectory, so a warp can reduce in rec);
+// D, Q, W are the ledger's cumulative terms (0 without IG_LEDGER).
 // theta_in == nullptr: draw the initial state (step_begin must be 0).
 // ws: element stride of the global work buffer (only used when d > IG_REG_MAX).
 #ifdef __CUDACC__
@@ -216,8 +257,9 @@ IG_HD ig_real ig_max0(ig_real x) { return x > (ig_real)0 ? x : (ig_real)0; }
 template <class Rec>
 IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool active,
                              const ig_real *theta_in, const ig_real *mom_in, const double *inertia0_in,
-                             const int *fp_in, ig_real *theta_out, ig_real *mom_out, double *inertia0_out,
-                             int *fp_out, ig_real *work, long long ws, Rec &rec) {
+                             const int *fp_in, const double *ledger_in, ig_real *theta_out, ig_real *mom_out,
+                             double *inertia0_out, int *fp_out, double *ledger_out, ig_real *work, long long ws,
+                             Rec &rec) {
     const bool continuous = IG_INTEGRATOR != IG_HEAVY_BALL;
     const ig_real lr = P.consts[IG_C_LR];
     const ig_real h = P.consts[IG_C_H];
@@ -247,6 +289,7 @@ IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool a
     ig_real L;
     double I0 = 0.0;
     int fp0 = -1, fp1 = -1, fp2 = -1;
+    double led_d = 0.0, led_q = 0.0;  // the ledger's cumulative D and Q since step 0
 
     // --- observe the current state in float64 (loss and gradient recomputed from the state
     // converted to double, as the reference does: no float32 product can go subnormal) --------
@@ -289,11 +332,12 @@ IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool a
         double I, K, Ld, S;
         IG_OBSERVE64(I, K, Ld, S);
         bool kept = ig_isfinite(I) && I <= P.diverge_above;
-        if (!kept) {  // diverged: NaN state, so it stays diverged and out of every sum
+        if (!kept) {  // diverged: NaN state (ledger included), so it stays diverged and out of every sum
             IG_FOR(i) {
                 IG_AT(th, i) = ig_nan();
                 IG_AT(mo, i) = ig_nan();
             }
+            led_d = led_q = (double)ig_nan();
         }
         if (initial) {
             I0 = I;
@@ -302,7 +346,7 @@ IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool a
             if (fp1 < 0 && I <= IG_FRACTION_1 * I0) fp1 = (int)n;
             if (fp2 < 0 && I <= IG_FRACTION_2 * I0) fp2 = (int)n;
         }
-        rec((long long)r, kept, I, K, Ld, S);
+        rec((long long)r, kept, I, K, Ld, S, led_d, led_q, IG_LEDGER ? (I - I0) + led_d - led_q : 0.0);
     };
 
     if (theta_in == nullptr) {
@@ -331,6 +375,8 @@ IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool a
             fp0 = fp_in[3 * t + 0];
             fp1 = fp_in[3 * t + 1];
             fp2 = fp_in[3 * t + 2];
+            led_d = ledger_in[2 * t + 0];
+            led_q = ledger_in[2 * t + 1];
         }
         IG_LOSS_GRAD(th, gr, IG_LAM, L);
     }
@@ -343,23 +389,39 @@ IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool a
         ig_real xs = row[IG_S_XI];  // the multiplier of xi (loss-scaled: noise, times sqrt(L) and SPREAD below)
         if (IG_INTEGRATOR == IG_HEAVY_BALL) {  // M: b <- mu b + (grad + s xi); theta <- theta - lr b
             if (IG_NOISE_MODEL == IG_LOSS_SCALED) xs = (xs * ig_sqrt(ig_max0(L))) * row[IG_S_SPREAD];
+            IgLedgerSums led;
             IG_FOR(i) {
                 ig_real g = IG_AT(gr, i);
+#if IG_LEDGER
+                ig_real k = IG_NOISY ? xs * xi(i) : (ig_real)0;
+                led.add(IG_AT(mo, i), k);
+                if (IG_NOISY) g = g + k;
+#else
                 if (IG_NOISY) g = g + xs * xi(i);
+#endif
                 ig_real b = decay * IG_AT(mo, i) + g;
                 IG_AT(mo, i) = b;
                 IG_AT(th, i) = IG_AT(th, i) - lr * b;
             }
+            led.fold((double)decay, P.half_lr64, led_d, led_q);
             IG_LOSS_GRAD(th, gr, IG_LAM, L);
         } else if (IG_INTEGRATOR == IG_EULER) {  // E
             if (IG_NOISE_MODEL == IG_LOSS_SCALED) xs = (xs * ig_sqrt(ig_max0(L))) * row[IG_S_SPREAD];
+            IgLedgerSums led;
             IG_FOR(i) {
                 ig_real v = IG_AT(mo, i);
                 ig_real vn = v - h * IG_AT(gr, i) - decay * v;
+#if IG_LEDGER
+                ig_real k = IG_NOISY ? xs * xi(i) : (ig_real)0;
+                led.add(v, k);
+                if (IG_NOISY) vn = vn + k;
+#else
                 if (IG_NOISY) vn = vn + xs * xi(i);
+#endif
                 IG_AT(th, i) = IG_AT(th, i) + h * v;
                 IG_AT(mo, i) = vn;
             }
+            led.fold(1.0 - (double)decay, 0.5, led_d, led_q);  // E: friction v -> (1 - h gamma) v
             IG_LOSS_GRAD(th, gr, IG_LAM, L);
         } else {  // leapfrog B A B O, or baoab B A O A B
             IG_FOR(i) { IG_AT(mo, i) = IG_AT(mo, i) - half_h * IG_AT(gr, i); }  // B
@@ -371,16 +433,29 @@ IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool a
                 IG_FOR(i) { IG_AT(th, i) = IG_AT(th, i) + half_h * IG_AT(mo, i); }  // A (one of two: h/2)
             }
             // O: v <- c1 v + (sigma sqrt(vf)) xi, exact over h
+            IgLedgerSums led;
             if (IG_NOISY) {
                 if (IG_NOISE_MODEL == IG_LOSS_SCALED) {
                     ig_real Lnow = L;
                     if (IG_INTEGRATOR == IG_BAOAB) IG_LOSS(th, IG_LAM, Lnow);
                     xs = (xs * ig_sqrt(ig_max0(Lnow))) * row[IG_S_SPREAD];
                 }
+#if IG_LEDGER
+                IG_FOR(i) {
+                    ig_real k = xs * xi(i);
+                    led.add(IG_AT(mo, i), k);
+                    IG_AT(mo, i) = decay * IG_AT(mo, i) + k;
+                }
+#else
                 IG_FOR(i) { IG_AT(mo, i) = decay * IG_AT(mo, i) + xs * xi(i); }
+#endif
             } else {
-                IG_FOR(i) { IG_AT(mo, i) = decay * IG_AT(mo, i); }
+                IG_FOR(i) {
+                    led.add(IG_AT(mo, i), (ig_real)0);
+                    IG_AT(mo, i) = decay * IG_AT(mo, i);
+                }
             }
+            led.fold((double)decay, 0.5, led_d, led_q);
             if (IG_INTEGRATOR == IG_BAOAB) {
                 IG_FOR(i) { IG_AT(th, i) = IG_AT(th, i) + half_h * IG_AT(mo, i); }  // A
                 IG_LOSS_GRAD(th, gr, IG_LAM, L);
@@ -442,38 +517,46 @@ IG_HD void ig_run_trajectory(const IgParams &P, ig_u32 traj, long long t, bool a
         fp_out[3 * t + 0] = fp0;
         fp_out[3 * t + 1] = fp1;
         fp_out[3 * t + 2] = fp2;
+        ledger_out[2 * t + 0] = led_d;
+        ledger_out[2 * t + 1] = led_q;
     }
 #undef IG_LAM
 #undef IG_OBSERVE
 }
 
 #ifdef __CUDACC__
-// Per-warp float64 sums of [count_kept, I, K, L, S, I^2] by a fixed shuffle tree; lane 0
-// writes partial[(r * n_warps + warp) * 6 + q]. A GROUP of 64 is two warps; the launcher
+// Per-warp float64 sums of [count_kept, I, K, L, S, I^2, D, Q, W] by a fixed shuffle tree; lane 0
+// writes partial[(r * n_warps + warp) * IG_NC + q]. A GROUP of 64 is two warps; the launcher
 // adds the pair (a + b, a fixed order), so the sums never depend on the launch shape.
 struct IgWarpRecorder {
     double *partial;
     long long n_warps, warp;
     int lane;
     bool active;
-    __device__ void operator()(long long r, bool kept, double I, double K, double L, double S) {
+    __device__ void operator()(long long r, bool kept, double I, double K, double L, double S, double D, double Q,
+                               double W) {
+        // without the ledger only the quantities are reduced; its columns are written 0.0
+        const int nsum = IG_LEDGER ? IG_NC : IG_NQ;
         bool ok = active && kept;
-        double v[IG_NQ];
+        double v[IG_NC];
         v[0] = ok ? 1.0 : 0.0;
         v[1] = ok ? I : 0.0;
         v[2] = ok ? K : 0.0;
         v[3] = ok ? L : 0.0;
         v[4] = ok ? S : 0.0;
         v[5] = ok ? I * I : 0.0;
+        v[IG_COL_DISSIPATED] = ok ? D : 0.0;
+        v[IG_COL_INJECTED] = ok ? Q : 0.0;
+        v[IG_COL_RESIDUAL] = ok ? W : 0.0;
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) {
 #pragma unroll
-            for (int q = 0; q < IG_NQ; ++q) v[q] += __shfl_down_sync(0xffffffffu, v[q], off);
+            for (int q = 0; q < nsum; ++q) v[q] += __shfl_down_sync(0xffffffffu, v[q], off);
         }
         if (lane == 0 && warp < n_warps) {
-            double *out = partial + (r * n_warps + warp) * IG_NQ;
+            double *out = partial + (r * n_warps + warp) * IG_NC;
 #pragma unroll
-            for (int q = 0; q < IG_NQ; ++q) out[q] = v[q];
+            for (int q = 0; q < IG_NC; ++q) out[q] = q < nsum ? v[q] : 0.0;
         }
     }
 };
@@ -483,8 +566,8 @@ struct IgWarpRecorder {
 extern "C" __global__ void __launch_bounds__(IG_BLOCK) inertia_ensemble(
     const ig_real *lam, long long lam_stride, int init,
     const ig_real *theta_in, const ig_real *mom_in, const double *inertia0_in, const int *fp_in,
-    ig_real *theta_out, ig_real *mom_out, double *inertia0_out, int *fp_out,
-    double *partial, long long n_warps, ig_real *work,
+    const double *ledger_in, ig_real *theta_out, ig_real *mom_out, double *inertia0_out, int *fp_out,
+    double *ledger_out, double *partial, long long n_warps, ig_real *work,
     const ig_real *consts, const ig_real *table, long long table_stride, const int *record_row,
     double half_lr64, double shadow64, double diverge_above,
     unsigned int k0, unsigned int k1, unsigned int start, long long count,
@@ -512,6 +595,6 @@ extern "C" __global__ void __launch_bounds__(IG_BLOCK) inertia_ensemble(
     rec.lane = (int)(t & 31);
     rec.active = t < count;
     ig_run_trajectory(P, start + (ig_u32)t, t, t < count, init ? nullptr : theta_in, mom_in, inertia0_in, fp_in,
-                      theta_out, mom_out, inertia0_out, fp_out, work, ws, rec);
+                      ledger_in, theta_out, mom_out, inertia0_out, fp_out, ledger_out, work, ws, rec);
 }
 #endif
