@@ -8,15 +8,19 @@ For each size, round by round (alternating, so that load on a shared machine
 hits every contender alike), three whole processes, each timed from spawn to
 exit (interpreter start, imports, work, output):
 
-  cli       python -m inertia_gpu.cli simulate ... --quiet --json out.json
-            (auto backend: numba here; statistics, theory and decay fit in the JSON);
+  cli       python -m inertia_gpu.cli simulate ... --ledger --quiet --json out.json: what a user runs
+            (the ledger is on by default; --ledger says so explicitly; auto backend: numba here;
+            statistics, the ledger, theory and the decay fit in the JSON);
+  cli-no-ledger  the same with --no-ledger: the like-for-like contender, since the plain loop
+            computes only the mean inertia (no dissipated/injected energy per trajectory);
   plain     python benchmarks/peers/plain_torch_loop.py N STEPS: torch.randn noise,
             b.mul_(mu).add_(grad), th.sub_(lr * b), one float64 mean of the inertia per step;
   compiled  the same script with its step under torch.compile (compile time included:
             a user pays it on every run).
 
 Reported separately: the in-process kernel rate (NumbaEnsemble.run over
-10^6 x 100, noisy, recording every step, warm; alternating with the rounds),
+10^6 x 100, noisy, recording every step, warm; with and without the ledger,
+alternating within the probe; the probes alternate with the rounds),
 start-up (import torch alone; a whole `simulate` of 64 x 1), and what the
 first process pays for numba's cache (a cold compile into an empty cache
 directory) against the second (loading it). Ratios are the peer's median
@@ -48,11 +52,11 @@ def _env(**extra) -> dict:
     return env
 
 
-def cli_command(n: int, steps: int, json_path: str) -> list[str]:
+def cli_command(n: int, steps: int, json_path: str, ledger: bool = True) -> list[str]:
     s = SETTINGS
     return [sys.executable, "-m", "inertia_gpu.cli", "simulate", "--trajectories", str(n), "--steps", str(steps),
             "--lr", str(s["lr"]), "--momentum", str(s["momentum"]), "--noise", str(s["noise"]),
-            "--spectrum", str(s["lam"]), "--quiet", "--json", json_path]
+            "--spectrum", str(s["lam"]), "--ledger" if ledger else "--no-ledger", "--quiet", "--json", json_path]
 
 
 def timed(args: list[str], env: dict | None = None) -> tuple[float, str]:
@@ -65,7 +69,7 @@ def timed(args: list[str], env: dict | None = None) -> tuple[float, str]:
 def kernel_probe(n: int, steps: int, repeat: int) -> dict:
     """In a fresh process: import and cache-load costs, then the warm kernel rate (best and median)."""
     code = f"""
-import json, time
+import dataclasses, json, time
 t0 = time.perf_counter()
 from inertia_gpu.backends.numba_cpu import NumbaEnsemble
 from inertia_gpu.config import SimulationConfig
@@ -73,13 +77,17 @@ import numba
 t1 = time.perf_counter()
 c = SimulationConfig(trajectories={n}, steps={steps}, noise={SETTINGS['noise']}, lr={SETTINGS['lr']},
                      momentum={SETTINGS['momentum']}, spectrum=[{SETTINGS['lam']}], replicates=1).validate()
+cs = {{True: c, False: dataclasses.replace(c, ledger=False)}}
 b = NumbaEnsemble()
 b.run(c, 0, 64, 0, 4, None)
 t2 = time.perf_counter()
-ts = []
+b.run(cs[False], 0, 64, 0, 4, None)
+ts = {{True: [], False: []}}
 for _ in range({repeat}):
-    t = time.perf_counter(); b.run(c, 0, {n}, 0, {steps}, None); ts.append(time.perf_counter() - t)
-print(json.dumps({{"import_s": t1 - t0, "first_call_s": t2 - t1, "times_s": ts, "threads": numba.get_num_threads()}}))
+    for ledger in (True, False):
+        t = time.perf_counter(); b.run(cs[ledger], 0, {n}, 0, {steps}, None); ts[ledger].append(time.perf_counter() - t)
+print(json.dumps({{"import_s": t1 - t0, "first_call_s": t2 - t1, "times_s": ts[True], "times_no_ledger_s": ts[False],
+                  "threads": numba.get_num_threads()}}))
 """
     _, out = timed([sys.executable, "-c", code])
     return json.loads(out.strip().splitlines()[-1])
@@ -115,7 +123,7 @@ def summary(ts: list[float]) -> dict:
 
 
 def whole_processes(n: int, steps: int, rounds: int, compiled: bool, kernel: list, log) -> dict:
-    contenders = {"cli": None, "plain": [sys.executable, str(PEER), str(n), str(steps)]}
+    contenders = {"cli": None, "cli-no-ledger": None, "plain": [sys.executable, str(PEER), str(n), str(steps)]}
     if compiled:
         contenders["compiled"] = contenders["plain"] + ["--compile"]
     times = {k: [] for k in contenders}
@@ -124,9 +132,9 @@ def whole_processes(n: int, steps: int, rounds: int, compiled: bool, kernel: lis
         path = os.path.join(tmp, "out.json")
         for r in range(rounds):
             for name, cmd in contenders.items():
-                wall, out = timed(cmd or cli_command(n, steps, path))
+                wall, out = timed(cmd or cli_command(n, steps, path, ledger=name == "cli"))
                 times[name].append(wall)
-                if name == "cli":
+                if cmd is None:
                     with open(path) as fh:
                         rep = json.load(fh)
                     inner[name].append(rep["elapsed_s"])
@@ -138,6 +146,7 @@ def whole_processes(n: int, steps: int, rounds: int, compiled: bool, kernel: lis
             log(f"  {n:>10,d} round {r}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
     result = {"trajectories": n, "steps": steps, "cli_backend": backend,
               "commands": {"cli": " ".join(cli_command(n, steps, "out.json")[1:]),
+                           "cli-no-ledger": " ".join(cli_command(n, steps, "out.json", ledger=False)[1:]),
                            **{k: " ".join(v[1:]) for k, v in contenders.items() if v}},
               "process_wall": {k: summary(v) for k, v in times.items()},
               "in_process_s": {k: summary(v) for k, v in inner.items()}}
@@ -174,6 +183,8 @@ def main(argv=None) -> int:
     work = KERNEL_TRAJECTORIES * args.steps
     best = min(min(k["times_s"]) for k in kernel)
     med = statistics.median(statistics.median(k["times_s"]) for k in kernel)
+    best_off = min(min(k["times_no_ledger_s"]) for k in kernel)
+    med_off = statistics.median(statistics.median(k["times_no_ledger_s"]) for k in kernel)
     import numba
     import torch
     try:
@@ -192,13 +203,20 @@ def main(argv=None) -> int:
         "whole_process": runs,
         "kernel": {"trajectories": KERNEL_TRAJECTORIES, "steps": args.steps, "probes": kernel,
                    "traj_steps_per_s_best": work / best, "traj_steps_per_s_median": work / med,
-                   "what": "NumbaEnsemble.run in a warm process: noisy d=1, every step recorded"},
+                   "no_ledger_traj_steps_per_s_best": work / best_off,
+                   "no_ledger_traj_steps_per_s_median": work / med_off,
+                   "what": "NumbaEnsemble.run in a warm process: noisy d=1, every step recorded; the ledger on "
+                           "(the default) and off (config.ledger False), alternating"},
         "startup": start,
         "numba_cache": cache,
     }
     result["targets"] = {f"whole process {r['trajectories']:.0e} x {r['steps']}: plain / cli":
                          r["ratio_over_cli"]["plain"] for r in runs}
+    result["targets"].update({f"whole process {r['trajectories']:.0e} x {r['steps']}: plain / cli --no-ledger":
+                              r["ratio_over_cli"]["plain"] / r["ratio_over_cli"]["cli-no-ledger"] for r in runs})
     result["targets"]["kernel traj-steps/s (best)"] = result["kernel"]["traj_steps_per_s_best"]
+    result["targets"]["kernel traj-steps/s without the ledger (best)"] = \
+        result["kernel"]["no_ledger_traj_steps_per_s_best"]
     out = args.out or str(HERE / "results" / f"cpu-{dt.date.today().isoformat()}-{os.cpu_count()}core.json")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as fh:

@@ -155,7 +155,7 @@ class Checkpoint:
             "hist": torch.from_numpy(np.ascontiguousarray(hist)),
             "state": None if state is None else [t.detach().to("cpu").contiguous() for t in
                                                  (state.theta, state.momentum, state.inertia0, state.first_passage,
-                                                  _ledger_of(state))],
+                                                  state.ledger)],
         }
         buf = io.BytesIO()
         torch.save(payload, buf)
@@ -185,14 +185,6 @@ class Checkpoint:
             state = ChunkState(*(t.to(self.device) for t in raw))
         return Progress(payload.get("chunk"), payload.get("chunk_index"), payload.get("step"),
                         payload["table"].numpy(), payload["hist"].numpy(), state)
-
-
-def _ledger_of(state: ChunkState) -> torch.Tensor:
-    """The state's cumulative (D, Q)."""
-    # transitional: NaN for a backend that keeps none (it ignores it on resume)
-    if state.ledger is not None:
-        return state.ledger
-    return torch.full((state.theta.shape[0], 2), float("nan"), dtype=torch.float64)
 
 
 def read_verified(path: str) -> dict:

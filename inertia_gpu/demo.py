@@ -118,7 +118,7 @@ def table_rows(results) -> list[dict]:
     m, s = tail(res)
     add(name, "stationary E[I]", m, m - 4 * s, m + 4 * s, res.stationary["inertia"])
 
-    if not res.ledger_unavailable and res.theory_ledger:  # the ledger's totals at the last step, +-4 sem
+    if res.theory_ledger:  # the ledger's totals at the last step, +-4 sem
         for term, what in (("injected", "energy injected by noise, Q"), ("dissipated", "energy dissipated, D")):
             m, s = float(res.stats[f"{term}_mean"][-1]), float(res.stats[f"{term}_sem"][-1])
             add(name, f"{what} (steps 0..{res.steps[-1]})", m, m - 4 * s, m + 4 * s,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import backends
-from .backends.base import FRACTIONS, GROUP, LEDGER, N_COLUMNS, N_QUANTITIES, recorded_in_window
+from .backends.base import FRACTIONS, GROUP, LEDGER, N_COLUMNS, recorded_in_window
 from .config import ConfigError, SimulationConfig
 from .output import finite_list, write_json
 from .recording import is_arithmetic, max_records_in, recorded_count, window_for
@@ -85,16 +85,6 @@ class SimulationResult:
     trajectory_steps_done: int | None = None  # computed by this process (a resumed run did the rest before)
     theory_unavailable: str | None = None  # why the exact theory is missing, when it was attempted
     theory_ledger: dict[str, np.ndarray] = field(default_factory=dict)  # exact E[D], E[Q], E[W], T_eff
-
-    @property
-    def ledger_unavailable(self) -> str | None:
-        """Why the run's ledger columns hold no figures (None when they do, or the ledger is off)."""
-        if not self.config.ledger:
-            return None
-        # transitional: a backend that returns N_QUANTITIES columns leaves NaN in the ledger columns
-        if np.isnan(self.replicate_sums[..., N_QUANTITIES:]).any():
-            return f"the {self.backend} backend does not form the ledger columns yet; use --backend torch"
-        return None
 
     def __getattr__(self, name):
         stats = self.__dict__.get("stats", {})
@@ -185,13 +175,10 @@ class SimulationResult:
     def _ledger_dict(self) -> dict:
         """ledger.*_mean/_sem (batch means, as the other quantities); T_eff = 2 E[K] / d under a temperature."""
         s, out = self.stats, {}
-        reason = self.ledger_unavailable
         for name in LEDGER:
             for tail in ("mean", "sem"):
-                out[f"ledger.{name}_{tail}"] = None if reason else finite_list(s[f"{name}_{tail}"])
-        if reason:
-            out["ledger_unavailable"] = reason
-        elif not all(np.isfinite(s[f"{name}_mean"]).all() for name in LEDGER):
+                out[f"ledger.{name}_{tail}"] = finite_list(s[f"{name}_{tail}"])
+        if not all(np.isfinite(s[f"{name}_mean"]).all() for name in LEDGER):
             out["ledger_null_reason"] = "null at steps where every trajectory had diverged"
         if self.config.noise_model == "temperature":
             d = self.config.dim
@@ -382,11 +369,7 @@ def _replicate_sums(partials: torch.Tensor, p: Plan) -> np.ndarray:
     replicate table crosses to the host, not the per-group partials.
     """
     x = partials.to(torch.float64)
-    if x.shape[-1] == N_QUANTITIES:
-        # transitional: a backend without the ledger columns; NaN marks its ledger unavailable (and a
-        # checkpoint carries the mark), see _ledger_unavailable
-        x = torch.cat([x, x.new_full((*x.shape[:-1], N_COLUMNS - N_QUANTITIES), math.nan)], dim=-1)
-    elif x.shape[-1] != N_COLUMNS:
+    if x.shape[-1] != N_COLUMNS:
         raise RuntimeError(f"backend partial sums have {x.shape[-1]} columns, expected {N_COLUMNS} (spec.COLUMNS)")
     rec, groups, q = x.shape
     gpr = p.groups_per_replicate

@@ -65,9 +65,6 @@ def _print_ledger(console, result) -> None:
     if not cfg.ledger:
         return
     from rich.markup import escape
-    if result.ledger_unavailable:
-        console.print(escape(f"ledger: unavailable ({result.ledger_unavailable})"))
-        return
     th = result.theory_ledger
     parts = []
     for name, letter in (("injected", "Q"), ("dissipated", "D"), ("residual", "W")):
@@ -143,14 +140,9 @@ def ledger_panel(ax, result, title: str | None = None) -> None:
     down, the residual W stacked on the side of its sign, and the net change E[I_k] - E[I_0] = Q - D + W
     as a line. Dashed: the exact expectations (theory.ledger) where they exist."""
     s, steps = result.stats, result.steps
-    reason = result.ledger_unavailable
     ax.set_title(title or "inertia ledger: where the energy went (cumulative since step 0)")
     ax.set_xlabel("step")
     ax.set_ylabel("energy")
-    if reason:
-        ax.text(0.5, 0.5, f"ledger unavailable: {reason}", ha="center", va="center", transform=ax.transAxes,
-                wrap=True)
-        return
     d, q, w = (np.nan_to_num(s[f"{name}_mean"]) for name in ("dissipated", "injected", "residual"))
     up, down = np.maximum(w, 0.0), np.minimum(w, 0.0)
     ax.fill_between(steps, 0, q, color=LEDGER_COLOURS["injected"], alpha=0.55, lw=0,

@@ -101,8 +101,8 @@ def covering_matrix() -> list[Case]:
 # --- comparing a backend with the reference --------------------------------------------------
 
 def _state_map(state: ChunkState, fn) -> ChunkState:
-    """`fn` applied to every tensor of the state (a missing ledger stays missing)."""
-    return ChunkState(*(None if t is None else fn(t) for t in (state.theta, state.momentum, state.inertia0,
+    """`fn` applied to every tensor of the state."""
+    return ChunkState(*(fn(t) for t in (state.theta, state.momentum, state.inertia0,
                                                                 state.first_passage, state.ledger)))
 
 
@@ -139,11 +139,7 @@ def compare(backend: EnsembleBackend, case: Case, device: str = "cpu") -> dict:
     tol = TOLERANCE[case.dtype]
     errors = {name: _max_rel(getattr(state, name), getattr(ref_state, name))
               for name in ("theta", "momentum", "inertia0")}
-    problems, notes = [], []
-    if sums.shape[-1] == base.N_QUANTITIES and ref_sums.shape[-1] == base.N_COLUMNS:
-        # transitional: a backend without the ledger columns is compared on the quantities alone
-        notes.append("ledger columns not compared: the backend returns the quantities alone")
-        ref_sums = ref_sums[..., :base.N_QUANTITIES]
+    problems = []
     if sums.shape != ref_sums.shape:
         problems.append(f"partial sums shape {tuple(sums.shape)} != {tuple(ref_sums.shape)}")
     else:
@@ -158,10 +154,9 @@ def compare(backend: EnsembleBackend, case: Case, device: str = "cpu") -> dict:
             if not errors["ledger"] <= LEDGER_TOLERANCE[case.dtype]:
                 problems.append(f"ledger sums: error {errors['ledger']:.3g} of the energy scale > "
                                 f"{LEDGER_TOLERANCE[case.dtype]:g}")
-    if state.ledger is not None and ref_state.ledger is not None:
-        errors["ledger_state"] = _max_rel(state.ledger, ref_state.ledger)
-        if not errors["ledger_state"] <= tol:
-            problems.append(f"ledger state: relative error {errors['ledger_state']:.3g} > {tol:g}")
+    errors["ledger_state"] = _max_rel(state.ledger, ref_state.ledger)
+    if not errors["ledger_state"] <= tol:
+        problems.append(f"ledger state: relative error {errors['ledger_state']:.3g} > {tol:g}")
     errors["first_passage_mismatch"] = float((state.first_passage.cpu() != ref_state.first_passage).any(dim=1)
                                              .double().mean())
     for name in ("theta", "momentum", "inertia0"):
@@ -172,7 +167,7 @@ def compare(backend: EnsembleBackend, case: Case, device: str = "cpu") -> dict:
     if errors["first_passage_mismatch"] > 0.02:
         problems.append(f"first passage differs for {errors['first_passage_mismatch']:.1%} of trajectories")
     return {"case": case.label, "status": "fail" if problems else "ok", "errors": errors,
-            "tolerance": tol, "message": "; ".join(problems), "notes": notes}
+            "tolerance": tol, "message": "; ".join(problems)}
 
 
 def _ledger_error(sums: torch.Tensor, ref_sums: torch.Tensor, config: SimulationConfig) -> float:
@@ -384,15 +379,14 @@ def sums_from_observables(obs: np.ndarray) -> torch.Tensor:
     """float64 [R, n_groups, N_COLUMNS] group sums of per-trajectory (kept, I, K, L, S, D, Q, W) rows."""
     from .backends.torch_ref import group_sums
     t = torch.from_numpy(np.ascontiguousarray(obs))
-    # transitional: rows of (kept, I, K, L, S) alone give N_QUANTITIES columns (a kernel without the ledger)
-    with_ledger = t.shape[-1] == 8
-    width = base.N_COLUMNS if with_ledger else base.N_QUANTITIES
+    if t.shape[-1] != 8:
+        raise ValueError(f"observable rows have {t.shape[-1]} fields, expected 8 (kept, I, K, L, S, D, Q, W)")
     if t.shape[0] == 0:
-        return torch.zeros(0, n_groups(t.shape[1]), width, dtype=torch.float64)
+        return torch.zeros(0, n_groups(t.shape[1]), base.N_COLUMNS, dtype=torch.float64)
     kept = t[..., 0] > 0  # NaN (never written) is not kept
-    rows = [group_sums(t[r, :, 1], t[r, :, 2], t[r, :, 3], t[r, :, 4], kept[r],
-                       (t[r, :, 5], t[r, :, 6], t[r, :, 7]) if with_ledger else None) for r in range(t.shape[0])]
-    return torch.stack(rows)[..., :width]
+    rows = [group_sums(t[r, :, 1], t[r, :, 2], t[r, :, 3], t[r, :, 4], kept[r], (t[r, :, 5], t[r, :, 6], t[r, :, 7]))
+            for r in range(t.shape[0])]
+    return torch.stack(rows)
 
 
 def run_matrix(backend: EnsembleBackend, cases: list[Case], device: str = "cpu", workers: int = 1) -> list[dict]:

@@ -17,8 +17,16 @@ Statistics: at a recorded step the observables are formed in float64 from the
 state converted to float64 (so float32 runs stay right, and never compute
 subnormal products, when inertia decays below the float32 range); first
 passage compares I_n <= f I_0 in float64. A group's sums are formed by one
-thread, adding its 64 lanes in trajectory order: bitwise the same whatever the
-thread count or schedule.
+thread in a fixed order of its 64 lanes (eight interleaved partial sums, then a
+fixed tree: SIMD adds): bitwise the same whatever the thread count or schedule.
+
+Ledger (docs/THEORY.md section 8): with a ledger state (float64 [count, 2], the
+cumulative dissipated D and injected Q since step 0) the step adds, at its
+friction + noise substep with friction factor a, momentum m and noise kick k
+(working-dtype values), D += (1 - a^2) K(m) and Q += K(a m + k) - K(a m) in
+float64 per lane; a recorded state adds D, Q and W = (I_n - I_0) + D - Q of
+its kept lanes to columns 6..8. Without it (None) the kernel is a separate
+specialisation with none of that arithmetic, and columns 6..8 hold 0.0.
 
 Divergence: at a recorded step a trajectory whose float64 inertia is not
 <= the divergence threshold (NaN and inf fail too) gets a NaN state, so it
@@ -540,13 +548,15 @@ R_VV = 0     # |v|^2
 R_VG = 1     # <v, grad L> (heavy ball) or |grad L|^2
 R_LOSS = 2
 R_THR = 3    # 3, 4, 5: f I_0 per fraction
-R_FP = 6     # 6, 7, 8: first passage per fraction (a step index as float64; -1: not yet)
+R_FP = 6     # 6, 7, 8: first passage per fraction (a step index as float64; +inf: not yet)
 R_INE = 9    # the lane's inertia
 R_I0 = 10    # its I_0 (float64)
 R_D = 11     # cumulative dissipated since step 0 (the ledger; float64)
 R_Q = 12     # cumulative injected since step 0
 R_SUM = 13   # 13..21: the summands of the N_COLUMNS columns, 0 for a dropped lane
-N_ROWS = R_SUM + N_COLUMNS
+R_PART = R_SUM + N_COLUMNS  # the group sums' SUM_WAYS partial sums (the first SUM_WAYS entries of the row)
+N_ROWS = R_PART + 1
+SUM_WAYS = 8  # a row of 64 is summed as 8 interleaved partial sums (two AVX2 vectors), then a fixed tree
 
 
 @njit(inline="always", error_model="numpy")
@@ -581,7 +591,6 @@ def _record(row, grp, m, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, 
     dim = th.shape[0]
     _observe(heavy, problem, th, v, lm64, g64, L64, s)
     fm = np.float64(m)
-    kept = 0
     for j in range(GROUP):  # one vectorised pass over the packed rows
         vv = s[R_VV * GROUP + j]
         vg = s[R_VG * GROUP + j]
@@ -590,11 +599,11 @@ def _record(row, grp, m, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, 
         ine = kin + loss
         shadow = ine + half_lr * vg if heavy else ine - h2_8 * vg
         s[R_INE * GROUP + j] = ine
-        for f in range(3):
-            fp = s[(R_FP + f) * GROUP + j]
-            s[(R_FP + f) * GROUP + j] = fm if (fp < 0.0) & (ine <= s[(R_THR + f) * GROUP + j]) else fp
+        for f in range(3):  # the first hit is the smallest step: a min, stored unconditionally (a select
+            # written back only where it changes becomes a masked store, slow on AMD)
+            hit = fm if ine <= s[(R_THR + f) * GROUP + j] else np.inf
+            s[(R_FP + f) * GROUP + j] = min(s[(R_FP + f) * GROUP + j], hit)
         keep = (ine <= limit) & (j < n_active)
-        kept += np.int64(keep)
         s[R_SUM * GROUP + j] = 1.0 if keep else 0.0
         s[(R_SUM + 1) * GROUP + j] = ine if keep else 0.0
         s[(R_SUM + 2) * GROUP + j] = kin if keep else 0.0
@@ -608,10 +617,7 @@ def _record(row, grp, m, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, 
             s[(R_SUM + COLUMN_DISSIPATED) * GROUP + j] = d if keep else 0.0
             s[(R_SUM + COLUMN_INJECTED) * GROUP + j] = q if keep else 0.0
             s[(R_SUM + COLUMN_RESIDUAL) * GROUP + j] = (((ine - i0) + d) - q) if keep else 0.0
-        else:
-            s[(R_SUM + COLUMN_DISSIPATED) * GROUP + j] = 0.0
-            s[(R_SUM + COLUMN_INJECTED) * GROUP + j] = 0.0
-            s[(R_SUM + COLUMN_RESIDUAL) * GROUP + j] = 0.0
+    kept = np.int64(_row_sum(s, R_SUM))  # the count column: a sum of ones, exact
     if kept < GROUP:  # diverged lanes (and padding) get a NaN state, so they stay diverged
         for k in range(dim):
             for j in range(GROUP):
@@ -624,24 +630,27 @@ def _record(row, grp, m, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, 
                 s[R_D * GROUP + j] = np.nan if dropped else s[R_D * GROUP + j]
                 s[R_Q * GROUP + j] = np.nan if dropped else s[R_Q * GROUP + j]
     if row >= 0:
-        _group_sums(s)
-        for c in range(N_COLUMNS):
-            acc[row, grp, c] = s[(R_SUM + c) * GROUP]
+        acc[row, grp, 0] = np.float64(kept)
+        for c in range(1, N_QUANTITIES):
+            acc[row, grp, c] = _row_sum(s, R_SUM + c)
+        for c in range(N_QUANTITIES, N_COLUMNS):
+            acc[row, grp, c] = _row_sum(s, R_SUM + c) if ledger else 0.0
     return kept
 
 
 @njit(inline="always", error_model="numpy")
-def _group_sums(s):
-    """Each summand row's 64 lanes summed into its lane 0, by pairwise halving in a fixed order
-    (lane j += lane j + w for w = 32, 16, ..., 1): every level is a loop of independent SIMD
-    adds, and the order depends on nothing but the lane, so the sums are the same bits whatever
-    the thread count, chunking or schedule."""
-    w = GROUP // 2
-    while w >= 1:
-        for c in range(N_COLUMNS):
-            for j in range(w):
-                s[(R_SUM + c) * GROUP + j] += s[(R_SUM + c) * GROUP + j + w]
-        w //= 2
+def _row_sum(s, r):
+    """The sum of row r's 64 lanes in a fixed order: SUM_WAYS interleaved partial sums (lane j into
+    partial j % SUM_WAYS, in lane order; independent SIMD adds), then a fixed pairwise tree. The
+    order depends on nothing but the lane, so the sums are the same bits whatever the thread count,
+    chunking or schedule."""
+    for w in range(SUM_WAYS):
+        s[R_PART * GROUP + w] = s[r * GROUP + w]
+    for i in range(1, GROUP // SUM_WAYS):
+        for w in range(SUM_WAYS):
+            s[R_PART * GROUP + w] += s[r * GROUP + i * SUM_WAYS + w]
+    p = R_PART * GROUP
+    return (((s[p] + s[p + 4]) + (s[p + 2] + s[p + 6])) + ((s[p + 1] + s[p + 5]) + (s[p + 3] + s[p + 7])))
 
 
 # --- the kernel ----------------------------------------------------------------------------
@@ -716,7 +725,8 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom
                 th[k, j] = theta[src, k]
                 v[k, j] = mom[src, k]
             for f in range(3):
-                s[(R_FP + f) * GROUP + j] = np.float64(first_passage[src, f])
+                passed = first_passage[src, f]
+                s[(R_FP + f) * GROUP + j] = np.inf if passed < 0 else np.float64(passed)
                 s[(R_THR + f) * GROUP + j] = obs[O_FRAC + f] * inertia0[src]
             s[R_I0 * GROUP + j] = inertia0[src]
     if ledger_state is not None:
@@ -731,7 +741,7 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom
                 th[k, j] = consts[K_INIT_THETA] * z[0, k, j]
                 yy = consts[K_INIT_V] * z[1, k, j]
                 v[k, j] = -yy / lr if heavy else yy
-        s[R_FP * GROUP:(R_FP + 3) * GROUP] = -1.0
+        s[R_FP * GROUP:(R_FP + 3) * GROUP] = np.inf
         s[R_THR * GROUP:(R_THR + 3) * GROUP] = -np.inf  # no first passage at step 0
         _record(init_row, grp, 0, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, v, lm64, g64, L64, s,
                 n_active)
@@ -762,7 +772,8 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom
             theta[i, k] = th[k, j]
             mom[i, k] = v[k, j]
         for f in range(3):
-            first_passage[i, f] = np.int32(s[(R_FP + f) * GROUP + j])
+            passed = s[(R_FP + f) * GROUP + j]
+            first_passage[i, f] = np.int32(-1) if passed == np.inf else np.int32(passed)
     if ledger_state is not None:
         for j in range(n_active):
             ledger_state[lo + j, 0] = s[R_D * GROUP + j]

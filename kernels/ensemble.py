@@ -360,11 +360,18 @@ def _ledger_split(m, k, dis, inj, c_dis, two_a, half_k, NOISY: tl.constexpr):
     with K(m) = HALF_K |m|^2; c_dis = (1 - a^2) HALF_K and two_a = 2 a are the step's float64 scalars. The
     working-dtype values are converted exactly, so the terms carry float64 rounding only; Q in the form
     without the cancellation of K(a m + k) - K(a m)."""
-    m64 = m.to(tl.float64)
-    dis = tl.fma(c_dis, _coord_sum(m64 * m64), dis)
-    if NOISY:
-        k64 = k.to(tl.float64)
-        inj = tl.fma(half_k, _coord_sum(tl.fma(two_a, m64, k64) * k64), inj)
+    if m.dtype == tl.float32 and m.shape[1] > 1:
+        # float32 with several coordinates: the sums over coordinates in float32 (a rounding of a few
+        # float32 ulps of the step's terms) and one conversion per trajectory instead of one per coordinate
+        dis = tl.fma(c_dis, _coord_sum(m * m).to(tl.float64), dis)
+        if NOISY:
+            inj = tl.fma(half_k, _coord_sum(tl.fma(two_a.to(tl.float32), m, k) * k).to(tl.float64), inj)
+    else:
+        m64 = m.to(tl.float64)
+        dis = tl.fma(c_dis, _coord_sum(m64 * m64), dis)
+        if NOISY:
+            k64 = k.to(tl.float64)
+            inj = tl.fma(half_k, _coord_sum(tl.fma(two_a, m64, k64) * k64), inj)
     return dis, inj
 
 

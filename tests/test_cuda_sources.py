@@ -453,13 +453,10 @@ def test_host_ensemble_without_the_ledger_writes_zeros_and_the_same_dynamics(tmp
     assert torch.equal(s_off.ledger, torch.full((130, 2), 0.25, dtype=torch.float64))
 
 
-def test_a_resumed_state_without_a_ledger_is_refused_when_the_ledger_is_on():
+def test_a_resumed_ledger_of_the_wrong_shape_is_refused():
     config = SimulationConfig(problem="quadratic", dim=2).validate()
     state = ChunkState(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(3, dtype=torch.float64),
-                       torch.full((3, 3), -1, dtype=torch.int32))
-    with pytest.raises(ValueError, match="no ledger"):
-        cupy_backend.ledger_state(config, state, "cpu")
-    config.ledger = False
+                       torch.full((3, 3), -1, dtype=torch.int32), torch.zeros(3, 2, dtype=torch.float64))
     assert torch.equal(cupy_backend.ledger_state(config, state, "cpu"), torch.zeros(3, 2, dtype=torch.float64))
     with pytest.raises(ValueError, match="shape"):
         cupy_backend.ledger_state(config, dataclasses.replace(state, ledger=torch.zeros(3)), "cpu")

@@ -217,8 +217,8 @@ def test_old_checkpoint_format_fails_in_one_line(tmp_path, capsys):
     assert code == 2 and len(err.splitlines()) == 1 and "format 1" in err and "delete it" in err
 
 
-def test_a_backend_without_ledger_columns_reports_why(monkeypatch):  # transitional: remove with the 6-column path
-    """Six columns from a backend: the ledger keys are null with a one-line reason, the rest stands."""
+def test_a_backend_without_ledger_columns_is_refused(monkeypatch):
+    """Six columns from a backend is a backend bug: refused, never read as a run without a ledger."""
     from inertia_gpu.backends.torch_ref import TorchEnsemble
 
     class QuantitiesOnly(TorchEnsemble):
@@ -227,12 +227,9 @@ def test_a_backend_without_ledger_columns_reports_why(monkeypatch):  # transitio
             return state, sums[..., :6]
 
     from inertia_gpu import engine
-    full = run(noise=0.3).to_dict()
     monkeypatch.setattr(engine.backends, "resolve", lambda config: QuantitiesOnly())
-    partial = run(noise=0.3).to_dict()
-    assert all(partial[f"ledger.{n}_{t}"] is None for n in TERMS for t in ("mean", "sem"))
-    assert len(partial["ledger_unavailable"].splitlines()) == 1
-    assert partial["inertia_mean"] == full["inertia_mean"] and partial["inertia_sem"] == full["inertia_sem"]
+    with pytest.raises(RuntimeError, match="6 columns, expected 9"):
+        run(noise=0.3)
 
 
 def test_all_diverged_gives_null_ledger_with_a_reason():

@@ -29,9 +29,9 @@ class ChunkState:
     momentum: torch.Tensor  # [n, dim]: b for heavy ball, v for continuous integrators
     inertia0: torch.Tensor  # [n] float64 (first passage compares in float64)
     first_passage: torch.Tensor  # [n, len(FRACTIONS)] int32, -1 = not yet
-    # [n, 2] float64: cumulative (D, Q) since step 0, zeros at step 0, NaN once diverged.
-    # transitional: None from a backend that does not keep the ledger yet (it returns N_QUANTITIES columns)
-    ledger: torch.Tensor | None = None
+    # [n, 2] float64: cumulative (D, Q) since step 0, zeros at step 0, NaN once diverged
+    # (zeros throughout when config.ledger is off: the kernel passes them through)
+    ledger: torch.Tensor
 
 
 def recorded_in_window(config: SimulationConfig, step_begin: int, step_end: int) -> list[int]:

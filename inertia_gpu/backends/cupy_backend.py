@@ -162,14 +162,9 @@ class _OnTorchStream:
 # --- the ensemble backend ----------------------------------------------------------
 
 def ledger_state(config: SimulationConfig, state: ChunkState, device) -> torch.Tensor:
-    """The resumed state's cumulative (D, Q), float64 [n, 2] contiguous on `device`. A state that carries
-    none is refused when the ledger is on (its residual would count from the wrong origin); with the
-    ledger off it starts from zeros, which the kernel passes through."""
+    """The resumed state's cumulative (D, Q), float64 [n, 2] contiguous on `device` (with the ledger off the
+    kernel passes it through unread)."""
     count = state.theta.shape[0]
-    if state.ledger is None:
-        if getattr(config, "ledger", True):
-            raise ValueError("the state carries no ledger (ChunkState.ledger) but config.ledger is on")
-        return torch.zeros(count, 2, dtype=torch.float64, device=device)
     if tuple(state.ledger.shape) != (count, 2):
         raise ValueError(f"ChunkState.ledger has shape {tuple(state.ledger.shape)}, expected ({count}, 2)")
     return state.ledger.to(device=device, dtype=torch.float64).contiguous()
