@@ -35,7 +35,10 @@ PENDING: dict = {"sm_90": {  # benchmarks/results/static-sm90-2026-12-01{,-trito
         "84.6 SASS per trajectory-step on triton 3.9, 83.9 on 3.6 (budget 70), recording weighted exactly by its "
         "branch: the normal transform (41), the ledger's per-step terms and Philox (10) are paid every step",
     ("d8-heavy-ball-noise", "max_sass_per_coordinate_step"):
-        "112.1 SASS per coordinate-step on triton 3.9, 122.1 on 3.6 (budget 110)",
+        "110.4 SASS per coordinate-step on triton 3.9 (112.1 in the committed results, before the float32 "
+        "ledger sums), 122.1 on 3.6 (budget 110)",
+    ("d6-rosenbrock-noise", "max_spill_bytes"):
+        "spills 4 bytes per thread on triton 3.9 since the float32 ledger sums (none in the committed results)",
 }}
 
 
