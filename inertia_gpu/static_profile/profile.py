@@ -98,7 +98,7 @@ def _config(spec: dict, ensemble_config) -> dict:
     cfg = ensemble_config(spec["config"])
     return {"problem": cfg.problem, "integrator": cfg.integrator, "schedule": cfg.momentum_schedule,
             "noise_model": cfg.noise_model, "noisy": bool(cfg.noisy), "dim": cfg.dim,
-            "record_every": cfg.record_every, "dtype": cfg.dtype}
+            "record_every": cfg.record_every, "dtype": cfg.dtype, "ledger": bool(cfg.ledger)}
 
 
 def _keep(sass_dir: Path, name: str, cubin: bytes, launch: dict) -> None:

@@ -23,6 +23,9 @@ def _e(name: str, **changes) -> dict:
 ENSEMBLE = [
     _e("d1-heavy-ball-noise-rec1"),
     _e("d1-heavy-ball-noise-rec10", record_every=10),
+    # the same two without the inertia ledger (--no-ledger compiles its accumulation out): what the ledger costs
+    _e("d1-heavy-ball-noise-rec1-no-ledger", ledger=False),
+    _e("d1-heavy-ball-noise-rec10-no-ledger", record_every=10, ledger=False),
     _e("d1-heavy-ball-noise-free", noise=0.0),
     _e("d1-heavy-ball-noise-float64", dtype="float64"),
     _e("d8-heavy-ball-noise", dim=8),
