@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import sgd
+from inertia_gpu.kernels import sgd
 from inertia_gpu.optim import triton_step
 
 N = 512
