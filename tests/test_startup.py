@@ -1,10 +1,10 @@
 """Start-up: a CPU `simulate` on the numba backend loads nothing it does not use.
 
 torch alone costs seconds of a whole run's wall time on a small machine; scipy,
-matplotlib, triton and cupy are for fits, figures and GPUs. numba itself loads
-`scipy` and `scipy.linalg` (its BLAS check, run when it loads a compiled
-kernel), so the scipy modules allowed at exit are those numba holds after loading
-the kernel, and no others.
+matplotlib, triton and cupy are for fits, figures and GPUs. `import numba` itself
+loads the top of the scipy package (a version check), so the scipy modules
+allowed at exit are those `import numba` brings, and no others (in particular
+not scipy.linalg, which numba's BLAS check would import when it loads the kernel).
 """
 import json
 import math
@@ -29,8 +29,7 @@ NEVER = ("torch", "matplotlib", "triton", "cupy")
 
 PROBE = """
 import json, sys
-from inertia_gpu.backends.numba_cpu import warm_up
-warm_up("float32", True)  # what numba itself loads with the kernel
+import numba
 after_numba = sorted(m for m in sys.modules if m.split(".")[0] == "scipy")
 from inertia_gpu.cli import main
 rc = main(sys.argv[1:])
@@ -56,6 +55,24 @@ def test_default_cpu_run_imports_no_torch_scipy_fit_matplotlib_or_gpu_stack(tmp_
     assert not loaded & set(NEVER), sorted(loaded & set(NEVER))
     extra_scipy = sorted(m for m in got["modules"] if m.split(".")[0] == "scipy")
     assert set(extra_scipy) <= set(got["scipy_with_numba"]), sorted(set(extra_scipy) - set(got["scipy_with_numba"]))
+
+
+def test_numba_blas_check_leaves_blas_usable_and_scipy_linalg_importable():
+    """The kernel loads without scipy.linalg's __init__; numba's own BLAS-backed functions still compile after."""
+    code = """
+import sys
+import numpy as np
+import numba
+from inertia_gpu.backends.numba_cpu import warm_up
+warm_up("float32", True)
+assert "scipy.linalg" not in sys.modules and "scipy.linalg.cython_blas" not in sys.modules
+dot = numba.njit(lambda a, b: np.dot(a, b))
+assert dot(np.arange(4.0).reshape(2, 2), np.ones(2)).tolist() == [1.0, 5.0]
+import scipy.linalg
+assert scipy.linalg.inv(np.diag([2.0, 4.0])).tolist() == [[0.5, 0.0], [0.0, 0.25]]
+"""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT, timeout=900)
 
 
 def test_torch_backend_run_agrees_with_the_default_run(tmp_path):

@@ -16,6 +16,7 @@ never loads torch. Only drawn spectra take the reference's torch draws.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -114,6 +115,40 @@ def new_partials(records: int, groups: int) -> np.ndarray:
 _WARM = set()
 
 
+@contextlib.contextmanager
+def _blas_check_without_scipy_linalg():
+    """While numba loads its first compiled function it checks that BLAS exists by importing
+    scipy.linalg.cython_blas; that import runs scipy.linalg's package __init__ (0.3-0.9 s of
+    scipy's array-API layer), for a kernel that calls no BLAS. The same extension module loads in
+    ~20 ms under a bare parent package, and numba's check then finds it imported. Both entries
+    leave sys.modules afterwards: numba and the process see scipy.linalg exactly as if it had never
+    been imported, and a later import of it runs normally. Where the bare import fails nothing changes.
+    """
+    import importlib.util
+    import sys
+    if "scipy.linalg" in sys.modules or "numba.np.arraymath" in sys.modules:  # checked or imported already
+        yield
+        return
+    try:
+        spec = importlib.util.find_spec("scipy.linalg")
+    except ImportError:
+        spec = None
+    if spec is None:
+        yield
+        return
+    sys.modules["scipy.linalg"] = importlib.util.module_from_spec(spec)  # the package, its __init__ not run
+    try:
+        importlib.import_module("scipy.linalg.cython_blas")
+    except ImportError:
+        sys.modules.pop("scipy.linalg.cython_blas", None)
+    finally:
+        del sys.modules["scipy.linalg"]
+    try:
+        yield
+    finally:
+        sys.modules.pop("scipy.linalg.cython_blas", None)
+
+
 def warm_up(dtype: str = "float32", ledger: bool = True) -> None:
     """Load (or, on a cold cache, compile once) the kernel for `dtype`, with or without the ledger:
     paid once per process and specialisation."""
@@ -123,7 +158,8 @@ def warm_up(dtype: str = "float32", ledger: bool = True) -> None:
     cfg = SimulationConfig(trajectories=1, steps=1, dtype=dtype).validate()
     state = (np.zeros((1, 1), f), np.zeros((1, 1), f), np.zeros(1), np.zeros((1, 3), np.int32),
              np.zeros((1, 2)) if ledger else None)
-    _launch(cfg, state, np.ones((1, 1), f), 0, 0, 1, 1, new_partials(window_rows(cfg, 0, 1)[2], 1))
+    with _blas_check_without_scipy_linalg():
+        _launch(cfg, state, np.ones((1, 1), f), 0, 0, 1, 1, new_partials(window_rows(cfg, 0, 1)[2], 1))
     _WARM.add((dtype, ledger))
 
 
