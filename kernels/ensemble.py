@@ -30,8 +30,10 @@ Steps. The program walks the window [step_begin, step_end) in quads of four
 steps: ONE Philox call per coordinate per quad (counter (trajectory, n // 4,
 coordinate, TAG_STEP), docs/CONVENTIONS.md), whose four lanes feed the steps
 4q .. 4q + 3. With GUARD each step is wrapped in a uniform branch
-`lo <= n < hi`, so one instantiation serves windows cut anywhere. The
-gradient at the current theta is carried across steps.
+`0 <= n - step_begin < step_end - step_begin`, so one instantiation serves
+windows cut anywhere. The gradient at the current theta is carried across
+steps. The loop counts quads and window steps in int32 (q as the uint32
+Philox word): 64-bit indices would hold registers across the loop.
 
 Recording is table-driven: rec[k] is the partial-sum row of step
 step_begin + k, or -1 when that step is not recorded (the launcher builds
@@ -59,6 +61,16 @@ reference.py to the working dtype's rounding step for step instead of
 drifting by an FMA's extra precision. Fusion would be faster by a few
 instructions per step and statistically equivalent, but it would no longer
 be the reference's arithmetic.
+
+Registers (16 warps per SM need at most 128 per thread at TPT = 4). The
+normal transform is call-free and branch-free (kernels/philox.py), which
+lets the compiler spread a lane's Box-Muller pair over the neighbouring
+steps and their recording, or hoist loop-invariant products (f I_0) out of
+the loop, each holding registers across it. PIN (set by the launcher on a
+GPU; the interpreter runs no inline PTX) puts an opaque register move
+(_pin) where a value must be formed: the pending normals z1 and z3, and I_0
+at the first-passage compare. The padding trajectories of the last program
+start as NaN (diverged), so the loop carries no `valid` mask.
 
 Every scalar the dynamics multiplies by comes from the coefficient table
 (inertia_gpu/coefficients.py, formed once in float64 and rounded once): the
@@ -301,7 +313,8 @@ def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, 
 @triton.jit
 def _record(theta, mom, g, lam, cols, row_buf, n, row, inertia0, fp0, fp1, fp2, dis, inj, partials_ptr, grp,
             n_groups, valid, kin_c, shadow_c, diverge, nan64, PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr,
-            DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr, LEDGER: tl.constexpr):
+            DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr, LEDGER: tl.constexpr,
+            PIN: tl.constexpr):
     """Statistics of the state at recorded step n (partial-sum row `row`), divergence, first passage.
 
     `diverge` is min(diverge_above, largest float64), so the one compare `I <= diverge` is false for
@@ -329,6 +342,9 @@ def _record(theta, mom, g, lam, cols, row_buf, n, row, inertia0, fp0, fp1, fp2, 
     # a diverged trajectory cannot pass: its inertia fails every compare (NaN), or exceeds f I_0
     # (I_0 <= diverge_above, else it diverged at step 0 and is NaN since)
     n32 = n.to(tl.int32)
+    # I_0 through an opaque move: the products f I_0 are formed here, not hoisted out of the loop into six
+    # registers per trajectory held across it
+    inertia0 = _pin(inertia0, PIN)
     fp0 = tl.where((fp0 < 0) & (inertia <= FRACTION_0 * inertia0), n32, fp0)
     fp1 = tl.where((fp1 < 0) & (inertia <= FRACTION_1 * inertia0), n32, fp1)
     fp2 = tl.where((fp2 < 0) & (inertia <= FRACTION_2 * inertia0), n32, fp2)
@@ -443,19 +459,20 @@ def _advance(theta, mom, g, lam, xi, cols, row_buf, lr, h, half_h, decay, xi_c, 
 
 
 @triton.jit
-def _step(theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, dis, inj, partials_ptr, grp,
-          n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c, diverge, nan64,
+def _step(theta, mom, g, lam, xi, cols, row_buf, k, lo32, rec_ptr, inertia0, fp0, fp1, fp2, dis, inj, partials_ptr,
+          grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c, diverge, nan64,
           PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
           NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr,
-          LEDGER: tl.constexpr):
-    """One step n -> n + 1 plus, when the table says n + 1 is recorded, its statistics.
+          LEDGER: tl.constexpr, PIN: tl.constexpr):
+    """One step n -> n + 1 plus, when the table says n + 1 is recorded, its statistics; k = n - step_begin
+    (int32: a window's table is indexed in int32), lo32 = step_begin as int32 (n = lo32 + k as int32).
 
-    The step's scalars: the constant row (decay0, xi0, spread0) or, for a nesterov schedule, row n - lo
+    The step's scalars: the constant row (decay0, xi0, spread0) or, for a nesterov schedule, row k
     of the window's table. The ledger's friction factor a is the table's DECAY converted to float64
     (Euler: 1 - DECAY, DECAY being h gamma there), as ledger.step takes it.
     """
     if SCHEDULE == NESTEROV:
-        at = step_ptr + (n - lo) * N_STEP_COLUMNS
+        at = step_ptr + k * N_STEP_COLUMNS
         decay = tl.load(at + STEP_DECAY)
         xi_c = tl.load(at + STEP_XI)
         spread = tl.load(at + STEP_SPREAD)
@@ -472,43 +489,60 @@ def _step(theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, 
     theta, mom, g, dis, inj = _advance(theta, mom, g, lam, xi, cols, row_buf, lr, h, half_h, decay, xi_c, spread,
                                        dis, inj, c_dis, two_a, kin_c, PROBLEM, INTEGRATOR, NOISE_MODEL, NOISY, DIM,
                                        PAD, LEDGER)
-    row = tl.load(rec_ptr + (n + 1 - lo))
+    row = tl.load(rec_ptr + (k + 1))
     if row >= 0:
         theta, mom, g, fp0, fp1, fp2, dis, inj = _record(
-            theta, mom, g, lam, cols, row_buf, n + 1, row, inertia0, fp0, fp1, fp2, dis, inj, partials_ptr, grp,
-            n_groups, valid, kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, DIM, PAD, TPT, WIDTH, LEDGER)
+            theta, mom, g, lam, cols, row_buf, lo32 + (k + 1), row, inertia0, fp0, fp1, fp2, dis, inj, partials_ptr,
+            grp, n_groups, valid, kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, DIM, PAD, TPT, WIDTH, LEDGER,
+            PIN)
     return theta, mom, g, fp0, fp1, fp2, dis, inj
 
 
 @triton.jit
-def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, fp0, fp1, fp2,
-          dis, inj, partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0,
+def _pin(x, PIN: tl.constexpr):
+    """x, computed here: an opaque register move the compiler may neither hoist nor sink (PIN; the interpreter
+    runs no inline assembly). Keeps the Box-Muller pair of one lane from being spread over the neighbouring
+    steps and their recording, where its intermediates would stay live instead of its one result."""
+    if PIN:
+        if x.dtype.primitive_bitwidth == 64:
+            x = tl.inline_asm_elementwise("mov.b64 $0, $1;", "=l,l", [x], dtype=x.dtype, is_pure=False, pack=1)
+        else:
+            x = tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [x], dtype=x.dtype, is_pure=False, pack=1)
+    return x
+
+
+@triton.jit
+def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, j, q0_u32, head, span, lo32, seed, rec_ptr, inertia0,
+          fp0, fp1, fp2, dis, inj, partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0,
           kin_c, shadow_c, diverge, nan64,
           PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
           NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr,
-          GUARD: tl.constexpr, LEDGER: tl.constexpr):
-    """Steps 4q .. 4q + 3 from one Philox call per coordinate (lane = n % 4).
+          GUARD: tl.constexpr, LEDGER: tl.constexpr, PIN: tl.constexpr):
+    """Steps 4q .. 4q + 3, q = q0 + j, from one Philox call per coordinate (lane = n % 4). The window's
+    steps are k = n - step_begin in [0, span); the quad's lane 0 is k = 4 j - head (head = step_begin % 4).
+    Loop indices in int32 (registers): q as uint32 (the Philox counter word), k within one window's table.
 
-    GUARD: only the steps n with lo <= n < hi run (head and tail of an unaligned window).
+    GUARD: only the steps with 0 <= k < span run (head and tail of an unaligned window).
     """
     if NOISY:
         zero = tl.zeros(theta.shape, dtype=tl.uint32)
-        c1 = zero + q.to(tl.uint32)
+        c1 = zero + (q0_u32 + j.to(tl.uint32))
         c2 = zero + cols.to(tl.uint32)
         c3 = zero + TAG_STEP
         # the raw words, not four normals: the second Box-Muller pair is transformed only at lane 2,
         # so at most one pending normal per coordinate is live (registers: float64 and d > 1)
         x0, x1, x2, x3 = tl.philox(seed, zero + traj_u32, c1, c2, c3)
-    base = q * 4
     for lane in tl.static_range(4):
         if NOISY:
             if lane == 0:
                 z0, z1 = normal_pair(x0, x1, theta.dtype)
+                z1 = _pin(z1, PIN)
                 xi = z0
             elif lane == 1:
                 xi = z1
             elif lane == 2:
                 z2, z3 = normal_pair(x2, x3, theta.dtype)
+                z3 = _pin(z3, PIN)
                 xi = z2
             else:
                 xi = z3
@@ -516,19 +550,20 @@ def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed,
                 xi = tl.where(colmask, xi, 0.0)
         else:
             xi = 0.0
-        n = base + lane
+        k = j * 4 + (lane - head)
         if GUARD:
-            if (n >= lo) & (n < hi):
+            if (k >= 0) & (k < span):
                 theta, mom, g, fp0, fp1, fp2, dis, inj = _step(
-                    theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, dis, inj,
+                    theta, mom, g, lam, xi, cols, row_buf, k, lo32, rec_ptr, inertia0, fp0, fp1, fp2, dis, inj,
                     partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c,
                     shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT,
-                    WIDTH, LEDGER)
+                    WIDTH, LEDGER, PIN)
         else:
             theta, mom, g, fp0, fp1, fp2, dis, inj = _step(
-                theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, fp0, fp1, fp2, dis, inj,
+                theta, mom, g, lam, xi, cols, row_buf, k, lo32, rec_ptr, inertia0, fp0, fp1, fp2, dis, inj,
                 partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c,
-                diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH, LEDGER)
+                diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH, LEDGER,
+                PIN)
     return theta, mom, g, fp0, fp1, fp2, dis, inj
 
 
@@ -544,7 +579,7 @@ def ensemble_kernel(
     PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
     NOISY: tl.constexpr, DRAWN_SPECTRUM: tl.constexpr, START_FROM_INIT: tl.constexpr,
     DIM: tl.constexpr, DIMP: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr, GUARD: tl.constexpr = True,
-    LEDGER: tl.constexpr = True,
+    LEDGER: tl.constexpr = True, PIN: tl.constexpr = False,
 ):
     """Advance trajectories [start, start + count) over steps [step_begin, step_end).
 
@@ -591,7 +626,7 @@ def ensemble_kernel(
     if BLOCK < GROUP:  # the wide layout: one trajectory per program, `partials` holds per-trajectory rows
         grp = pid.to(tl.int64) + tl.arange(0, 1).to(tl.int64)
     else:
-        grp = pid.to(tl.int64) * (BLOCK // GROUP) + tl.arange(0, BLOCK // GROUP).to(tl.int64)
+        grp = pid * (BLOCK // GROUP) + tl.arange(0, BLOCK // GROUP)  # int32: one register (groups < 2^31)
 
     # the wide layout's shift buffer: this trajectory's row of theta_out (written only at the end)
     row_buf = theta_out  # (already offset to this program)
@@ -648,7 +683,7 @@ def ensemble_kernel(
             theta, mom, g, fp0, fp1, fp2, dis, inj = _record(
                 theta, mom, g, lam, cols, row_buf, step_begin * 0, row, inertia0, fp0, fp1, fp2, dis, inj,
                 partials_ptr, grp, n_groups, valid, kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, DIM, PAD,
-                TPT, WIDTH, LEDGER)
+                TPT, WIDTH, LEDGER, PIN)
     else:
         if PAD:
             theta = tl.load(theta_in + offs3, mask=colmask, other=0.0).to(ACC)
@@ -670,19 +705,28 @@ def ensemble_kernel(
 
     # I_0 is final already: stored now, so it is not carried through the loop (registers)
     tl.store(inertia0_out + offs2, inertia0)
+    # the padding trajectories of the last program (rows >= count) run as diverged ones: a NaN state
+    # leaves them out of every sum, so the loop needs no `valid` mask (a register per trajectory)
+    theta = tl.where(valid[:, None, :], theta, nan64.to(ACC))
+    valid = tl.zeros([TPT, WIDTH], dtype=tl.int32) == 0
+    # quads q0 + j, j in [0, n_quads): int32 and uint32 indices (steps < 2^34: q < 2^32; a window is a table)
     lo = step_begin.to(tl.int64)
-    hi = step_end.to(tl.int64)
-    # a while loop, not `for q in range(lo // 4, ...)`: triton 3.6's interpreter hands range() the bounds
+    q0 = lo // 4
+    head = (lo - q0 * 4).to(tl.int32)
+    span = (step_end.to(tl.int64) - lo).to(tl.int32)
+    n_quads = (head + span + 3) // 4
+    q0_u32 = q0.to(tl.uint32)
+    lo32 = lo.to(tl.int32)
+    # a while loop, not `for j in range(n_quads)`: triton 3.6's interpreter hands range() the bounds
     # as shape-(1,) arrays, which numpy >= 2.4 refuses to turn into Python ints
-    q = lo // 4
-    q_last = (hi - 1) // 4  # inclusive; the window has at least one step
-    while q <= q_last:
+    j = head * 0
+    while j < n_quads:
         theta, mom, g, fp0, fp1, fp2, dis, inj = _quad(
-            theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, fp0, fp1, fp2,
-            dis, inj, partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0,
-            kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH,
-            GUARD, LEDGER)
-        q += 1
+            theta, mom, g, lam, cols, row_buf, colmask, traj_u32, j, q0_u32, head, span, lo32, seed, rec_ptr,
+            inertia0, fp0, fp1, fp2, dis, inj, partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0,
+            xi0, spread0, kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH,
+            GUARD, LEDGER, PIN)
+        j += 1
 
     if PAD:
         tl.store(theta_out + offs3, theta.to(theta_out.dtype.element_ty), mask=colmask)
