@@ -13,22 +13,32 @@ gradients (momentum 0.9):
 
 Bytes counted per parameter: 20 (read p, g, b; write p, b; float32), so
 GB/s = 20 * n_params / time. copy moves 8 bytes per element of a buffer
-sized to the same 20 bytes per parameter.
+sized to the same 20 bytes per parameter. Each row's JSON entry also names the
+bytes that implementation moves per step (torch's foreach SGD makes three passes:
+b *= mu, b += g, p -= lr b: 32 bytes per float32 parameter) and the time those
+bytes take at the copy's bandwidth (the memory ceiling).
 
     python benchmarks/bench_optimizer.py --params 1e8        # on a GPU host
-    python benchmarks/bench_optimizer.py --device cpu --params 3.4e7 --rows inertia_sgd_no_noise,sgd_foreach
+    python benchmarks/bench_optimizer.py --device cpu --params 3.4e7    # writes results/cpu-optimizer-<date>-<n>core.json
     pytest benchmarks/bench_optimizer.py                     # CPU suite (pytest-benchmark)
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
 import statistics
 import time
 
 import torch
 
 BYTES_PER_PARAM = 20
+# bytes each contender moves per float32 parameter and step (reads + writes, no cache reuse across passes)
+BYTES_MOVED = {"inertia_sgd": 20, "inertia_sgd_no_noise": 20, "sgd_foreach": 32, "sgd_fused": 20,
+               "unfused": 64}
+CPU_ROWS = ("inertia_sgd", "inertia_sgd_no_noise", "sgd_foreach")
 
 
 def gpt2_like_shapes(n_params: float, layers: int = 12) -> list[tuple[int, ...]]:
@@ -138,37 +148,91 @@ def time_alternating(steps: dict, device: torch.device, repeat: int, warmup: int
     return {label: statistics.median(t) for label, t in times.items()}
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
+def _set_threads(threads: int | None) -> int:
+    """torch's and numba's thread counts (None: leave both at their defaults); returns torch's."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+        try:
+            import numba
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        except ImportError:
+            pass
+    return torch.get_num_threads()
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="InertiaSGD step throughput against torch.optim.SGD")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--params", type=float, default=None, help="parameter count (default 1e8 GPU, 1e6 CPU)")
-    parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
-    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--params", type=float, default=None, help="parameter count (default 1e8 GPU, 3.4e7 CPU)")
+    parser.add_argument("--repeat", type=int, default=None, help="timed steps per row (default 20 GPU, 9 CPU)")
+    parser.add_argument("--rows", default=None,
+                        help=f"comma-separated subset of {','.join(ROWS)} (default: all on a GPU, "
+                             f"{','.join(CPU_ROWS)} on the CPU)")
+    parser.add_argument("--threads", type=int, default=None, help="torch and numba threads (default: theirs)")
+    parser.add_argument("--json", default=None,
+                        help="write the results here (CPU default: benchmarks/results/cpu-optimizer-<date>-<n>core.json)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    n_target = args.params or (1e8 if device.type == "cuda" else 1e6)
+    cpu = device.type == "cpu"
+    threads = _set_threads(args.threads) if cpu else None
+    n_target = args.params or (1e8 if not cpu else 3.4e7)
+    repeat = args.repeat or (9 if cpu else 20)
+    rows = [r for r in (args.rows or ",".join(CPU_ROWS if cpu else ROWS)).split(",") if r]
     shapes = gpt2_like_shapes(n_target)
     params = make_params(shapes, device)
     n = sum(p.numel() for p in params)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    sizes = sorted((p.numel() for p in params), reverse=True)
+    name = torch.cuda.get_device_name(device) if not cpu else f"{_cpu_model()} ({threads} threads)"
 
     src = torch.empty(n * BYTES_PER_PARAM // 8, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
-    results = {"device": name, "n_params": n, "n_tensors": len(params), "bytes_per_param": BYTES_PER_PARAM,
-               "timing": "median of round-robin repeats", "rows": {}}
-    steps = {"copy": lambda: dst.copy_(src), **make_steps(params, rows=[r for r in args.rows.split(",") if r])}
-    seconds = time_alternating(steps, device, args.repeat)
+    results = {"date": datetime.date.today().isoformat(), "device": name, "cores": os.cpu_count(),
+               "threads": threads, "versions": {"torch": torch.__version__},
+               "n_params": n, "n_tensors": len(params), "dtype": "float32",
+               "tensor_sizes": {"largest": sizes[:4], "median": sizes[len(sizes) // 2], "smallest": sizes[-1]},
+               "settings": {"lr": 1e-3, "momentum": 0.9, "noise": 1e-3, "seed": 1},
+               "bytes_per_param": BYTES_PER_PARAM,
+               "timing": f"median of {repeat} round-robin steps after 2 warm-up steps each (wall clock)",
+               "rows": {}}
+    steps = {"copy": lambda: dst.copy_(src), **make_steps(params, rows=rows)}
+    if cpu:
+        try:
+            import numba
+            results["versions"]["numba"] = numba.__version__
+        except ImportError:
+            pass
+    seconds = time_alternating(steps, device, repeat)
     copy_gbs = 8 * src.numel() / seconds["copy"] / 1e9
     results["rows"]["copy"] = {"seconds": seconds["copy"], "GB/s": copy_gbs}
     for label in steps:
         if label != "copy":
             gbs = BYTES_PER_PARAM * n / seconds[label] / 1e9
-            results["rows"][label] = {"seconds": seconds[label], "GB/s": gbs, "of_copy": gbs / copy_gbs}
+            moved = BYTES_MOVED.get(label, BYTES_PER_PARAM) * n
+            results["rows"][label] = {"seconds": seconds[label], "GB/s": gbs, "of_copy": gbs / copy_gbs,
+                                      "bytes_moved": moved, "ceiling_seconds": moved / (copy_gbs * 1e9)}
+    if "sgd_foreach" in seconds:
+        results["ratio_to_sgd_foreach"] = {label: seconds[label] / seconds["sgd_foreach"]
+                                           for label in ("inertia_sgd", "inertia_sgd_no_noise") if label in seconds}
     _print(results)
-    if args.json:
-        with open(args.json, "w") as f:
+    path = args.json
+    if path is None and cpu:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                            f"cpu-optimizer-{results['date']}-{os.cpu_count()}core.json")
+    if path:
+        with open(path, "w") as f:
             json.dump(results, f, indent=2)
+        print(f"wrote {path}")
     return results
 
 

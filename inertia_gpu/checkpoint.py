@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .backends.base import FRACTIONS, N_COLUMNS, ChunkState
+from .backends.base import FRACTIONS, N_COLUMNS, ChunkState, host_array
 from .config import ConfigError, SimulationConfig
 from .output import write_atomic
 
@@ -153,7 +153,8 @@ class Checkpoint:
             "chunk_index": int(chunk_index), "step": int(step),
             "table": torch.from_numpy(np.ascontiguousarray(table)),
             "hist": torch.from_numpy(np.ascontiguousarray(hist)),
-            "state": None if state is None else [t.detach().to("cpu").contiguous() for t in
+            # numpy state (the numba backend's) is stored as tensors too: one file format for every backend
+            "state": None if state is None else [torch.from_numpy(host_array(t)) for t in
                                                  (state.theta, state.momentum, state.inertia0, state.first_passage,
                                                   state.ledger)],
         }

@@ -34,7 +34,11 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def build_parser() -> Parser:
+def build_parser(command: str | None = None) -> Parser:
+    """The parser; a subcommand module's own options are loaded only for `command` (None: every subcommand).
+
+    bench, demo and sweep import torch or the theory; `simulate` must not pay for that.
+    """
     parser = Parser(prog="inertia-gpu", description="Computational inertia of learning dynamics, on GPUs.")
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
     sim = sub.add_parser("simulate", help="integrate an ensemble of toy trajectories and report inertia statistics")
@@ -50,6 +54,8 @@ def build_parser() -> Parser:
                      help="steps between checkpoints (default: one per step window)")
     for name, (module, help_) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_)
+        if command is not None and name != command:
+            continue
         try:
             importlib.import_module(module).add_arguments(p)
         except ImportError:
@@ -113,9 +119,11 @@ def run_simulate(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from .backends.base import BackendUnavailable
-    parser = build_parser()
+    argv = join_negative_values(sys.argv[1:] if argv is None else list(argv))
+    # the top-level parser takes no option but -h: the first other word names the subcommand
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), ""))
     try:
-        args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else list(argv)))
+        args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE

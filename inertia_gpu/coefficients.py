@@ -21,6 +21,9 @@ API
     step_table(config, step_begin, step_end)    # = coefficients(config, step_begin, step_end).table
 
 Results are CPU tensors; a launcher moves them (`.to(device)`) or takes `.numpy()`.
+`coefficient_arrays(config, step_begin, step_end)` gives the same values as numpy
+arrays (same float64 formulas, same single rounding) for launchers that never load
+torch; `coefficients` is built from it, so the two cannot drift apart.
 `overrides` ({option: values}, per-trajectory values of a swept option,
 `reference.sweep_overrides`) adds a trailing trajectory axis to `constants`,
 `rows`/`table` and `observe`; only the reference consumes that form.
@@ -45,12 +48,13 @@ continuous integrators, gamma_n = (1 - mu_n) / h.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from enum import IntEnum
 
-import torch
+import numpy as np
 
-from .spec import Integrator, NoiseModel, Schedule, SpectrumDist, switches, torch_dtype
+from .spec import Integrator, NoiseModel, Schedule, SpectrumDist, numpy_dtype, switches, torch_dtype
 
 
 class Const(IntEnum):
@@ -92,19 +96,21 @@ N_CONST, N_STEP, N_OBS = len(Const), len(Step), len(Obs)
 # --- the scalar formulas (float64; Python floats, or float64 tensors for per-trajectory values) ---------
 
 def _is_t(x) -> bool:
-    return isinstance(x, torch.Tensor)
+    # a value can be a tensor only once torch is loaded: finding out must not load it
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def _exp(x):
-    return torch.exp(x) if _is_t(x) else math.exp(x)
+    return x.exp() if _is_t(x) else math.exp(x)
 
 
 def _expm1(x):
-    return torch.expm1(x) if _is_t(x) else math.expm1(x)
+    return x.expm1() if _is_t(x) else math.expm1(x)
 
 
 def _sqrt(x):
-    return torch.sqrt(x) if _is_t(x) else math.sqrt(x)
+    return x.sqrt() if _is_t(x) else math.sqrt(x)
 
 
 def nesterov_momentum(n: int, r: float) -> float:
@@ -115,6 +121,7 @@ def nesterov_momentum(n: int, r: float) -> float:
 def ou_variance_factor(gamma, h: float):
     """vf = (1 - e^{-2 gamma h}) / (2 gamma), tending to h as gamma -> 0 (the exact O step's variance / sigma^2)."""
     if _is_t(gamma):
+        import torch
         safe = torch.clamp(gamma, min=1e-300)
         return torch.where(gamma > 0, -torch.expm1(-2.0 * gamma * h) / (2.0 * safe), torch.full_like(gamma, h))
     return -math.expm1(-2.0 * gamma * h) / (2.0 * gamma) if gamma > 0 else h
@@ -165,6 +172,55 @@ def _constant_row(config, p: dict) -> tuple:
 # --- the table ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class CoefficientArrays:
+    """The scalars of one configuration over [step_begin, step_end) as numpy arrays (no sweep overrides)."""
+
+    dtype: np.dtype
+    step_begin: int
+    step_end: int
+    constants: np.ndarray  # [N_CONST] working dtype
+    rows: np.ndarray  # [1 or step_end - step_begin, N_STEP] working dtype
+    observe: np.ndarray  # float64 [N_OBS]
+
+    @property
+    def constant_schedule(self) -> bool:
+        return self.rows.shape[0] == 1
+
+    @property
+    def table(self) -> np.ndarray:
+        """[step_end - step_begin, N_STEP]: one row per step (a read-only view for constant schedules)."""
+        if self.constant_schedule:
+            return np.broadcast_to(self.rows, (self.step_end - self.step_begin, N_STEP))
+        return self.rows
+
+
+def _checked_window(config, step_begin: int, step_end: int | None) -> int:
+    step_end = config.steps if step_end is None else step_end
+    if not 0 <= step_begin <= step_end:
+        raise ValueError(f"bad window [{step_begin}, {step_end})")
+    return step_end
+
+
+def coefficient_arrays(config, step_begin: int = 0, step_end: int | None = None, *,
+                       dtype: str | None = None) -> CoefficientArrays:
+    """`coefficients` as numpy arrays: the same float64 values rounded once to `dtype` (default config.dtype)."""
+    step_end = _checked_window(config, step_begin, step_end)
+    sw = switches(config)
+    p = _option_values(config, None)
+    if sw.schedule == Schedule.CONSTANT:
+        rows = [_step_row(sw, p, step_begin)]
+    else:
+        rows = [_step_row(sw, p, n) for n in range(step_begin, max(step_end, step_begin + 1))]
+    working = numpy_dtype(config.dtype if dtype is None else dtype)
+    f64 = np.float64
+    with np.errstate(over="ignore"):  # float64 -> working dtype: round to nearest, once (beyond range: inf)
+        constants = np.array(_constant_row(config, p), dtype=f64).astype(working)
+        table = np.array(rows, dtype=f64).astype(working)
+    observe = np.array((0.5 * p["lr"], config.dt * config.dt / 8.0), dtype=f64)
+    return CoefficientArrays(np.dtype(working), step_begin, step_end, constants, table, observe)
+
+
+@dataclass(frozen=True)
 class Coefficients:
     """The scalars of one configuration over the window [step_begin, step_end), in the working dtype."""
 
@@ -201,6 +257,8 @@ def _option_values(config, overrides: dict | None) -> dict:
     r = config.nesterov_r
     p = {"lr": config.lr, "momentum": config.momentum, "dt": config.dt, "damping": config.damping,
          "noise": config.noise, "temperature": config.temperature, "nesterov_r": 0.0 if r is None else r}
+    if overrides:
+        import torch
     for name, values in (overrides or {}).items():
         p[name] = torch.as_tensor(values, dtype=torch.float64).reshape(-1).cpu()
     return p
@@ -208,6 +266,7 @@ def _option_values(config, overrides: dict | None) -> dict:
 
 def _stack(values, batch: int | None) -> torch.Tensor:
     """float64 tensor of a tuple of floats / [batch] tensors, batch axis last."""
+    import torch
     if batch is None:
         return torch.tensor(values, dtype=torch.float64)
     return torch.stack([torch.as_tensor(v, dtype=torch.float64).expand(batch) for v in values])
@@ -220,10 +279,13 @@ def coefficients(config, step_begin: int = 0, step_end: int | None = None, *, dt
     dtype: the working dtype (default config.dtype). overrides: {option: per-trajectory values}
     of a sweep (options lr, momentum, damping, noise, temperature).
     """
-    step_end = config.steps if step_end is None else step_end
-    if not 0 <= step_begin <= step_end:
-        raise ValueError(f"bad window [{step_begin}, {step_end})")
+    import torch
+    step_end = _checked_window(config, step_begin, step_end)
     dtype = torch_dtype(config.dtype) if dtype is None else dtype
+    if not overrides and dtype in (torch.float32, torch.float64):
+        a = coefficient_arrays(config, step_begin, step_end, dtype=str(dtype).rsplit(".", 1)[-1])
+        return Coefficients(dtype, step_begin, step_end, torch.from_numpy(a.constants), torch.from_numpy(a.rows),
+                            torch.from_numpy(a.observe))
     sw = switches(config)
     p = _option_values(config, overrides)
     batch = next((v.numel() for v in p.values() if _is_t(v)), None)
@@ -247,5 +309,5 @@ def step_table(config, step_begin: int, step_end: int, dtype: torch.dtype | None
     return coefficients(config, step_begin, step_end, dtype=dtype).table.contiguous()
 
 
-__all__ = ["Coefficients", "Const", "N_CONST", "N_OBS", "N_STEP", "Obs", "Step", "coefficients", "constant_vector",
-           "nesterov_momentum", "ou_variance_factor", "spectrum_parameters", "step_table"]
+__all__ = ["CoefficientArrays", "Coefficients", "Const", "N_CONST", "N_OBS", "N_STEP", "Obs", "Step", "coefficient_arrays",
+           "coefficients", "constant_vector", "nesterov_momentum", "ou_variance_factor", "spectrum_parameters", "step_table"]

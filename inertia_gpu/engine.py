@@ -6,6 +6,9 @@ replicate's sums are formed inside one launch by a fixed-shape reduction:
 the statistics are then identical whatever the chunking. Steps are cut
 into windows when the partial-sum buffer of a launch would exceed its
 budget; the per-trajectory state is carried between windows.
+
+torch is imported only where a run needs it (a torch-based backend, CUDA, drawn
+spectra): a CPU run on the numba backend works on numpy throughout.
 """
 from __future__ import annotations
 
@@ -15,10 +18,9 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from . import backends
-from .backends.base import FRACTIONS, GROUP, LEDGER, N_COLUMNS, recorded_in_window
+from .backends.base import FRACTIONS, GROUP, LEDGER, N_COLUMNS, host_array, recorded_in_window
 from .config import ConfigError, SimulationConfig
 from .output import finite_list, write_json
 from .recording import is_arithmetic, max_records_in, recorded_count, window_for
@@ -203,15 +205,24 @@ def _null_reasons(result: SimulationResult) -> dict:
     return out
 
 
-def device_name(device: str) -> str:
+def device_name(device: str, backend=None) -> str:
+    """The device in words; on the CPU with the threads the backend computes on (its own pool, or torch's)."""
     if device == "cuda":
+        import torch
         return torch.cuda.get_device_name()
     import platform
-    return f"{platform.processor() or platform.machine()} CPU ({torch.get_num_threads()} threads)"
+    threads = backend.threads() if hasattr(backend, "threads") else None
+    if threads is None:
+        import torch
+        threads = torch.get_num_threads()
+    return f"{platform.processor() or platform.machine()} CPU ({threads} threads)"
 
 
 def check_device(config: SimulationConfig) -> None:
-    if config.device == "cuda" and not torch.cuda.is_available():
+    if config.device != "cuda":
+        return
+    import torch
+    if not torch.cuda.is_available():
         raise ConfigError("--device: cuda asked for but no CUDA device is visible here; use --device cpu")
 
 
@@ -273,6 +284,7 @@ def _run(config: SimulationConfig, backend, p: Plan, shard, ckpt, progress: bool
     if done_chunks < len(starts):
         done_before += min(p.chunk, last - starts[done_chunks]) * resume_step
     row_of = {n: i for i, n in enumerate(steps.tolist())}
+    run = getattr(backend, "run_arrays", backend.run)  # numpy in and out where the backend offers it
     t0 = time.perf_counter()
     with _progress(progress, total) as bar:
         bar.advance(done_before)
@@ -283,13 +295,13 @@ def _run(config: SimulationConfig, backend, p: Plan, shard, ckpt, progress: bool
                 else (None, 0)
             for begin in range(step0, config.steps, p.window):
                 end = min(begin + p.window, config.steps)
-                state, partials = backend.run(config, start, count, begin, end, state)
+                state, partials = run(config, start, count, begin, end, state)
                 rows = [row_of[n] for n in recorded_in_window(config, begin, end)]
                 table[rows, start // p.replicate_size:start // p.replicate_size + _reps(count, p)] = \
                     _replicate_sums(partials, p)
                 bar.advance(count * (end - begin))
                 if end == config.steps:
-                    fp = state.first_passage.to("cpu").numpy()
+                    fp = host_array(state.first_passage)
                     for j in range(len(FRACTIONS)):
                         hist[j] += np.bincount(fp[:, j] + 1, minlength=config.steps + 2)[: config.steps + 2]
                 if ckpt is not None:
@@ -301,7 +313,7 @@ def _run(config: SimulationConfig, backend, p: Plan, shard, ckpt, progress: bool
         table, hist = shard.merge(table, hist, (rep_begin, rep_end))
     with np.errstate(over="ignore", invalid="ignore"):  # sums beyond float64 become null with a reason, not warnings
         stats = combine(table)
-    return SimulationResult(config, steps, stats, table, hist, backend.name, device_name(config.device),
+    return SimulationResult(config, steps, stats, table, hist, backend.name, device_name(config.device, backend),
                             time.perf_counter() - t0, trajectory_steps_done=total - done_before)
 
 
@@ -318,9 +330,11 @@ def memory_estimate(config: SimulationConfig, p: Plan) -> dict:
 
 def device_budget(config: SimulationConfig) -> int:
     """Bytes one launch may use: free device memory on CUDA (capped by STATE_BUDGET), STATE_BUDGET on the CPU."""
-    if config.device == "cuda" and torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info()
-        return int(min(free * 0.8, STATE_BUDGET["cuda"]))
+    if config.device == "cuda":
+        import torch
+        if torch.cuda.is_available():
+            free, _ = torch.cuda.mem_get_info()
+            return int(min(free * 0.8, STATE_BUDGET["cuda"]))
     return STATE_BUDGET["cpu"]
 
 
@@ -360,15 +374,22 @@ def _reps(count: int, p: Plan) -> int:
     return math.ceil(count / p.replicate_size)
 
 
-def _replicate_sums(partials: torch.Tensor, p: Plan) -> np.ndarray:
+def _replicate_sums(partials, p: Plan) -> np.ndarray:
     """Group sums [rec, groups, Q] -> replicate sums [rec, reps, Q] by a fixed pairwise tree.
 
     The tree is a function of groups_per_replicate alone (elementwise adds of halves, the odd one
     carried), so a replicate's sum does not depend on how many replicates share the launch or on
     the device's reduction strategy. It runs where the partials are: on a GPU only the small
-    replicate table crosses to the host, not the per-group partials.
+    replicate table crosses to the host, not the per-group partials. numpy partials (a CPU
+    backend's own) are summed in numpy: the same adds in the same order, so the same bits.
     """
-    x = partials.to(torch.float64)
+    if isinstance(partials, np.ndarray):
+        x, cat = partials.astype(np.float64, copy=False), np.concatenate
+        zeros = np.zeros
+    else:
+        import torch
+        x, cat = partials.to(torch.float64), torch.cat
+        zeros = x.new_zeros
     if x.shape[-1] != N_COLUMNS:
         raise RuntimeError(f"backend partial sums have {x.shape[-1]} columns, expected {N_COLUMNS} (spec.COLUMNS)")
     rec, groups, q = x.shape
@@ -376,13 +397,13 @@ def _replicate_sums(partials: torch.Tensor, p: Plan) -> np.ndarray:
     reps = math.ceil(groups / gpr)
     pad = reps * gpr - groups
     if pad:
-        x = torch.cat([x, x.new_zeros(rec, pad, q)], dim=1)
+        x = cat([x, zeros((rec, pad, q))], 1)
     x = x.reshape(rec, reps, gpr, q)
     while x.shape[2] > 1:
         n, half = x.shape[2], x.shape[2] // 2
         head = x[:, :, :half] + x[:, :, half:2 * half]
-        x = torch.cat([head, x[:, :, 2 * half:]], dim=2) if n % 2 else head
-    return x[:, :, 0].to("cpu").numpy()
+        x = cat([head, x[:, :, 2 * half:]], 2) if n % 2 else head
+    return host_array(x[:, :, 0])
 
 
 def _attach_theory(result: SimulationResult) -> None:
@@ -442,6 +463,8 @@ def drawn_spectra(cfg: SimulationConfig, first: int = 0) -> np.ndarray | None:
     """
     if cfg.distribution is None:
         return None
+    import torch
+
     from .reference import Model
     model = Model(dataclasses.replace(cfg, dtype="float64", device="cpu"))
     n = min(cfg.trajectories, SPECTRUM_SAMPLE)

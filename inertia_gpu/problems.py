@@ -5,12 +5,13 @@ per-trajectory loss [trajectories] and gradient [trajectories, dim]. Exact
 theory (inertia_gpu/theory.py) exists for the quadratic (the second-moment
 recursion, docs/THEORY.md §3) and, at stationarity, for separable potentials
 such as the double well (Gibbs quadrature, §4); Rosenbrock has neither.
+
+The names and spectra here also serve the configuration, so torch is imported
+only where a function computes with it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
 
 from . import rng
 from .coefficients import spectrum_parameters
@@ -64,7 +65,7 @@ class Rosenbrock(Problem):
     def grad(self, theta, lam=None):
         x, y = theta[:, :-1], theta[:, 1:]
         r = y - x * x
-        g = torch.zeros_like(theta)
+        g = theta.new_zeros(theta.shape)
         g[:, :-1] += -400.0 * x * r - 2.0 * (1.0 - x)
         g[:, 1:] += 200.0 * r
         return g
@@ -108,6 +109,7 @@ def drawn_spectrum(distribution: str, params: tuple[float, float], trajectories:
     a, b = spectrum_parameters(distribution, params)  # float64, rounded to dtype as they enter
     if distribution == "uniform":
         return a + b * u
+    import torch
     if distribution == "loguniform":
         return torch.exp(a + b * u)
     return torch.exp(a + b * z)

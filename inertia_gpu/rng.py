@@ -5,12 +5,13 @@ coordinate) through this generator, so results do not depend on block size,
 chunking, number of devices or backend, and a run resumes bit for bit. The
 counter layout is documented in docs/CONVENTIONS.md; this module is its
 executable form, written with int64 torch ops so it runs on any device.
+
+torch is imported inside the functions that compute with it: the constants and
+`seed_key` serve the configuration and the numba launcher, which never load torch.
 """
 from __future__ import annotations
 
 import math
-
-import torch
 
 MASK32 = 0xFFFFFFFF
 PHILOX_M0 = 0xD2511F53
@@ -43,6 +44,7 @@ def _mulhilo(a: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def philox4x32(c0, c1, c2, c3, k0: int, k1: int, rounds: int = ROUNDS):
     """Philox4x32-10 on int64 tensors holding uint32 values; returns four such tensors."""
+    import torch
     c0, c1, c2, c3 = (torch.as_tensor(c, dtype=torch.int64) & MASK32 for c in (c0, c1, c2, c3))
     c0, c1, c2, c3 = torch.broadcast_tensors(c0, c1, c2, c3)
     k0 &= MASK32
@@ -71,6 +73,7 @@ def uniform24(x: torch.Tensor, dtype: torch.dtype, open_at_zero: bool) -> torch.
 
 
 def box_muller(xa: torch.Tensor, xb: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
     u1 = uniform24(xa, dtype, open_at_zero=True)
     u2 = uniform24(xb, dtype, open_at_zero=False)
     r = torch.sqrt(-2.0 * torch.log(u1))
@@ -78,8 +81,10 @@ def box_muller(xa: torch.Tensor, xb: torch.Tensor, dtype: torch.dtype) -> tuple[
     return r * torch.cos(angle), r * torch.sin(angle)
 
 
-def normals4(c0, c1, c2, c3, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Four standard normals per counter, stacked on a new last axis (lane)."""
+def normals4(c0, c1, c2, c3, seed: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Four standard normals per counter, stacked on a new last axis (lane); dtype default float32."""
+    import torch
+    dtype = torch.float32 if dtype is None else dtype
     k0, k1 = seed_key(seed)
     x0, x1, x2, x3 = philox4x32(c0, c1, c2, c3, k0, k1)
     z0, z1 = box_muller(x0, x1, dtype)
@@ -99,6 +104,7 @@ def ensemble_counter(trajectory, step, coordinate, tag: int = TAG_STEP):
     coordinate, tag) never share a (counter, lane): the layout cannot wrap
     at any size below the limits checked here.
     """
+    import torch
     trajectory = torch.as_tensor(trajectory, dtype=torch.int64)
     step = torch.as_tensor(step, dtype=torch.int64)
     coordinate = torch.as_tensor(coordinate, dtype=torch.int64)
@@ -116,6 +122,7 @@ def step_normals(trajectories: torch.Tensor, step: int, dim: int, seed: int, dty
     A reference evaluation: it draws all four lanes and keeps one. Fast
     paths keep all four (one call serves four steps).
     """
+    import torch
     device = trajectories.device
     coords = torch.arange(dim, device=device, dtype=torch.int64)
     (c0, c1, c2, c3), lane = ensemble_counter(trajectories[:, None], torch.tensor(step, device=device), coords[None, :])
@@ -124,6 +131,7 @@ def step_normals(trajectories: torch.Tensor, step: int, dim: int, seed: int, dty
 
 def init_normals(trajectories: torch.Tensor, dim: int, seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Standard normals for theta_0 (lane 0) and v_0 (lane 1), each [len(trajectories), dim]."""
+    import torch
     device = trajectories.device
     coords = torch.arange(dim, device=device, dtype=torch.int64)
     (c0, c1, c2, c3), _ = ensemble_counter(trajectories[:, None], torch.tensor(0, device=device), coords[None, :], TAG_INIT)
@@ -133,6 +141,7 @@ def init_normals(trajectories: torch.Tensor, dim: int, seed: int, dtype: torch.d
 
 def spectrum_draws(trajectories: torch.Tensor, dim: int, seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(uniform in [0, 1), standard normal) per (trajectory, coordinate) for drawn spectra."""
+    import torch
     device = trajectories.device
     coords = torch.arange(dim, device=device, dtype=torch.int64)
     (c0, c1, c2, c3), _ = ensemble_counter(trajectories[:, None], torch.tensor(0, device=device), coords[None, :], TAG_SPECTRUM)
@@ -144,6 +153,7 @@ def spectrum_draws(trajectories: torch.Tensor, dim: int, seed: int, dtype: torch
 
 def optimizer_counter(element, step: int, parameter: int):
     """(counter words, lane) of the optimizer stream, keyed by (step, parameter, element)."""
+    import torch
     element = torch.as_tensor(element, dtype=torch.int64)
     group = element // 4
     if not 0 <= step < WORD:
@@ -160,6 +170,7 @@ def optimizer_counter(element, step: int, parameter: int):
 def optimizer_normals(numel: int, step: int, parameter: int, seed: int, dtype: torch.dtype,
                       device: torch.device | str = "cpu") -> torch.Tensor:
     """Noise for every element of one parameter tensor (flattened), all four lanes used."""
+    import torch
     groups = torch.arange((numel + 3) // 4, device=device, dtype=torch.int64)
     (c0, c1, c2, c3), _ = optimizer_counter(groups * 4, step, parameter)
     return normals4(c0, c1, c2, c3, seed, dtype).reshape(-1)[:numel]

@@ -30,10 +30,8 @@ Steps. The program walks the window [step_begin, step_end) in quads of four
 steps: ONE Philox call per coordinate per quad (counter (trajectory, n // 4,
 coordinate, TAG_STEP), docs/CONVENTIONS.md), whose four lanes feed the steps
 4q .. 4q + 3. With GUARD each step is wrapped in a uniform branch
-`0 <= n - step_begin < step_end - step_begin`, so one instantiation serves
-windows cut anywhere. The gradient at the current theta is carried across
-steps. The loop counts quads and window steps in int32 (q as the uint32
-Philox word): 64-bit indices would hold registers across the loop.
+`lo <= n < hi`, so one instantiation serves windows cut anywhere. The
+gradient at the current theta is carried across steps.
 
 Recording is table-driven: rec[k] is the partial-sum row of step
 step_begin + k, or -1 when that step is not recorded (the launcher builds
@@ -52,7 +50,19 @@ cut or rank count (a group is always reduced by the same code); changing TPT
 (the block size at fixed warps) may change their last bits. In the wide
 layout (one trajectory per program) the kernel writes per-trajectory rows
 and the launcher sums each group by a fixed pairwise tree of elementwise
-adds (again independent of chunking).
+adds (again independent of chunking). The residual column is formed from
+the group's sums, ((sum K + sum L) - sum I_0) + sum D - sum Q: the same
+balance, one shuffled column fewer, rounded relative to the group's inertia.
+
+Divergence. Two passes per window (the launcher): whole blocks first with
+SAFE = False, which sums without the per-trajectory divergence selects (the
+count is the group size) and only raises the program's flag when a
+trajectory fails the compare; then, with SAFE = True, every flagged program
+(the partial last block, and any block that saw divergence) runs again from
+the same inputs, turning diverged states to NaN and leaving them out of the
+sums. A program without divergence gives the same bits either way (the same
+values through the same reductions), so which pass produced a block never
+shows; a healthy run pays neither the selects nor a read-back.
 
 Floating-point contraction. The launcher compiles with
 enable_fp_fusion=False: every product and sum is rounded as the torch
@@ -63,14 +73,14 @@ instructions per step and statistically equivalent, but it would no longer
 be the reference's arithmetic.
 
 Registers (16 warps per SM need at most 128 per thread at TPT = 4). The
-normal transform is call-free and branch-free (kernels/philox.py), which
-lets the compiler spread a lane's Box-Muller pair over the neighbouring
-steps and their recording, or hoist loop-invariant products (f I_0) out of
-the loop, each holding registers across it. PIN (set by the launcher on a
-GPU; the interpreter runs no inline PTX) puts an opaque register move
-(_pin) where a value must be formed: the pending normals z1 and z3, and I_0
-at the first-passage compare. The padding trajectories of the last program
-start as NaN (diverged), so the loop carries no `valid` mask.
+float32 normal transform is call-free and branch-free (kernels/philox.py),
+which lets the compiler spread a lane's Box-Muller pair over the
+neighbouring steps and their recording, or hoist Philox's first rounds (a
+function of the trajectory and the seed alone) out of the loop, each
+holding registers across it. With PIN (set by the launcher on a GPU; the
+interpreter runs no inline PTX) an opaque register move (_pin) fixes where
+such a value is formed: the pending normals z1 and z3, and the trajectory
+word inside the loop.
 
 Every scalar the dynamics multiplies by comes from the coefficient table
 (inertia_gpu/coefficients.py, formed once in float64 and rounded once): the
@@ -162,6 +172,17 @@ def _group_sum(x, TPT: tl.constexpr, WIDTH: tl.constexpr):
     per_thread = tl.sum(x, axis=0)
     s = tl.sum(tl.reshape(per_thread, [WIDTH * TPT // GROUP, GROUP // TPT]), axis=1, keep_dims=True)
     return tl.broadcast_to(s, [WIDTH * TPT // GROUP, GROUP // TPT])
+
+
+@triton.jit
+def _window_i0_sums(inertia0, TPT: tl.constexpr, WIDTH: tl.constexpr, LEDGER: tl.constexpr, SAFE: tl.constexpr):
+    """The groups' sums of I_0 for the residual column: once per window when every trajectory is kept
+    (SAFE = False, the same reduction _store_sums applies at each record when SAFE), else unused (0.0)."""
+    if LEDGER and not SAFE and TPT * WIDTH >= GROUP:
+        out = _group_sum(inertia0, TPT, WIDTH)
+    else:
+        out = 0.0
+    return out
 
 
 # --- problems -----------------------------------------------------------------------------
@@ -256,32 +277,45 @@ def _observe64(theta, mom, lam, cols, row_buf, kin_c, shadow_c, PROBLEM: tl.cons
 
 
 @triton.jit
-def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, shadow, dis, inj, residual,
-                TPT: tl.constexpr, WIDTH: tl.constexpr, LEDGER: tl.constexpr):
+def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, shadow, dis, inj, inertia0, si0,
+                TPT: tl.constexpr, WIDTH: tl.constexpr, LEDGER: tl.constexpr, SAFE: tl.constexpr):
     """partials[row, grp, :] = group sums of [count, I, K, L, shadow, I^2, D, Q, W] over the kept
     trajectories (without LEDGER the last three columns are 0.0).
 
     The count is summed as an integer (exact, one shuffle word instead of two); the inertia column is
-    sum K + sum L (I = K + L per trajectory; one float64 sum fewer through the shuffles).
+    sum K + sum L (I = K + L per trajectory; one float64 sum fewer through the shuffles), and the kept
+    inertia is the kept K plus the kept L (the same bits as selecting I = K + L: one add, not two selects).
+    The residual column is formed from the group's sums, W = ((sum K + sum L) - sum I_0) + sum D - sum Q,
+    the same balance as summing each trajectory's (I_n - I_0) + D - Q, rounded once per group instead of
+    once per trajectory (a few float64 ulps of the group's inertia), for one shuffled column fewer.
+
+    SAFE = False is the program whose trajectories are all valid and, the caller checks, all kept: no
+    selects; the count is the group's size and sum I_0 is `si0`, summed once per window. SAFE selects
+    every column by `kept` and sums I_0 over the kept trajectories at each record: on a program without
+    divergence both give the same bits (the same values through the same reduction).
     """
-    zero = tl.zeros_like(inertia)
-    i64 = tl.where(kept, inertia, zero)
     base = partials_ptr + (row.to(tl.int64) * n_groups + grp) * N_COLUMNS
     gmask = grp < n_groups
     if TPT * WIDTH < GROUP:
         # the wide layout (one trajectory per program): per-trajectory rows, summed into groups by the
         # launcher in a fixed pairwise order
+        zero = tl.zeros_like(inertia)
+        k64 = tl.where(kept, kinetic, zero)
+        l64 = tl.where(kept, loss, zero)
+        i64 = k64 + l64
         base = tl.reshape(base, [1, 1])
         tl.store(base + 0, kept.to(tl.float64))
         tl.store(base + 1, i64)
-        tl.store(base + 2, tl.where(kept, kinetic, zero))
-        tl.store(base + 3, tl.where(kept, loss, zero))
+        tl.store(base + 2, k64)
+        tl.store(base + 3, l64)
         tl.store(base + 4, tl.where(kept, shadow, zero))
         tl.store(base + 5, i64 * i64)
         if LEDGER:
-            tl.store(base + COL_DISSIPATED, tl.where(kept, dis, zero))
-            tl.store(base + COL_INJECTED, tl.where(kept, inj, zero))
-            tl.store(base + COL_RESIDUAL, tl.where(kept, residual, zero))
+            d64 = tl.where(kept, dis, zero)
+            q64 = tl.where(kept, inj, zero)
+            tl.store(base + COL_DISSIPATED, d64)
+            tl.store(base + COL_INJECTED, q64)
+            tl.store(base + COL_RESIDUAL, ((i64 - tl.where(kept, inertia0, zero)) + d64) - q64)
         else:
             tl.store(base + COL_DISSIPATED, zero)
             tl.store(base + COL_INJECTED, zero)
@@ -291,18 +325,38 @@ def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, 
         lane = tl.arange(0, GROUP // TPT)[None, :]
         base2 = base[:, None] + lane * 0
         m2 = gmask[:, None] & (lane == 0)
-        tl.store(base2 + 0, _group_sum(kept.to(tl.int32), TPT, WIDTH).to(tl.float64), mask=m2)
-        sk = _group_sum(tl.where(kept, kinetic, zero), TPT, WIDTH)
-        sl = _group_sum(tl.where(kept, loss, zero), TPT, WIDTH)
-        tl.store(base2 + 1, sk + sl, mask=m2)
+        if SAFE:
+            zero = tl.zeros_like(inertia)
+            k64 = tl.where(kept, kinetic, zero)
+            l64 = tl.where(kept, loss, zero)
+            s64 = tl.where(kept, shadow, zero)
+            tl.store(base2 + 0, _group_sum(kept.to(tl.int32), TPT, WIDTH).to(tl.float64), mask=m2)
+        else:
+            k64 = kinetic
+            l64 = loss
+            s64 = shadow
+            tl.store(base2 + 0, tl.full([WIDTH * TPT // GROUP, GROUP // TPT], GROUP, tl.float64), mask=m2)
+        i64 = k64 + l64
+        sk = _group_sum(k64, TPT, WIDTH)
+        sl = _group_sum(l64, TPT, WIDTH)
+        si = sk + sl
+        tl.store(base2 + 1, si, mask=m2)
         tl.store(base2 + 2, sk, mask=m2)
         tl.store(base2 + 3, sl, mask=m2)
-        tl.store(base2 + 4, _group_sum(tl.where(kept, shadow, zero), TPT, WIDTH), mask=m2)
+        tl.store(base2 + 4, _group_sum(s64, TPT, WIDTH), mask=m2)
         tl.store(base2 + 5, _group_sum(i64 * i64, TPT, WIDTH), mask=m2)
         if LEDGER:
-            tl.store(base2 + COL_DISSIPATED, _group_sum(tl.where(kept, dis, zero), TPT, WIDTH), mask=m2)
-            tl.store(base2 + COL_INJECTED, _group_sum(tl.where(kept, inj, zero), TPT, WIDTH), mask=m2)
-            tl.store(base2 + COL_RESIDUAL, _group_sum(tl.where(kept, residual, zero), TPT, WIDTH), mask=m2)
+            if SAFE:
+                sd = _group_sum(tl.where(kept, dis, zero), TPT, WIDTH)
+                sq = _group_sum(tl.where(kept, inj, zero), TPT, WIDTH)
+                s0 = _group_sum(tl.where(kept, inertia0, zero), TPT, WIDTH)
+            else:
+                sd = _group_sum(dis, TPT, WIDTH)
+                sq = _group_sum(inj, TPT, WIDTH)
+                s0 = si0
+            tl.store(base2 + COL_DISSIPATED, sd, mask=m2)
+            tl.store(base2 + COL_INJECTED, sq, mask=m2)
+            tl.store(base2 + COL_RESIDUAL, ((si - s0) + sd) - sq, mask=m2)
         else:
             none = tl.zeros([WIDTH * TPT // GROUP, GROUP // TPT], dtype=tl.float64)
             tl.store(base2 + COL_DISSIPATED, none, mask=m2)
@@ -311,40 +365,45 @@ def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, 
 
 
 @triton.jit
-def _record(theta, mom, g, lam, cols, row_buf, n, row, inertia0, fp0, fp1, fp2, dis, inj, partials_ptr, grp,
-            n_groups, valid, kin_c, shadow_c, diverge, nan64, PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr,
-            DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr, LEDGER: tl.constexpr,
-            PIN: tl.constexpr):
+def _record(theta, mom, g, lam, cols, row_buf, n, row, inertia0, si0, fp0, fp1, fp2, dis, inj, partials_ptr, grp,
+            n_groups, valid, flag_ptr, kin_c, shadow_c, diverge, nan64, PROBLEM: tl.constexpr,
+            INTEGRATOR: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr,
+            LEDGER: tl.constexpr, SAFE: tl.constexpr):
     """Statistics of the state at recorded step n (partial-sum row `row`), divergence, first passage.
 
     `diverge` is min(diverge_above, largest float64), so the one compare `I <= diverge` is false for
     NaN, for +inf and above the bound. The ledger's residual W = (I_n - I_0) + D - Q closes the
     balance of each trajectory; a diverged trajectory's D and Q become NaN with its state.
+
+    SAFE = False (a program of valid trajectories, none diverged so far: the launcher's first pass) sums
+    without selects and only raises the program's flag when a trajectory fails the compare; the launcher
+    then runs the program again with SAFE = True, which turns diverged states to NaN and leaves them out
+    of every sum. Healthy runs never pay for divergence (module docstring, "Divergence").
     """
     inertia, kinetic, loss, shadow = _observe64(theta, mom, lam, cols, row_buf, kin_c, shadow_c, PROBLEM, INTEGRATOR,
                                                 DIM, PAD)
     ok = inertia <= diverge
-    if LEDGER:
-        residual = (inertia - inertia0) + dis - inj
+    if SAFE:
+        _store_sums(partials_ptr, row, grp, n_groups, valid & ok, inertia, kinetic, loss, shadow, dis, inj, inertia0,
+                    si0, TPT, WIDTH, LEDGER, SAFE)
+        if LEDGER:
+            dis = tl.where(ok, dis, nan64)
+            inj = tl.where(ok, inj, nan64)
+        keep = ok[:, None, :]
+        nan = nan64.to(theta.dtype)
+        theta = tl.where(keep, theta, nan)
+        mom = tl.where(keep, mom, nan)
+        if INTEGRATOR == LEAPFROG or INTEGRATOR == BAOAB:
+            g = tl.where(keep, g, nan)
     else:
-        residual = inertia  # not stored
-    _store_sums(partials_ptr, row, grp, n_groups, valid & ok, inertia, kinetic, loss, shadow, dis, inj, residual,
-                TPT, WIDTH, LEDGER)
-    if LEDGER:
-        dis = tl.where(ok, dis, nan64)
-        inj = tl.where(ok, inj, nan64)
-    keep = ok[:, None, :]
-    nan = nan64.to(theta.dtype)
-    theta = tl.where(keep, theta, nan)
-    mom = tl.where(keep, mom, nan)
-    if INTEGRATOR == LEAPFROG or INTEGRATOR == BAOAB:
-        g = tl.where(keep, g, nan)
+        _store_sums(partials_ptr, row, grp, n_groups, ok, inertia, kinetic, loss, shadow, dis, inj, inertia0,
+                    si0, TPT, WIDTH, LEDGER, SAFE)
+        # any trajectory of this thread not kept: the program's results are void; flag it for the rerun
+        lost = tl.sum((inertia <= diverge).to(tl.int32), axis=0) < TPT  # [WIDTH], in-thread
+        tl.store(flag_ptr + lost.to(tl.int32) * 0, lost.to(tl.int32), mask=lost)
     # a diverged trajectory cannot pass: its inertia fails every compare (NaN), or exceeds f I_0
     # (I_0 <= diverge_above, else it diverged at step 0 and is NaN since)
     n32 = n.to(tl.int32)
-    # I_0 through an opaque move: the products f I_0 are formed here, not hoisted out of the loop into six
-    # registers per trajectory held across it
-    inertia0 = _pin(inertia0, PIN)
     fp0 = tl.where((fp0 < 0) & (inertia <= FRACTION_0 * inertia0), n32, fp0)
     fp1 = tl.where((fp1 < 0) & (inertia <= FRACTION_1 * inertia0), n32, fp1)
     fp2 = tl.where((fp2 < 0) & (inertia <= FRACTION_2 * inertia0), n32, fp2)
@@ -459,20 +518,19 @@ def _advance(theta, mom, g, lam, xi, cols, row_buf, lr, h, half_h, decay, xi_c, 
 
 
 @triton.jit
-def _step(theta, mom, g, lam, xi, cols, row_buf, k, lo32, rec_ptr, inertia0, fp0, fp1, fp2, dis, inj, partials_ptr,
-          grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c, diverge, nan64,
+def _step(theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, si0, fp0, fp1, fp2, dis, inj, partials_ptr,
+          grp, n_groups, valid, flag_ptr, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c, diverge, nan64,
           PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
           NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr,
-          LEDGER: tl.constexpr, PIN: tl.constexpr):
-    """One step n -> n + 1 plus, when the table says n + 1 is recorded, its statistics; k = n - step_begin
-    (int32: a window's table is indexed in int32), lo32 = step_begin as int32 (n = lo32 + k as int32).
+          LEDGER: tl.constexpr, SAFE: tl.constexpr):
+    """One step n -> n + 1 plus, when the table says n + 1 is recorded, its statistics.
 
-    The step's scalars: the constant row (decay0, xi0, spread0) or, for a nesterov schedule, row k
+    The step's scalars: the constant row (decay0, xi0, spread0) or, for a nesterov schedule, row n - lo
     of the window's table. The ledger's friction factor a is the table's DECAY converted to float64
     (Euler: 1 - DECAY, DECAY being h gamma there), as ledger.step takes it.
     """
     if SCHEDULE == NESTEROV:
-        at = step_ptr + k * N_STEP_COLUMNS
+        at = step_ptr + (n - lo) * N_STEP_COLUMNS
         decay = tl.load(at + STEP_DECAY)
         xi_c = tl.load(at + STEP_XI)
         spread = tl.load(at + STEP_SPREAD)
@@ -489,20 +547,21 @@ def _step(theta, mom, g, lam, xi, cols, row_buf, k, lo32, rec_ptr, inertia0, fp0
     theta, mom, g, dis, inj = _advance(theta, mom, g, lam, xi, cols, row_buf, lr, h, half_h, decay, xi_c, spread,
                                        dis, inj, c_dis, two_a, kin_c, PROBLEM, INTEGRATOR, NOISE_MODEL, NOISY, DIM,
                                        PAD, LEDGER)
-    row = tl.load(rec_ptr + (k + 1))
+    row = tl.load(rec_ptr + (n + 1 - lo))
     if row >= 0:
         theta, mom, g, fp0, fp1, fp2, dis, inj = _record(
-            theta, mom, g, lam, cols, row_buf, lo32 + (k + 1), row, inertia0, fp0, fp1, fp2, dis, inj, partials_ptr,
-            grp, n_groups, valid, kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, DIM, PAD, TPT, WIDTH, LEDGER,
-            PIN)
+            theta, mom, g, lam, cols, row_buf, n + 1, row, inertia0, si0, fp0, fp1, fp2, dis, inj, partials_ptr,
+            grp, n_groups, valid, flag_ptr, kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, DIM, PAD, TPT,
+            WIDTH, LEDGER, SAFE)
     return theta, mom, g, fp0, fp1, fp2, dis, inj
 
 
 @triton.jit
 def _pin(x, PIN: tl.constexpr):
-    """x, computed here: an opaque register move the compiler may neither hoist nor sink (PIN; the interpreter
-    runs no inline assembly). Keeps the Box-Muller pair of one lane from being spread over the neighbouring
-    steps and their recording, where its intermediates would stay live instead of its one result."""
+    """x, formed here: an opaque register move (inline PTX) that the compiler may neither hoist nor sink. PIN is
+    set by the launcher on a GPU (the interpreter runs no inline assembly). On the pending normals z1 and z3:
+    the call-free, branch-free float32 transform would otherwise be spread over the neighbouring steps and
+    their recording, its intermediates live there instead of its one result (registers: 16 warps per SM)."""
     if PIN:
         if x.dtype.primitive_bitwidth == 64:
             x = tl.inline_asm_elementwise("mov.b64 $0, $1;", "=l,l", [x], dtype=x.dtype, is_pure=False, pack=1)
@@ -512,26 +571,27 @@ def _pin(x, PIN: tl.constexpr):
 
 
 @triton.jit
-def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, j, q0_u32, head, span, lo32, seed, rec_ptr, inertia0,
-          fp0, fp1, fp2, dis, inj, partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0,
+def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, si0, fp0, fp1,
+          fp2, dis, inj, partials_ptr, grp, n_groups, valid, flag_ptr, step_ptr, lr, h, half_h, decay0, xi0, spread0,
           kin_c, shadow_c, diverge, nan64,
           PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
           NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr,
-          GUARD: tl.constexpr, LEDGER: tl.constexpr, PIN: tl.constexpr):
-    """Steps 4q .. 4q + 3, q = q0 + j, from one Philox call per coordinate (lane = n % 4). The window's
-    steps are k = n - step_begin in [0, span); the quad's lane 0 is k = 4 j - head (head = step_begin % 4).
-    Loop indices in int32 (registers): q as uint32 (the Philox counter word), k within one window's table.
+          GUARD: tl.constexpr, LEDGER: tl.constexpr, SAFE: tl.constexpr, PIN: tl.constexpr):
+    """Steps 4q .. 4q + 3 from one Philox call per coordinate (lane = n % 4).
 
-    GUARD: only the steps with 0 <= k < span run (head and tail of an unaligned window).
+    GUARD: only the steps n with lo <= n < hi run (head and tail of an unaligned window).
     """
     if NOISY:
         zero = tl.zeros(theta.shape, dtype=tl.uint32)
-        c1 = zero + (q0_u32 + j.to(tl.uint32))
+        c1 = zero + q.to(tl.uint32)
         c2 = zero + cols.to(tl.uint32)
         c3 = zero + TAG_STEP
         # the raw words, not four normals: the second Box-Muller pair is transformed only at lane 2,
         # so at most one pending normal per coordinate is live (registers: float64 and d > 1)
-        x0, x1, x2, x3 = tl.philox(seed, zero + traj_u32, c1, c2, c3)
+        # the trajectory word through _pin: Philox's first rounds depend on it (and the seed) alone, and
+        # hoisted out of the loop they would hold six registers per trajectory across it
+        x0, x1, x2, x3 = tl.philox(seed, zero + _pin(traj_u32, PIN), c1, c2, c3)
+    base = q * 4
     for lane in tl.static_range(4):
         if NOISY:
             if lane == 0:
@@ -550,20 +610,20 @@ def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, j, q0_u32, head,
                 xi = tl.where(colmask, xi, 0.0)
         else:
             xi = 0.0
-        k = j * 4 + (lane - head)
+        n = base + lane
         if GUARD:
-            if (k >= 0) & (k < span):
+            if (n >= lo) & (n < hi):
                 theta, mom, g, fp0, fp1, fp2, dis, inj = _step(
-                    theta, mom, g, lam, xi, cols, row_buf, k, lo32, rec_ptr, inertia0, fp0, fp1, fp2, dis, inj,
-                    partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c,
-                    shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT,
-                    WIDTH, LEDGER, PIN)
+                    theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, si0, fp0, fp1, fp2, dis, inj,
+                    partials_ptr, grp, n_groups, valid, flag_ptr, step_ptr, lr, h, half_h, decay0, xi0, spread0,
+                    kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD,
+                    TPT, WIDTH, LEDGER, SAFE)
         else:
             theta, mom, g, fp0, fp1, fp2, dis, inj = _step(
-                theta, mom, g, lam, xi, cols, row_buf, k, lo32, rec_ptr, inertia0, fp0, fp1, fp2, dis, inj,
-                partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c,
-                diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH, LEDGER,
-                PIN)
+                theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, si0, fp0, fp1, fp2, dis, inj,
+                partials_ptr, grp, n_groups, valid, flag_ptr, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c,
+                shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH,
+                LEDGER, SAFE)
     return theta, mom, g, fp0, fp1, fp2, dis, inj
 
 
@@ -574,12 +634,12 @@ def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, j, q0_u32, head,
 def ensemble_kernel(
     theta_in, mom_in, inertia0_in, fp_in, ledger_in,
     theta_out, mom_out, inertia0_out, fp_out, ledger_out,
-    lam_ptr, coef_ptr, step_ptr, obs_ptr, rec_ptr, partials_ptr,
+    lam_ptr, coef_ptr, step_ptr, obs_ptr, rec_ptr, partials_ptr, flag_ptr,
     start, count, n_groups, step_begin, step_end, seed,
     PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
     NOISY: tl.constexpr, DRAWN_SPECTRUM: tl.constexpr, START_FROM_INIT: tl.constexpr,
     DIM: tl.constexpr, DIMP: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr, GUARD: tl.constexpr = True,
-    LEDGER: tl.constexpr = True, PIN: tl.constexpr = False,
+    LEDGER: tl.constexpr = True, SAFE: tl.constexpr = True, PIN: tl.constexpr = False,
 ):
     """Advance trajectories [start, start + count) over steps [step_begin, step_end).
 
@@ -588,13 +648,23 @@ def ensemble_kernel(
     fp [programs, TPT, 3, WIDTH] int32; ledger [programs, TPT, 2, WIDTH] float64 (cumulative D, Q; not
     touched without LEDGER); trajectory pid * BLOCK + t * TPT + i sits at [pid, i, ., t].
     rec [step_end - step_begin + 1] int32 (row of step step_begin + k, -1 = not recorded);
-    partials [rows, n_groups, N_COLUMNS] float64; obs float64 [N_OBS].
+    partials [rows, n_groups, N_COLUMNS] float64; obs float64 [N_OBS]; flag [programs] int32.
+
+    SAFE = False: every trajectory of the program is valid (a whole block) and the statistics are summed
+    without the divergence selects; a trajectory that fails the divergence compare at a record sets
+    flag[pid] = 1 and the program's outputs are void. SAFE = True: the program runs only when flag[pid]
+    is nonzero (the launcher sets it for the partial last block, and the first pass for a program that
+    saw divergence) and handles validity and divergence per trajectory.
     """
     ACC = theta_out.dtype.element_ty
     PAD: tl.constexpr = DIMP != DIM
     BLOCK: tl.constexpr = TPT * WIDTH
     CARRY_G: tl.constexpr = INTEGRATOR == LEAPFROG or INTEGRATOR == BAOAB
     pid = tl.program_id(0)
+    flag_ptr += pid
+    if SAFE:
+        if tl.load(flag_ptr) == 0:
+            return
     # element (i, j, t): trajectory pid * BLOCK + t * TPT + i, coordinate j
     ii = tl.arange(0, TPT)[:, None, None]
     tt = tl.arange(0, WIDTH)[None, None, :]
@@ -673,6 +743,7 @@ def ensemble_kernel(
             mom = v
         g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM) if CARRY_G else 0.0
         inertia0, _k, _l, _s = _observe64(theta, mom, lam, cols, row_buf, kin_c, shadow_c, PROBLEM, INTEGRATOR, DIM, PAD)
+        si0 = _window_i0_sums(inertia0, TPT, WIDTH, LEDGER, SAFE)
         fp0 = tl.full([TPT, WIDTH], -1, dtype=tl.int32)
         fp1 = tl.full([TPT, WIDTH], -1, dtype=tl.int32)
         fp2 = tl.full([TPT, WIDTH], -1, dtype=tl.int32)
@@ -681,9 +752,9 @@ def ensemble_kernel(
         row = tl.load(rec_ptr)
         if row >= 0:  # step 0 is recorded whenever the run starts (backends.base.recorded_in_window)
             theta, mom, g, fp0, fp1, fp2, dis, inj = _record(
-                theta, mom, g, lam, cols, row_buf, step_begin * 0, row, inertia0, fp0, fp1, fp2, dis, inj,
-                partials_ptr, grp, n_groups, valid, kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, DIM, PAD,
-                TPT, WIDTH, LEDGER, PIN)
+                theta, mom, g, lam, cols, row_buf, step_begin * 0, row, inertia0, si0, fp0, fp1, fp2, dis, inj,
+                partials_ptr, grp, n_groups, valid, flag_ptr, kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR,
+                DIM, PAD, TPT, WIDTH, LEDGER, SAFE)
     else:
         if PAD:
             theta = tl.load(theta_in + offs3, mask=colmask, other=0.0).to(ACC)
@@ -692,6 +763,7 @@ def ensemble_kernel(
             theta = tl.load(theta_in + offs3).to(ACC)
             mom = tl.load(mom_in + offs3).to(ACC)
         inertia0 = tl.load(inertia0_in + offs2).to(tl.float64)
+        si0 = _window_i0_sums(inertia0, TPT, WIDTH, LEDGER, SAFE)
         fp0 = tl.load(fp_in + offs_fp)
         fp1 = tl.load(fp_in + offs_fp + WIDTH)
         fp2 = tl.load(fp_in + offs_fp + 2 * WIDTH)
@@ -703,30 +775,25 @@ def ensemble_kernel(
             inj = tl.zeros([TPT, WIDTH], dtype=tl.float64)
         g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM) if CARRY_G else 0.0
 
-    # I_0 is final already: stored now, so it is not carried through the loop (registers)
+    # I_0 is final already: stored now
     tl.store(inertia0_out + offs2, inertia0)
-    # the padding trajectories of the last program (rows >= count) run as diverged ones: a NaN state
-    # leaves them out of every sum, so the loop needs no `valid` mask (a register per trajectory)
-    theta = tl.where(valid[:, None, :], theta, nan64.to(ACC))
-    valid = tl.zeros([TPT, WIDTH], dtype=tl.int32) == 0
-    # quads q0 + j, j in [0, n_quads): int32 and uint32 indices (steps < 2^34: q < 2^32; a window is a table)
     lo = step_begin.to(tl.int64)
-    q0 = lo // 4
-    head = (lo - q0 * 4).to(tl.int32)
-    span = (step_end.to(tl.int64) - lo).to(tl.int32)
-    n_quads = (head + span + 3) // 4
-    q0_u32 = q0.to(tl.uint32)
-    lo32 = lo.to(tl.int32)
-    # a while loop, not `for j in range(n_quads)`: triton 3.6's interpreter hands range() the bounds
+    hi = step_end.to(tl.int64)
+    # a while loop, not `for q in range(lo // 4, ...)`: triton 3.6's interpreter hands range() the bounds
     # as shape-(1,) arrays, which numpy >= 2.4 refuses to turn into Python ints
-    j = head * 0
-    while j < n_quads:
+    q = lo // 4
+    q_last = (hi - 1) // 4  # inclusive; the window has at least one step
+    while q <= q_last:
+        # I_0 times a 1.0 the compiler cannot prove constant (q >= 0 always holds): I_0 becomes loop-carried,
+        # so the three first-passage thresholds f I_0 are formed at each record (3 DMUL) instead of being
+        # hoisted out of the loop and held in 6 float64 registers per trajectory (12 warps/SM instead of 16)
+        inertia0 = inertia0 * (q >= 0).to(tl.float64)
         theta, mom, g, fp0, fp1, fp2, dis, inj = _quad(
-            theta, mom, g, lam, cols, row_buf, colmask, traj_u32, j, q0_u32, head, span, lo32, seed, rec_ptr,
-            inertia0, fp0, fp1, fp2, dis, inj, partials_ptr, grp, n_groups, valid, step_ptr, lr, h, half_h, decay0,
-            xi0, spread0, kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH,
-            GUARD, LEDGER, PIN)
-        j += 1
+            theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, si0, fp0, fp1,
+            fp2, dis, inj, partials_ptr, grp, n_groups, valid, flag_ptr, step_ptr, lr, h, half_h, decay0, xi0, spread0,
+            kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH,
+            GUARD, LEDGER, SAFE, PIN)
+        q += 1
 
     if PAD:
         tl.store(theta_out + offs3, theta.to(theta_out.dtype.element_ty), mask=colmask)

@@ -48,3 +48,168 @@ def add_inertia_sums(b, g, p, sign, scale, weight_decay, out):
         s0, s1 = _block_sums(b, g, p, lo, min(n, lo + BLOCK), sign, scale, weight_decay)
         out[0] += s0
         out[1] += s1
+
+
+# --- the whole step in one pass: update, inertia sums, noise ------------------------------------------
+#
+# torch.optim.SGD(foreach=True)'s float arithmetic, element by element, so that without noise the result
+# is bitwise torch's: every `x.add_(y, alpha=a)` of the foreach sequence is one fused multiply-add
+# fma(y, a, x) in the working dtype (ATen's vectorised add), a multiplication by a scalar one rounding,
+# and every scalar is first rounded to the working dtype (ATen's opmath for float32 and float64).
+# The step is cut into BLOCK-element blocks over the threads (prange); a block's float64 partials
+# are combined in block order afterwards, so the sums do not depend on the thread count. Inside a
+# block, SUB elements at a time (L1-resident): the noise, then the sums, then the update, each a loop
+# the compiler vectorises. Only the sums' loop may be reassociated; the update's order is IEEE's.
+
+from numba import prange, types  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
+
+from .cpu_ensemble import MASK, box_muller_uniform, cast_like, philox4x32, uniform24  # noqa: E402
+
+SUB = 512  # elements per inner pass (a multiple of 4: the noise's groups of four)
+N_PARTIALS = 4  # sum b^2, sum b d, sum q^2, sum b q
+
+
+@intrinsic
+def fma(typingctx, x, y, z):
+    """x * y + z with one rounding (llvm.fma: the FMA instruction), in the dtype of the three."""
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+    return x(x, y, z), codegen
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _normals(z, w, u, group0, count, step, parameter, tag, k0, k1):
+    """z[:4 count] = the optimizer stream's normals of element groups group0 .. group0 + count - 1
+    (counter (group, step, parameter, tag + (group >> 32) 16), all four lanes); no fastmath.
+
+    Four passes, each a loop the compiler vectorises (lane-major scratch w, u; the last pass
+    interleaves the lanes into element order)."""
+    one = cast_like(1.0, z[0])
+    c1 = np.uint64(step)
+    c2 = np.uint64(parameter)
+    c3 = np.uint64(tag)
+    for j in range(count):
+        grp = np.uint64(group0 + j)
+        w[0, j], w[1, j], w[2, j], w[3, j] = philox4x32(grp & MASK, c1, c2,
+                                                        c3 + (grp >> np.uint64(32)) * np.uint64(16),
+                                                        k0, k1)
+    for j in range(count):
+        u[0, j] = uniform24(w[0, j], 1, one)
+        u[1, j] = uniform24(w[1, j], 0, one)
+        u[2, j] = uniform24(w[2, j], 1, one)
+        u[3, j] = uniform24(w[3, j], 0, one)
+    for j in range(count):
+        u[0, j], u[1, j] = box_muller_uniform(u[0, j], u[1, j])
+        u[2, j], u[3, j] = box_muller_uniform(u[2, j], u[3, j])
+    for j in range(count):
+        z[4 * j] = u[0, j]
+        z[4 * j + 1] = u[1, j]
+        z[4 * j + 2] = u[2, j]
+        z[4 * j + 3] = u[3, j]
+
+
+@numba.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy", nogil=True)
+def _sub_sums(b, g, p, z, sign, scale, weight_decay, qscale, with_state, noisy, acc):
+    """acc += (sum b^2, sum b d, sum q^2, sum b q) in float64, d = sign g / scale + weight_decay p,
+    q = qscale xi; the state terms only where with_state (an existing buffer)."""
+    n = g.shape[0]
+    if with_state:
+        s0 = 0.0
+        s1 = 0.0
+        if scale == 1.0 and weight_decay == 0.0:
+            for i in range(n):
+                x = np.float64(b[i])
+                s0 += x * x
+                s1 += x * np.float64(g[i])
+            s1 = sign * s1
+        else:
+            for i in range(n):
+                x = np.float64(b[i])
+                d = sign * np.float64(g[i]) / scale + weight_decay * np.float64(p[i])
+                s0 += x * x
+                s1 += x * d
+        acc[0] += s0
+        acc[1] += s1
+    if noisy:
+        s2 = 0.0
+        s3 = 0.0
+        if with_state:
+            for i in range(n):
+                q = np.float64(z[i]) * qscale
+                s2 += q * q
+                s3 += np.float64(b[i]) * q
+        else:
+            for i in range(n):
+                q = np.float64(z[i]) * qscale
+                s2 += q * q
+        acc[2] += s2
+        acc[3] += s3
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _sub_update(p, g, b, z, lr, momentum, dampening, weight_decay, nesterov, maximize, std, noisy, new_buffer):
+    """torch.optim.SGD(foreach=True)'s update of p and b (plus noise: d += std xi), IEEE order."""
+    one = cast_like(1.0, p[0])
+    wd = cast_like(weight_decay, one)
+    s = cast_like(std, one)
+    mu = cast_like(momentum, one)
+    c = cast_like(1.0 - dampening, one)
+    step = cast_like(-lr, one)
+    heavy = momentum != 0.0
+    for i in range(p.shape[0]):
+        d = -g[i] if maximize else g[i]
+        if weight_decay != 0.0:
+            d = fma(p[i], wd, d)
+        if noisy:
+            d = fma(z[i], s, d)
+        u = d
+        if heavy:
+            if new_buffer:
+                bi = d
+            else:
+                bi = fma(d, c, b[i] * mu)
+            b[i] = bi
+            u = fma(bi, mu, d) if nesterov else bi
+        p[i] = fma(u, step, p[i])
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy", nogil=True)
+def fused_step(p, g, b, lr, momentum, dampening, weight_decay, nesterov, maximize, std, new_buffer,
+               step, parameter, tag, k0, k1, out):
+    """One InertiaSGD step of one tensor (flat arrays of one dtype, float32 or float64) in place.
+
+    b: the momentum buffer (written; with new_buffer its old contents are ignored: b = d, torch's
+    first step; unused when momentum == 0). std: the noise std (0: none), drawing
+    rng.optimizer_normals(numel, step, parameter) (tag: rng.TAG_OPTIMIZER; k0, k1 the seed's key words).
+    out (float64 [3]) += (sum b^2, sum <b, d>, sum <q, 2 momentum b + q>) of the state before the
+    update, q = c std xi the noise the buffer receives (c = 1 - dampening, 1 for a new buffer).
+    """
+    n = p.shape[0]
+    n_blocks = (n + BLOCK - 1) // BLOCK
+    partials = np.zeros((n_blocks, N_PARTIALS))
+    noisy = std != 0.0
+    heavy = momentum != 0.0
+    with_state = heavy and not new_buffer
+    qscale = std if new_buffer else (1.0 - dampening) * std
+    sign = -1.0 if maximize else 1.0
+    kk0 = np.uint64(k0)
+    kk1 = np.uint64(k1)
+    for blk in prange(n_blocks):
+        w = np.empty((4, SUB // 4), dtype=np.uint64)
+        u = np.empty((4, SUB // 4), dtype=p.dtype)
+        z = np.zeros(SUB, dtype=p.dtype)
+        acc = partials[blk]
+        for lo in range(blk * BLOCK, min(n, (blk + 1) * BLOCK), SUB):
+            hi = min(n, lo + SUB)
+            if noisy:
+                _normals(z, w, u, lo // 4, (hi - lo + 3) // 4, step, parameter, tag, kk0, kk1)
+            if heavy:
+                _sub_sums(b[lo:hi], g[lo:hi], p[lo:hi], z, sign, 1.0, weight_decay, qscale, with_state,
+                          noisy and heavy, acc)
+            _sub_update(p[lo:hi], g[lo:hi], b[lo:hi], z, lr, momentum, dampening, weight_decay, nesterov,
+                        maximize, std, noisy, new_buffer)
+    for blk in range(n_blocks):
+        out[0] += partials[blk, 0]
+        out[1] += partials[blk, 1]
+        out[2] += partials[blk, 2] + 2.0 * momentum * partials[blk, 3]

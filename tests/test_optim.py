@@ -351,6 +351,84 @@ def test_cpu_inertia_sums_are_exact_float64(dtype, maximize, weight_decay, scale
     assert got[1].item() == pytest.approx(want[1], rel=1e-12, abs=1e-12 * want[0])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("option", [
+    dict(momentum=0.9, dampening=0.1, weight_decay=0.02, noise=0.3),
+    dict(momentum=0.8, nesterov=True, maximize=True, noise=0.05),
+    dict(momentum=0.0, weight_decay=0.05, noise=0.1),
+    dict(momentum=0.7),
+], ids=["dampened", "nesterov-maximize", "no-momentum", "noise-free"])
+def test_fused_cpu_step_equals_float64_by_hand(dtype, option):
+    """The CPU's one-pass step (kernels/sgd_cpu.fused_step, any thread count) against float64 by hand from
+    the same inputs: params and buffers to the working dtype's rounding, the sums exactly, the noise the
+    reference stream's (rng.optimizer_normals, to a few ulp: polynomial log/sin/cos)."""
+    numba = pytest.importorskip("numba")
+    from inertia_gpu.optim.foreach_step import _fused_cpu_ready
+    from inertia_gpu.optim.functional import inertia_sgd
+    seed = _fresh_seed()
+    g = torch.Generator().manual_seed(seed)
+    sizes = [1, 5, 515, 16384 + 517, 3 * 16384 + 2]  # across the kernel's inner passes and its thread blocks
+    lr, mu, tau = 0.05, option["momentum"], option.get("dampening", 0.0)
+    wd, s, sign = option.get("weight_decay", 0.0), option.get("noise", 0.0), -1.0 if option.get("maximize") else 1.0
+    params = [torch.randn(n, generator=g, dtype=dtype) for n in sizes]
+    grads = [torch.randn(n, generator=g, dtype=dtype) * 10.0 ** (k - 2) for k, n in enumerate(sizes)]
+    buffers = [None if k == 1 else torch.randn(n, generator=g, dtype=dtype) for k, n in enumerate(sizes)]
+    index, step = [3 * k + 1 for k in range(len(sizes))], 5 + secrets.randbelow(1000)
+    assert _fused_cpu_ready(params, grads, [b for b in buffers], mu, lr, s, None)
+    want_p, want_b, want = [], [], [0.0, 0.0, 0.0]
+    for k, (p, gr, b) in enumerate(zip(params, grads, buffers)):
+        p64, b64 = p.double(), None if b is None or mu == 0 else b.double()
+        d = sign * gr.double() + wd * p64
+        xi = rng.optimizer_normals(p.numel(), step, index[k], seed, dtype).double()
+        dn = d + s * xi
+        if mu == 0:
+            u = dn
+        else:
+            q = (s if b64 is None else (1 - tau) * s) * xi
+            want[2] += float((q * q).sum()) + (0.0 if b64 is None else 2 * mu * float((b64 * q).sum()))
+            if b64 is not None:
+                want[0] += float((b64 * b64).sum())
+                want[1] += float((b64 * d).sum())
+            nb = dn if b64 is None else mu * b64 + (1 - tau) * dn
+            want_b.append(nb)
+            u = dn + mu * nb if option.get("nesterov") else nb
+        want_p.append(p64 - lr * u)
+    results = []
+    for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+        numba.set_num_threads(threads)
+        ps, bs = [p.clone() for p in params], [None if b is None else b.clone() for b in buffers]
+        sums = inertia_sgd(ps, [gr.clone() for gr in grads], bs if mu != 0 else [], step=torch.tensor(step),
+                           parameter_index=index, lr=lr, seed=seed, **option)
+        results.append((ps, bs, sums))
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    ps, bs, sums = results[0]
+    for other_ps, other_bs, other_sums in results[1:]:  # the thread count changes no bit
+        assert all(torch.equal(a, c) for a, c in zip(ps, other_ps)) and torch.equal(sums, other_sums)
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    for got, exp in zip(ps, want_p):
+        torch.testing.assert_close(got.double(), exp, rtol=rtol, atol=rtol)
+    if mu != 0:
+        for got, exp in zip(bs, want_b):
+            torch.testing.assert_close(got.double(), exp, rtol=rtol, atol=rtol)
+    assert sums[0].item() == pytest.approx(want[0], rel=1e-13)
+    assert sums[1].item() == pytest.approx(want[1], rel=1e-12, abs=1e-12 * want[0])
+    assert sums[2].item() == pytest.approx(want[2], rel=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+def test_fused_cpu_step_writes_a_new_buffer_everywhere():
+    """A new buffer (torch's first step b = d) is written in full: a NaN-poisoned one comes back finite."""
+    pytest.importorskip("numba")
+    import numpy as np
+    from inertia_gpu.kernels import sgd_cpu
+    n = 3 * 16384 + 7
+    p, g = np.random.default_rng(_fresh_seed()).standard_normal((2, n)).astype(np.float32)
+    b = np.full(n, np.nan, dtype=np.float32)
+    out = np.zeros(3)
+    sgd_cpu.fused_step(p, g.copy(), b, 0.1, 0.9, 0.0, 0.0, False, False, 0.0, True, 0, 0, rng.TAG_OPTIMIZER, 0, 0, out)
+    np.testing.assert_array_equal(b, g)
+    assert out[0] == 0.0 and out[1] == 0.0 and out[2] == 0.0
+
+
 @pytest.mark.parametrize("backend,dtype,steps,rel", [("foreach", torch.float64, 1000, 1e-10),
                                                       ("triton", torch.float32, 1000, 1e-5)])
 def test_frictionless_heavy_ball_conserves_shadow_inertia(backend, dtype, steps, rel):

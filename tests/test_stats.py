@@ -7,7 +7,7 @@ import torch
 
 from inertia_gpu import SimulationConfig, rng, simulate, theory
 from inertia_gpu.backends.base import FRACTIONS, GROUP
-from inertia_gpu.stats import combine, first_passage_summary, fit_decay
+from inertia_gpu.stats import SERIES_DOF, combine, first_passage_summary, fit_decay, t_quantile
 
 
 def test_batch_means_equal_direct_computation_on_fresh_data():
@@ -51,6 +51,20 @@ def test_fit_decay_recovers_a_known_rate_within_its_interval(rate):
     fit = fit_decay(steps, mean, sem, floor=0.3)
     lo, hi = fit["ci95"]
     assert lo <= rate <= hi and hi - lo < 0.1 * rate
+
+
+def test_t_quantile_agrees_with_scipy_on_fresh_arguments():
+    """The fit's t quantile (exact series, asymptotic beyond SERIES_DOF) against scipy's incomplete-beta inverse."""
+    from scipy.special import stdtrit
+    g = np.random.default_rng(7)
+    dofs = np.concatenate([np.arange(1, 9), g.integers(9, SERIES_DOF + 1, 12), [SERIES_DOF, SERIES_DOF + 1],
+                           g.integers(SERIES_DOF + 2, 10 ** 6, 6)])
+    for dof in dofs.tolist():
+        for p in (0.5, 0.975, *g.uniform(0.5, 0.995, 2)):
+            want = float(stdtrit(dof, p))
+            assert t_quantile(p, dof) == pytest.approx(want, rel=1e-12, abs=1e-15), (dof, p)
+    with pytest.raises(ValueError):
+        t_quantile(0.975, 0)
 
 
 def test_fit_power_law_recovers_exponent():

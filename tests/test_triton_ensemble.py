@@ -349,8 +349,10 @@ def test_block_size_changes_only_the_summation_order(monkeypatch):
     sum K + sum L, one rounding more: 2 n 2^-53 sum I_i covers every column. For count, I, K, L and I^2
     the terms are >= 0, so sum|x_i| is the sum itself; the shadow inertia I + (lr/2) b.g has
     |x_i| <= 2 I_i for a stable heavy ball (|(lr/2) b lam theta| <= sqrt(lr lam) (K + L) / 2 <= I with
-    lr lam <= 4). The ledger's injected and residual terms have either sign: their sum|x_i| comes from the
-    per-trajectory definition (ledger.simulate; the kernel's terms agree with it to far below 1 %).
+    lr lam <= 4). The ledger's dissipated and injected terms have either sign: their sum|x_i| comes from the
+    per-trajectory definition (ledger.simulate; the kernel's terms agree with it to far below 1 %). The
+    residual column is formed from the group sums, ((sum K + sum L) - sum I_0) + sum D - sum Q, so its
+    summation error is that of those sums: its scale is sum I + sum I_0 + sum|D| + sum|Q|.
     """
     cfg = _split_config()
     runs = []
@@ -362,8 +364,10 @@ def test_block_size_changes_only_the_summation_order(monkeypatch):
     scale = sums.copy()
     scale[..., 4] = 2.0 * sums[..., 1]
     run = ledger_ref.simulate(cfg)
-    for k, terms in enumerate((run.dissipated, run.injected, run.residual)):
+    for k, terms in enumerate((run.dissipated, run.injected)):
         scale[..., N_QUANTITIES + k] = 1.01 * np.abs(terms).reshape(len(terms), cfg.replicates, n).sum(axis=-1)
+    inertia0 = np.abs(run.inertia[0]).reshape(cfg.replicates, n).sum(axis=-1)
+    scale[..., N_QUANTITIES + 2] = 1.01 * (sums[..., 1] + inertia0 + scale[..., N_QUANTITIES] + scale[..., N_QUANTITIES + 1])
     bound = 2 * n * 2.0 ** -53 * np.abs(scale)
     for other in runs[1:]:
         diff = np.abs(other.replicate_sums - sums)
@@ -572,6 +576,41 @@ def test_ledger_off_writes_zeros_and_leaves_everything_else_bitwise():
     for name in ("theta", "momentum", "inertia0", "first_passage"):
         assert torch.equal(getattr(s_off, name), getattr(s_on, name)), name
     assert torch.equal(s_off.ledger, torch.zeros_like(s_off.ledger))
+
+
+# --- the two passes: whole blocks without the divergence selects, then the flagged programs -------------
+
+
+@pytest.mark.parametrize("ledger", [True, False])
+@pytest.mark.parametrize("bounded", [False, True])
+@pytest.mark.parametrize("integrator", ["heavy-ball", "leapfrog"])
+def test_fast_pass_is_the_safe_pass_bit_for_bit(ledger, bounded, integrator):
+    """Whole blocks run first without divergence selects (SAFE = False); a block in which a trajectory
+    diverges, and the partial last block, run again on the SAFE path. The result must be the SAFE path's
+    alone, bit for bit: states (NaN where diverged), I_0, first passage, ledger and every partial sum,
+    over a first window and a resumed one, with and without the ledger. With the bound, divergence
+    happens inside the whole blocks (the test checks it), so their first-pass outputs are discarded."""
+    count, block = 549, 256  # two whole blocks (TPT 4 on 64 lanes) and a partial one
+    cfg = make_config("quadratic", integrator, spectrum=[0.5, 4.2, 1.0], lr=0.5, momentum=0.3, noise=0.2,
+                      dt=0.95, damping=0.05, steps=9, trajectories=count, ledger=ledger)
+    bound = {"heavy-ball": 40.0, "leapfrog": 8.0}[integrator] if bounded else None  # some cross it, not all
+    if bounded:
+        object.__setattr__(cfg, "diverge_above", bound)
+    fast = TritonEnsemble(block=block, num_warps=2, poison=True)
+    safe = TritonEnsemble(block=block, num_warps=2, poison=True, fast=False)
+    s_fast = s_safe = None
+    for lo, hi in ((0, 5), (5, 9)):
+        s_fast, p_fast = fast.run(cfg, 0, count, lo, hi, s_fast)
+        s_safe, p_safe = safe.run(cfg, 0, count, lo, hi, s_safe)
+        for name in ("theta", "momentum", "inertia0", "first_passage", "ledger"):
+            got, want = getattr(s_fast, name), getattr(s_safe, name)
+            torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True, msg=f"{name} [{lo}, {hi})")
+        torch.testing.assert_close(p_fast, p_safe, rtol=0, atol=0, equal_nan=True, msg=f"partials [{lo}, {hi})")
+    diverged = torch.isnan(s_safe.theta).any(dim=1)
+    if bound is None:
+        assert not diverged.any()
+    else:
+        assert diverged[:2 * block].any() and not diverged.all()
 
 
 from inertia_gpu.kernels.philox import _log32, _sincos32, box_muller32  # noqa: E402

@@ -4,13 +4,17 @@ A backend advances a contiguous chunk of trajectories over a window of
 steps and returns per-group partial sums of the recorded quantities
 (docs/CONVENTIONS.md). Adding a backend means one new file implementing
 `EnsembleBackend.run` and a line in `backends/__init__.py`.
+
+A CPU backend whose kernel works on numpy arrays may also offer `run_arrays`
+(the same call, numpy in and out); the engine prefers it, so such a run never
+loads torch. `run` stays the torch-tensor door every backend shares.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from ..config import SimulationConfig
 
@@ -23,7 +27,10 @@ class BackendUnavailable(RuntimeError):
 
 @dataclass
 class ChunkState:
-    """Per-trajectory state of a chunk between launches (on the backend's device)."""
+    """Per-trajectory state of a chunk between launches (on the backend's device).
+
+    torch tensors from `run`, numpy arrays from `run_arrays`; consumers accept either.
+    """
 
     theta: torch.Tensor  # [n, dim]
     momentum: torch.Tensor  # [n, dim]: b for heavy ball, v for continuous integrators
@@ -46,17 +53,30 @@ def recorded_in_window(config: SimulationConfig, step_begin: int, step_end: int)
     return recorded_between(config.steps, config.record_every, first, step_end)
 
 
-def record_rows(config: SimulationConfig, step_begin: int, step_end: int) -> torch.Tensor:
+def record_rows_array(config: SimulationConfig, step_begin: int, step_end: int) -> np.ndarray:
     """int32 [step_end - step_begin + 1]: entry i is the partial-sum row of state step_begin + i, -1 if not recorded.
 
     The table form of `recorded_in_window` that kernels read (contract: recording is driven by
     the recorded steps, never by n % record_every alone).
     """
-    rows = torch.full((step_end - step_begin + 1,), -1, dtype=torch.int32)
+    rows = np.full(step_end - step_begin + 1, -1, dtype=np.int32)
     recorded = recorded_in_window(config, step_begin, step_end)
     if recorded:
-        rows[torch.tensor(recorded, dtype=torch.int64) - step_begin] = torch.arange(len(recorded), dtype=torch.int32)
+        rows[np.asarray(recorded, dtype=np.int64) - step_begin] = np.arange(len(recorded), dtype=np.int32)
     return rows
+
+
+def record_rows(config: SimulationConfig, step_begin: int, step_end: int) -> torch.Tensor:
+    """`record_rows_array` as a CPU torch tensor."""
+    import torch
+    return torch.from_numpy(record_rows_array(config, step_begin, step_end))
+
+
+def host_array(x, dtype=None, copy: bool = False) -> np.ndarray:
+    """A state entry or partial-sum table (numpy array or torch tensor, any device) as a C-contiguous host array."""
+    if hasattr(x, "detach"):  # a torch tensor: no torch import needed to take it apart
+        x = x.detach().to("cpu").numpy()
+    return np.array(x, dtype=dtype, order="C", copy=True) if copy else np.ascontiguousarray(x, dtype=dtype)
 
 
 def n_groups(count: int) -> int:

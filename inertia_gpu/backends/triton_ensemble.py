@@ -72,13 +72,20 @@ class TritonEnsemble(EnsembleBackend):
     poison fills every output with NaN (int: INT32_MIN) before the launch, so an element the
     kernel fails to write shows up; `tree` is accepted and ignored (the group sums always have
     a fixed order now); guard=True compiles one kernel that serves any window, guard="auto"
-    compiles the branch-free variant for windows aligned to 4 at both ends (one more compile).
+    compiles the branch-free variant for windows aligned to 4 at both ends (one more compile);
+    fast=False runs every program on the divergence-handling path (the statistics are the same bits:
+    tests compare the two).
+
+    Two passes per window: the whole blocks on the kernel's fast path (SAFE = False: no divergence
+    selects), then every program whose flag is set (the partial last block, and any whole block in which
+    a trajectory diverged: its first-pass outputs are void) on the SAFE path. Nothing is read back
+    between them: the second launch's programs read their flag and return when it is 0.
     """
 
     name = "triton"
 
     def __init__(self, block: int | None = None, num_warps: int | None = None, poison: bool | None = None,
-                 tree: bool = True, guard: bool | str = True):
+                 tree: bool = True, guard: bool | str = True, fast: bool = True):
         if block is not None and block != 1 and (block < 64 or block % 64 or block & (block - 1)):
             raise ValueError(f"block must be 1 (the wide layout) or a power of two >= 64, got {block}")
         if num_warps is not None and (num_warps < 1 or num_warps & (num_warps - 1)):
@@ -90,6 +97,7 @@ class TritonEnsemble(EnsembleBackend):
         if guard not in (True, "auto"):
             raise ValueError(f"guard must be True or 'auto', got {guard!r}")
         self.guard = guard
+        self.fast = fast
 
     @classmethod
     def unavailable_reason(cls, config: SimulationConfig) -> str | None:
@@ -190,19 +198,25 @@ class TritonEnsemble(EnsembleBackend):
                    ledger if carried is None else to_blocked(carried.to(device=device, dtype=torch.float64), tpt,
                                                              width))
 
-        grid = (programs,)
-        ensemble_kernel[grid](
-            *ins, theta, mom, inertia0, first_passage, ledger, lam, coef, steps, obs, rec, partials,
-            start, count, stride, step_begin, step_end, cfg.seed,
-            **kernel_switches(cfg, state is None),
-            DIM=dim, DIMP=dimp, TPT=tpt, WIDTH=width,
-            GUARD=self.guard is True or step_begin % 4 != 0 or step_end % 4 != 0,
-            LEDGER=keep_ledger,
-            PIN=not _interpreting(),  # the kernel's opaque moves (inline PTX, which the interpreter cannot run)
-            num_warps=num_warps,
-            enable_fp_fusion=ENABLE_FP_FUSION,
-            **launch_limits(block, num_warps),
-        )
+        # whole blocks take the fast path first (not the wide layout: one trajectory per program gains nothing)
+        whole = count // block if (self.fast and block > 1) else 0
+        flags = torch.ones(programs, dtype=torch.int32, device=device)
+        flags[:whole] = 0
+        for safe, grid in ((False, (whole,)), (True, (programs,))):
+            if grid[0] == 0:
+                continue
+            ensemble_kernel[grid](
+                *ins, theta, mom, inertia0, first_passage, ledger, lam, coef, steps, obs, rec, partials, flags,
+                start, count, stride, step_begin, step_end, cfg.seed,
+                **kernel_switches(cfg, state is None),
+                DIM=dim, DIMP=dimp, TPT=tpt, WIDTH=width,
+                GUARD=self.guard is True or step_begin % 4 != 0 or step_end % 4 != 0,
+                LEDGER=keep_ledger, SAFE=safe,
+                PIN=not _interpreting(),  # kernels/ensemble.py _pin: inline PTX, which the interpreter cannot run
+                num_warps=num_warps,
+                enable_fp_fusion=ENABLE_FP_FUSION,
+                **launch_limits(block, num_warps),
+            )
         if block == 1:
             partials = pairwise_group_sums(partials, groups)
         if keep_ledger:

@@ -137,6 +137,9 @@ def foreach_inertia_sgd(params, grads, momentum_buffers, *, step, parameter_inde
         sums = inertia_sums(momentum_buffers, grads, params, maximize=maximize, weight_decay=weight_decay,
                             grad_scale=grad_scale)
         return torch.cat([sums, torch.zeros(1, dtype=torch.float64, device=device)])  # nothing injected
+    if _fused_cpu_ready(params, grads, momentum_buffers, momentum, lr, std, grad_scale):
+        return _fused_cpu_step(params, grads, momentum_buffers, step=step, parameter_index=parameter_index,
+                               seed=seed, std=std, **options)
     noisy = isinstance(std, torch.Tensor) or std != 0
     noise_terms = (std, lambda: _noise_terms(params, step, parameter_index, seed)) if noisy else None
     return _step(params, grads, momentum_buffers, noise_terms=noise_terms, **options)
@@ -203,3 +206,39 @@ def _update_buffers(buffers: list, grads: list, momentum: float, dampening: floa
             buffers[k] = g.detach().clone()
         else:
             b.mul_(momentum).add_(g, alpha=1 - dampening)
+
+
+def _fused_cpu_ready(params, grads, buffers, momentum, lr, std, grad_scale) -> bool:
+    """Can kernels/sgd_cpu.fused_step take this step? CPU, numba, float32/float64 contiguous tensors,
+    python-float lr and noise std, no AMP grad scale."""
+    if params[0].device.type != "cpu" or grad_scale is not None or isinstance(lr, torch.Tensor) \
+            or isinstance(std, torch.Tensor) or not _numba_sums():
+        return False
+    tensors = [*params, *grads, *(b for b in buffers if b is not None)] if momentum != 0 else [*params, *grads]
+    return all(t.dtype in _NUMBA_DTYPES and t.is_contiguous() for t in tensors)
+
+
+def _fused_cpu_step(params, grads, buffers, *, step, parameter_index, seed, std, lr, momentum, dampening,
+                    weight_decay, nesterov, maximize, grad_scale) -> torch.Tensor:
+    """The whole step, tensor by tensor, in one numba pass each (kernels/sgd_cpu.fused_step): torch's
+    foreach arithmetic (bitwise without noise), the float64 sums, the noise of rng.optimizer_normals."""
+    del grad_scale  # None here
+    kernel = _numba_sums()
+    out = np.zeros(3)
+    k0, k1 = rng.seed_key(seed)
+    t = int(step.item()) & rng.MASK32
+    heavy = momentum != 0
+    for k, (p, g) in enumerate(zip(params, grads)):
+        b = buffers[k] if heavy else None
+        new_buffer = heavy and b is None
+        if new_buffer:
+            b = torch.empty_like(p, memory_format=torch.contiguous_format)
+            buffers[k] = b
+        if p.numel() == 0:
+            continue
+        flat_p = p.detach().reshape(-1).numpy()
+        flat_b = b.detach().reshape(-1).numpy() if heavy else flat_p
+        kernel.fused_step(flat_p, g.detach().reshape(-1).numpy(), flat_b, float(lr), float(momentum),
+                          float(dampening), float(weight_decay), bool(nesterov), bool(maximize), float(std),
+                          bool(new_buffer), t, int(parameter_index[k]) & rng.MASK32, rng.TAG_OPTIMIZER, k0, k1, out)
+    return torch.from_numpy(out)
