@@ -72,6 +72,16 @@ drifting by an FMA's extra precision. Fusion would be faster by a few
 instructions per step and statistically equivalent, but it would no longer
 be the reference's arithmetic.
 
+Registers (16 warps per SM need at most 128 per thread at TPT = 4). The
+float32 normal transform is call-free and branch-free (kernels/philox.py),
+which lets the compiler spread a lane's Box-Muller pair over the
+neighbouring steps and their recording, or hoist Philox's first rounds (a
+function of the trajectory and the seed alone) out of the loop, each
+holding registers across it. With PIN (set by the launcher on a GPU; the
+interpreter runs no inline PTX) an opaque register move (_pin) fixes where
+such a value is formed: the pending normals z1 and z3, and the trajectory
+word inside the loop.
+
 Every scalar the dynamics multiplies by comes from the coefficient table
 (inertia_gpu/coefficients.py, formed once in float64 and rounded once): the
 constants `coef` (CONST_*) and the per-step rows `step` (STEP_*; one row for
@@ -547,12 +557,26 @@ def _step(theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, si0, 
 
 
 @triton.jit
+def _pin(x, PIN: tl.constexpr):
+    """x, formed here: an opaque register move (inline PTX) that the compiler may neither hoist nor sink. PIN is
+    set by the launcher on a GPU (the interpreter runs no inline assembly). On the pending normals z1 and z3:
+    the call-free, branch-free float32 transform would otherwise be spread over the neighbouring steps and
+    their recording, its intermediates live there instead of its one result (registers: 16 warps per SM)."""
+    if PIN:
+        if x.dtype.primitive_bitwidth == 64:
+            x = tl.inline_asm_elementwise("mov.b64 $0, $1;", "=l,l", [x], dtype=x.dtype, is_pure=False, pack=1)
+        else:
+            x = tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [x], dtype=x.dtype, is_pure=False, pack=1)
+    return x
+
+
+@triton.jit
 def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, si0, fp0, fp1,
           fp2, dis, inj, partials_ptr, grp, n_groups, valid, flag_ptr, step_ptr, lr, h, half_h, decay0, xi0, spread0,
           kin_c, shadow_c, diverge, nan64,
           PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
           NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr,
-          GUARD: tl.constexpr, LEDGER: tl.constexpr, SAFE: tl.constexpr):
+          GUARD: tl.constexpr, LEDGER: tl.constexpr, SAFE: tl.constexpr, PIN: tl.constexpr):
     """Steps 4q .. 4q + 3 from one Philox call per coordinate (lane = n % 4).
 
     GUARD: only the steps n with lo <= n < hi run (head and tail of an unaligned window).
@@ -564,17 +588,21 @@ def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed,
         c3 = zero + TAG_STEP
         # the raw words, not four normals: the second Box-Muller pair is transformed only at lane 2,
         # so at most one pending normal per coordinate is live (registers: float64 and d > 1)
-        x0, x1, x2, x3 = tl.philox(seed, zero + traj_u32, c1, c2, c3)
+        # the trajectory word through _pin: Philox's first rounds depend on it (and the seed) alone, and
+        # hoisted out of the loop they would hold six registers per trajectory across it
+        x0, x1, x2, x3 = tl.philox(seed, zero + _pin(traj_u32, PIN), c1, c2, c3)
     base = q * 4
     for lane in tl.static_range(4):
         if NOISY:
             if lane == 0:
                 z0, z1 = normal_pair(x0, x1, theta.dtype)
+                z1 = _pin(z1, PIN)
                 xi = z0
             elif lane == 1:
                 xi = z1
             elif lane == 2:
                 z2, z3 = normal_pair(x2, x3, theta.dtype)
+                z3 = _pin(z3, PIN)
                 xi = z2
             else:
                 xi = z3
@@ -611,7 +639,7 @@ def ensemble_kernel(
     PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
     NOISY: tl.constexpr, DRAWN_SPECTRUM: tl.constexpr, START_FROM_INIT: tl.constexpr,
     DIM: tl.constexpr, DIMP: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr, GUARD: tl.constexpr = True,
-    LEDGER: tl.constexpr = True, SAFE: tl.constexpr = True,
+    LEDGER: tl.constexpr = True, SAFE: tl.constexpr = True, PIN: tl.constexpr = False,
 ):
     """Advance trajectories [start, start + count) over steps [step_begin, step_end).
 
@@ -668,7 +696,7 @@ def ensemble_kernel(
     if BLOCK < GROUP:  # the wide layout: one trajectory per program, `partials` holds per-trajectory rows
         grp = pid.to(tl.int64) + tl.arange(0, 1).to(tl.int64)
     else:
-        grp = pid.to(tl.int64) * (BLOCK // GROUP) + tl.arange(0, BLOCK // GROUP).to(tl.int64)
+        grp = pid * (BLOCK // GROUP) + tl.arange(0, BLOCK // GROUP)  # int32: one register (groups < 2^31)
 
     # the wide layout's shift buffer: this trajectory's row of theta_out (written only at the end)
     row_buf = theta_out  # (already offset to this program)
@@ -756,11 +784,15 @@ def ensemble_kernel(
     q = lo // 4
     q_last = (hi - 1) // 4  # inclusive; the window has at least one step
     while q <= q_last:
+        # I_0 times a 1.0 the compiler cannot prove constant (q >= 0 always holds): I_0 becomes loop-carried,
+        # so the three first-passage thresholds f I_0 are formed at each record (3 DMUL) instead of being
+        # hoisted out of the loop and held in 6 float64 registers per trajectory (12 warps/SM instead of 16)
+        inertia0 = inertia0 * (q >= 0).to(tl.float64)
         theta, mom, g, fp0, fp1, fp2, dis, inj = _quad(
             theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, si0, fp0, fp1,
             fp2, dis, inj, partials_ptr, grp, n_groups, valid, flag_ptr, step_ptr, lr, h, half_h, decay0, xi0, spread0,
             kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH,
-            GUARD, LEDGER, SAFE)
+            GUARD, LEDGER, SAFE, PIN)
         q += 1
 
     if PAD:

@@ -10,6 +10,11 @@ ACC (tl.float32 or tl.float64):
     r  = sqrt(-2 log u1);  z0 = r cos(2 pi u2),  z1 = r sin(2 pi u2)
     z2, z3 likewise from (x2, x3)
 
+In float32, normal_pair computes it as box_muller32 (one shared argument
+reduction for sin and cos, polynomials for log, sin and cos, no call and
+no branch): the same u1, u2 and angle bit for bit, the normals within a few
+float32 ulps of the reference's (tests/test_triton_ensemble.py bounds it).
+
 Several kernels use this file: add functions, never rewrite another's.
 """
 import triton
@@ -119,11 +124,98 @@ def _sqrt64(x):
     return tl.fma(tl.fma(-s, s, x), 0.5 * y, s)
 
 
+# --- the float32 transform without libdevice's logf, sinf and cosf ------------------------------
+
+# log u1 for u1 in [2^-24, 1] (an exact float): u1 = m 2^e with m in [2/3, 4/3) by integer operations on
+# the bits, log(m) = f - f^2/2 + f^3 P(f), f = m - 1 (exact), P a weighted least-squares fit of degree 6
+# on [-1/3, 1/3]: within 1 ulp of the correctly rounded log over all 2^24 values of u1, and relative
+# (not absolute) accuracy near u1 = 1, where log u1 -> 0 and the small normals come from.
+LOG32_P0: tl.constexpr = tl.constexpr(0.33333131670951843)
+LOG32_P1: tl.constexpr = tl.constexpr(-0.25005441904067993)
+LOG32_P2: tl.constexpr = tl.constexpr(0.20014329254627228)
+LOG32_P3: tl.constexpr = tl.constexpr(-0.16443398594856262)
+LOG32_P4: tl.constexpr = tl.constexpr(0.1395101249217987)
+LOG32_P5: tl.constexpr = tl.constexpr(-0.15287844836711884)
+LOG32_P6: tl.constexpr = tl.constexpr(0.14223569631576538)
+LOG32_TWO_THIRDS_BITS: tl.constexpr = tl.constexpr(0x3F2AAAAB)  # float32(2/3): where the mantissa range starts
+LOG32_EXPONENT_MASK: tl.constexpr = tl.constexpr(-8388608)  # 0xff800000 as int32: sign and exponent
+LOG32_LN2_PER_EXPONENT_UNIT: tl.constexpr = tl.constexpr(8.262958317573066e-08)  # float32(ln 2) 2^-23, exact
+# sin and cos on [-pi/4, pi/4]: sin r = r + r^3 S(r^2), cos r = 1 - r^2/2 + r^4 C(r^2), weighted least-squares
+# fits of degree 2 in r^2, after a reduction by pi/2 in three parts (float32(pi/2) and two remainders)
+SIN32_S0: tl.constexpr = tl.constexpr(-0.16666653752326965)
+SIN32_S1: tl.constexpr = tl.constexpr(0.00833214819431305)
+SIN32_S2: tl.constexpr = tl.constexpr(-0.00019513937877491117)
+COS32_C0: tl.constexpr = tl.constexpr(0.04166664555668831)
+COS32_C1: tl.constexpr = tl.constexpr(-0.0013887289678677917)
+COS32_C2: tl.constexpr = tl.constexpr(2.4430579287582077e-05)
+PIO2_32_1: tl.constexpr = tl.constexpr(1.5707963705062866)
+PIO2_32_2: tl.constexpr = tl.constexpr(-4.371138828673793e-08)
+PIO2_32_3: tl.constexpr = tl.constexpr(-1.7151245100058819e-15)
+TWO_OVER_PI_32: tl.constexpr = tl.constexpr(0.6366197466850281)
+ROUND_MAGIC_32: tl.constexpr = tl.constexpr(12582912.0)  # 1.5 * 2^23: x + it - it rounds x
+# float32(2 pi) 2^-24 (exact): k times it rounds as float32(2 pi) times u2 = k 2^-24 does (no subnormals)
+TWO_PI_32_PER_UNIT: tl.constexpr = tl.constexpr(3.7450703871400037e-07)
+
+
+@triton.jit
+def _log32(u):
+    """log of a float32 u in [2^-24, 1]: one integer split, one polynomial, no call and no branch."""
+    bits = u.to(tl.int32, bitcast=True)
+    e = (bits - LOG32_TWO_THIRDS_BITS) & LOG32_EXPONENT_MASK  # the exponent, in units of 2^23
+    m = (bits - e).to(tl.float32, bitcast=True)  # in [2/3, 4/3)
+    f = m - 1.0
+    p = tl.fma(LOG32_P6, f, LOG32_P5)
+    p = tl.fma(p, f, LOG32_P4)
+    p = tl.fma(p, f, LOG32_P3)
+    p = tl.fma(p, f, LOG32_P2)
+    p = tl.fma(p, f, LOG32_P1)
+    p = tl.fma(p, f, LOG32_P0)
+    p = tl.fma(p, f, -0.5)
+    lm = tl.fma(p, f * f, f)
+    return tl.fma(e.to(tl.float32), LOG32_LN2_PER_EXPONENT_UNIT, lm)
+
+
+@triton.jit
+def _sincos32(angle):
+    """(sin, cos) of a float32 angle in [0, 2 pi): one argument reduction shared by both (libdevice reduces
+    twice and tests twice for its Payne-Hanek path, which an angle below 2 pi never needs)."""
+    t = tl.fma(angle, TWO_OVER_PI_32, ROUND_MAGIC_32)
+    q = t.to(tl.int32, bitcast=True)  # the quadrant in the low bits
+    j = t - ROUND_MAGIC_32
+    r = tl.fma(j, -PIO2_32_1, angle)  # exact
+    r = tl.fma(j, -PIO2_32_2, r)
+    r = tl.fma(j, -PIO2_32_3, r)
+    z = r * r
+    ps = tl.fma(SIN32_S2, z, SIN32_S1)
+    ps = tl.fma(ps, z, SIN32_S0)
+    s = tl.fma(ps * z, r, r)
+    pc = tl.fma(COS32_C2, z, COS32_C1)
+    pc = tl.fma(pc, z, COS32_C0)
+    c = tl.fma(pc * z, z, tl.fma(z, -0.5, 1.0))
+    odd = (q & 1) != 0
+    sin_r = tl.where(odd, c, s)
+    cos_r = tl.where(odd, s, c)
+    # quadrant q: sin = (s, c, -s, -c)[q % 4], cos = (c, -s, -c, s)[q % 4]
+    sin_v = tl.where((q & 2) != 0, -sin_r, sin_r)
+    cos_v = tl.where(((q + 1) & 2) != 0, -cos_r, cos_r)
+    return sin_v, cos_v
+
+
+@triton.jit
+def box_muller32(xa, xb):
+    """box_muller(xa, xb, tl.float32) with _log32 and _sincos32 in place of libdevice's logf, sinf and cosf:
+    the same u1, u2 and angle (bit for bit), the normals within a few float32 ulps (tests bound it)."""
+    u1 = ((xa >> 8) + 1).to(tl.float32) * PHILOX_TWO_POW_M24
+    r = tl.sqrt(-2.0 * _log32(u1))
+    sin_v, cos_v = _sincos32((xb >> 8).to(tl.float32) * TWO_PI_32_PER_UNIT)
+    return r * cos_v, r * sin_v
+
+
 @triton.jit
 def normal_pair(xa, xb, ACC: tl.constexpr):
-    """box_muller(xa, xb, ACC), the CONVENTIONS transform. float64: sin and cos from _sincos64 (agreement
-    with correctly rounded ones to about an ulp; tests check it), so the kernel calls no out-of-line
-    reduction; float32: box_muller itself."""
+    """box_muller(xa, xb, ACC), the CONVENTIONS transform, without out-of-line code. float64: sin and cos
+    from _sincos64 (agreement with correctly rounded ones to about an ulp; tests check it); float32:
+    box_muller32 (a third of libdevice's instructions)."""
     if ACC == tl.float64:
         u1 = ((xa >> 8) + 1).to(tl.float64) * PHILOX_TWO_POW_M24
         u2 = (xb >> 8).to(tl.float64) * PHILOX_TWO_POW_M24
@@ -131,4 +223,4 @@ def normal_pair(xa, xb, ACC: tl.constexpr):
         sin_v, cos_v = _sincos64(PHILOX_TWO_PI * u2)
         return r * cos_v, r * sin_v
     else:
-        return box_muller(xa, xb, ACC)
+        return box_muller32(xa, xb)

@@ -212,6 +212,7 @@ class TritonEnsemble(EnsembleBackend):
                 DIM=dim, DIMP=dimp, TPT=tpt, WIDTH=width,
                 GUARD=self.guard is True or step_begin % 4 != 0 or step_end % 4 != 0,
                 LEDGER=keep_ledger, SAFE=safe,
+                PIN=not _interpreting(),  # kernels/ensemble.py _pin: inline PTX, which the interpreter cannot run
                 num_warps=num_warps,
                 enable_fp_fusion=ENABLE_FP_FUSION,
                 **launch_limits(block, num_warps),

@@ -78,6 +78,8 @@ def analyze(spec: dict, arch: str, cubin: bytes, launch: dict) -> dict:
     from .targets import ensemble_config
     g = gpu(arch)
     entry = {"name": spec["name"], "config": _config(spec, ensemble_config)}
+    if spec["kind"] == "ensemble":
+        entry["passes"] = spec.get("passes", "fast")  # which launch of the two-pass launcher was counted
     try:
         if spec["kind"] == "ensemble":
             cfg = entry["config"]

@@ -24,13 +24,15 @@ def ensemble_config(fields: dict):
     return SimulationConfig(**{"trajectories": COMPILE_TRAJECTORIES, "steps": COMPILE_STEPS, **fields}).validate()
 
 
-def compile_ensemble(fields: dict, arch: int):
-    """Launches recorded while the Triton backend runs one window of the variant's configuration."""
+def compile_ensemble(fields: dict, arch: int, passes: str = "fast"):
+    """Launches recorded while the Triton backend runs one window of the variant's configuration
+    (passes="safe": every program on the divergence-handling pass)."""
     from ..backends import triton_ensemble as launcher
     cfg = ensemble_config(fields)
     block, num_warps = launcher.default_block(dataclasses.replace(cfg, device="cuda"), cfg.trajectories)
     with compiling_for(arch) as driver:
-        launcher.TritonEnsemble(block=block, num_warps=num_warps).run(cfg, 0, cfg.trajectories, 0, cfg.steps, None)
+        launcher.TritonEnsemble(block=block, num_warps=num_warps, fast=passes == "fast").run(
+            cfg, 0, cfg.trajectories, 0, cfg.steps, None)
     return driver.launches, {"block": block, "num_warps": num_warps}
 
 

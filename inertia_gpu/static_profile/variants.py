@@ -10,14 +10,16 @@ HEADLINE = {"problem": "quadratic", "spectrum": [1.0], "integrator": "heavy-ball
 CONTINUOUS = {"dt": 0.1, "damping": 1.0}
 
 
-def _e(name: str, **changes) -> dict:
+def _e(name: str, passes: str = "fast", **changes) -> dict:
     fields = {**HEADLINE, **changes}
     if "dim" in changes and fields["problem"] == "quadratic":
         fields.pop("spectrum")
         fields["condition"] = 100.0
     if fields["integrator"] != "heavy-ball":
         fields = {**CONTINUOUS, **fields}
-    return {"kind": "ensemble", "name": name, "config": fields}
+    # passes: "fast" profiles what whole blocks of a run without divergence execute (the launcher's first
+    # pass); "safe" the second pass, which the partial last block and any block that saw divergence run
+    return {"kind": "ensemble", "name": name, "config": fields, "passes": passes}
 
 
 ENSEMBLE = [
@@ -26,6 +28,8 @@ ENSEMBLE = [
     # the same two without the inertia ledger (--no-ledger compiles its accumulation out): what the ledger costs
     _e("d1-heavy-ball-noise-rec1-no-ledger", ledger=False),
     _e("d1-heavy-ball-noise-rec10-no-ledger", record_every=10, ledger=False),
+    # the divergence-handling pass (the partial last block, and blocks in which a trajectory diverged)
+    _e("d1-heavy-ball-noise-rec1-safe-pass", passes="safe"),
     _e("d1-heavy-ball-noise-free", noise=0.0),
     _e("d1-heavy-ball-noise-float64", dtype="float64"),
     _e("d8-heavy-ball-noise", dim=8),

@@ -21,7 +21,7 @@ def compile_variant(spec: dict, arch: int):
     if spec["kind"] == "callable":  # any launching function: {"path": file.py, "function": name}
         return targets.compile_callable(spec["path"], spec["function"], arch)
     if spec["kind"] == "ensemble":
-        return targets.compile_ensemble(spec["config"], arch)
+        return targets.compile_ensemble(spec["config"], arch, spec.get("passes", "fast"))
     c = spec["config"]
     return targets.compile_optimizer(c["dtype"], c["momentum"], c["noise"], arch)
 
