@@ -136,6 +136,20 @@ _f32_bits = _bitcast(types.float32, types.uint32)
 _bits_f32 = _bitcast(types.uint32, types.float32)
 
 
+@intrinsic
+def min_number(typingctx, x, y):
+    """min(x, y) of two non-NaN floats as llvm.minnum with no-NaNs: one vminpd in SIMD lanes.
+
+    `min(old, new)` written back to memory is seen through by the compiler as "store new where it
+    is smaller", a masked store (vmaskmovpd: microcoded and slow on AMD); the intrinsic keeps it a
+    plain store of the minimum."""
+    def codegen(context, builder, signature, args):
+        ty = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.minnum", [ty], ir.FunctionType(ty, [ty, ty]))
+        return builder.call(fn, args, fastmath=("nnan",))
+    return x(x, y), codegen
+
+
 def split_exponent(x):  # pragma: no cover - replaced by the overload inside numba
     raise NotImplementedError
 
@@ -554,8 +568,7 @@ R_I0 = 10    # its I_0 (float64)
 R_D = 11     # cumulative dissipated since step 0 (the ledger; float64)
 R_Q = 12     # cumulative injected since step 0
 R_SUM = 13   # 13..21: the summands of the N_COLUMNS columns, 0 for a dropped lane
-R_PART = R_SUM + N_COLUMNS  # the group sums' SUM_WAYS partial sums (the first SUM_WAYS entries of the row)
-N_ROWS = R_PART + 1
+N_ROWS = R_SUM + N_COLUMNS
 SUM_WAYS = 8  # a row of 64 is summed as 8 interleaved partial sums (two AVX2 vectors), then a fixed tree
 
 
@@ -591,6 +604,9 @@ def _record(row, grp, m, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, 
     dim = th.shape[0]
     _observe(heavy, problem, th, v, lm64, g64, L64, s)
     fm = np.float64(m)
+    # +inf, "not passed yet", as a value the compiler cannot see: with the constant it proves
+    # min(old, inf) == old and turns the min's unconditional store into a masked store again
+    never = limit * 0.0 + np.inf
     for j in range(GROUP):  # one vectorised pass over the packed rows
         vv = s[R_VV * GROUP + j]
         vg = s[R_VG * GROUP + j]
@@ -600,9 +616,9 @@ def _record(row, grp, m, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, 
         shadow = ine + half_lr * vg if heavy else ine - h2_8 * vg
         s[R_INE * GROUP + j] = ine
         for f in range(3):  # the first hit is the smallest step: a min, stored unconditionally (a select
-            # written back only where it changes becomes a masked store, slow on AMD)
-            hit = fm if ine <= s[(R_THR + f) * GROUP + j] else np.inf
-            s[(R_FP + f) * GROUP + j] = min(s[(R_FP + f) * GROUP + j], hit)
+            # written back only where it changes becomes a masked store, slow on AMD: see min_number)
+            hit = fm if ine <= s[(R_THR + f) * GROUP + j] else never
+            s[(R_FP + f) * GROUP + j] = min_number(s[(R_FP + f) * GROUP + j], hit)
         keep = (ine <= limit) & (j < n_active)
         s[R_SUM * GROUP + j] = 1.0 if keep else 0.0
         s[(R_SUM + 1) * GROUP + j] = ine if keep else 0.0
@@ -643,14 +659,28 @@ def _row_sum(s, r):
     """The sum of row r's 64 lanes in a fixed order: SUM_WAYS interleaved partial sums (lane j into
     partial j % SUM_WAYS, in lane order; independent SIMD adds), then a fixed pairwise tree. The
     order depends on nothing but the lane, so the sums are the same bits whatever the thread count,
-    chunking or schedule."""
-    for w in range(SUM_WAYS):
-        s[R_PART * GROUP + w] = s[r * GROUP + w]
+    chunking or schedule. The partials are locals (registers), not a scratch row: a row in memory
+    makes each add wait for the previous store (a load-add-store chain per partial)."""
+    o = r * GROUP
+    a0 = s[o]
+    a1 = s[o + 1]
+    a2 = s[o + 2]
+    a3 = s[o + 3]
+    a4 = s[o + 4]
+    a5 = s[o + 5]
+    a6 = s[o + 6]
+    a7 = s[o + 7]
     for i in range(1, GROUP // SUM_WAYS):
-        for w in range(SUM_WAYS):
-            s[R_PART * GROUP + w] += s[r * GROUP + i * SUM_WAYS + w]
-    p = R_PART * GROUP
-    return (((s[p] + s[p + 4]) + (s[p + 2] + s[p + 6])) + ((s[p + 1] + s[p + 5]) + (s[p + 3] + s[p + 7])))
+        b = o + i * SUM_WAYS
+        a0 += s[b]
+        a1 += s[b + 1]
+        a2 += s[b + 2]
+        a3 += s[b + 3]
+        a4 += s[b + 4]
+        a5 += s[b + 5]
+        a6 += s[b + 6]
+        a7 += s[b + 7]
+    return ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))
 
 
 # --- the kernel ----------------------------------------------------------------------------
