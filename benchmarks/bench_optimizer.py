@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> dict:
     if "sgd_foreach" in seconds:
         results["ratio_to_sgd_foreach"] = {label: seconds[label] / seconds["sgd_foreach"]
                                            for label in ("inertia_sgd", "inertia_sgd_no_noise") if label in seconds}
+    if hasattr(os, "getloadavg"):
+        results["loadavg_at_end"] = list(os.getloadavg())  # others' work on a shared machine slows every row
     _print(results)
     path = args.json
     if path is None and cpu:
