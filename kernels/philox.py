@@ -79,6 +79,18 @@ ROUND_MAGIC_64: tl.constexpr = tl.constexpr(6755399441055744.0)  # 1.5 * 2^52: x
 
 
 @triton.jit
+def _by_quadrant(s, c, q):
+    """(sin, cos) of r + q pi/2 from s = sin r, c = cos r (the quadrant q in the low bits of an integer)."""
+    odd = (q & 1) != 0
+    sin_r = tl.where(odd, c, s)
+    cos_r = tl.where(odd, s, c)
+    # quadrant q: sin = (s, c, -s, -c)[q % 4], cos = (c, -s, -c, s)[q % 4]
+    sin_v = tl.where((q & 2) != 0, -sin_r, sin_r)
+    cos_v = tl.where(((q + 1) & 2) != 0, -cos_r, cos_r)
+    return sin_v, cos_v
+
+
+@triton.jit
 def _sincos64(angle):
     """(sin, cos) of a float64 angle in [0, 2 pi): one argument reduction shared by both."""
     t = angle * TWO_OVER_PI_64 + ROUND_MAGIC_64
@@ -102,13 +114,7 @@ def _sincos64(angle):
     hz = 0.5 * z
     w = 1.0 - hz
     c = w + (((1.0 - w) - hz) + z * (z * pc))
-    odd = (q & 1) != 0
-    sin_r = tl.where(odd, c, s)
-    cos_r = tl.where(odd, s, c)
-    # quadrant q: sin = (s, c, -s, -c)[q % 4], cos = (c, -s, -c, s)[q % 4]
-    sin_v = tl.where((q & 2) != 0, -sin_r, sin_r)
-    cos_v = tl.where(((q + 1) & 2) != 0, -cos_r, cos_r)
-    return sin_v, cos_v
+    return _by_quadrant(s, c, q)
 
 
 @triton.jit
@@ -192,13 +198,7 @@ def _sincos32(angle):
     pc = tl.fma(COS32_C2, z, COS32_C1)
     pc = tl.fma(pc, z, COS32_C0)
     c = tl.fma(pc * z, z, tl.fma(z, -0.5, 1.0))
-    odd = (q & 1) != 0
-    sin_r = tl.where(odd, c, s)
-    cos_r = tl.where(odd, s, c)
-    # quadrant q: sin = (s, c, -s, -c)[q % 4], cos = (c, -s, -c, s)[q % 4]
-    sin_v = tl.where((q & 2) != 0, -sin_r, sin_r)
-    cos_v = tl.where(((q + 1) & 2) != 0, -cos_r, cos_r)
-    return sin_v, cos_v
+    return _by_quadrant(s, c, q)
 
 
 @triton.jit
