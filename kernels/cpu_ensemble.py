@@ -574,16 +574,9 @@ SUM_WAYS = 8  # a row of 64 is summed as 8 interleaved partial sums (two AVX2 ve
 
 @njit(inline="always", error_model="numpy")
 def _observe(heavy, problem, th, v, lm64, g64, L64, s):
-    """Rows R_VV, R_VG, R_LOSS of s: float64 |v|^2, <v, g> or |g|^2, and L from the state converted to float64."""
+    """Rows R_VV, R_VG, R_LOSS of s: float64 |v|^2, <v, g> or |g|^2, and L from the state converted to
+    float64 (dim > 1 or rosenbrock; d = 1 forms them inside the record loop, `_observe_1`)."""
     dim = th.shape[0]
-    if dim == 1 and problem != PROBLEM_ROSENBROCK:
-        for j in range(GROUP):
-            y = np.float64(v[0, j])
-            gj, lj = _grad_loss_1(problem, np.float64(th[0, j]), lm64[0, j], 1.0)
-            s[R_VV * GROUP + j] = y * y
-            s[R_VG * GROUP + j] = y * gj if heavy else gj * gj
-            s[R_LOSS * GROUP + j] = lj
-        return
     _grad_loss(problem, th, lm64, g64, L64, 1.0)
     for j in range(GROUP):
         s[R_VV * GROUP + j] = 0.0
@@ -597,42 +590,74 @@ def _observe(heavy, problem, th, v, lm64, g64, L64, s):
 
 
 @njit(inline="always", error_model="numpy")
+def _record_lane(j, vv, vg, loss, s, fm, never, kc, sc_vg, limit, n_active, initial, ledger):
+    """Lane j's recorded quantities from its float64 |v|^2 (vv), <v, g> or |g|^2 (vg) and loss: inertia,
+    first passage, the summands of the N_COLUMNS columns (0 for a dropped lane). kc: the kinetic factor
+    (lr/2 heavy ball, 1/2 otherwise); sc_vg: the shadow's factor (lr/2 heavy ball, -h^2/8 otherwise).
+    Every select is a value stored unconditionally: a select written back only where it changes
+    becomes a masked store (microcoded on AMD), a read under a condition a masked load."""
+    kin = kc * vv
+    ine = kin + loss
+    shadow = ine + sc_vg * vg
+    s[R_INE * GROUP + j] = ine
+    for f in range(3):  # the first hit is the smallest step: a min (see min_number)
+        hit = fm if ine <= s[(R_THR + f) * GROUP + j] else never
+        s[(R_FP + f) * GROUP + j] = min_number(s[(R_FP + f) * GROUP + j], hit)
+    keep = (ine <= limit) & (j < n_active)
+    s[R_SUM * GROUP + j] = 1.0 if keep else 0.0
+    s[(R_SUM + 1) * GROUP + j] = ine if keep else 0.0
+    s[(R_SUM + 2) * GROUP + j] = kin if keep else 0.0
+    s[(R_SUM + 3) * GROUP + j] = loss if keep else 0.0
+    s[(R_SUM + 4) * GROUP + j] = shadow if keep else 0.0
+    s[(R_SUM + 5) * GROUP + j] = ine * ine if keep else 0.0
+    if ledger:
+        d = s[R_D * GROUP + j]
+        q = s[R_Q * GROUP + j]
+        i0 = s[R_I0 * GROUP + j]
+        i0 = ine if initial else i0  # the initial state's own record: W = 0
+        s[(R_SUM + COLUMN_DISSIPATED) * GROUP + j] = d if keep else 0.0
+        s[(R_SUM + COLUMN_INJECTED) * GROUP + j] = q if keep else 0.0
+        s[(R_SUM + COLUMN_RESIDUAL) * GROUP + j] = (((ine - i0) + d) - q) if keep else 0.0
+
+
+@njit(inline="always", error_model="numpy")
 def _record(row, grp, m, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active):
     """At a recorded state (after step m): observables in float64, first passage, divergence, the
     ledger's residual, and the group's float64 sums into acc[row, grp] (row -1: none). Returns the
-    number of lanes kept. ledger False (a constant): the ledger columns are 0."""
+    number of lanes kept. ledger False (a constant): the ledger columns are 0.
+
+    One vectorised pass over the lanes; d = 1 (quadratic, double well) forms the observables inside
+    it, one loop per problem (a runtime switch inside the loop turns its loads into masked loads)."""
     dim = th.shape[0]
-    _observe(heavy, problem, th, v, lm64, g64, L64, s)
     fm = np.float64(m)
     # +inf, "not passed yet", as a value the compiler cannot see: with the constant it proves
     # min(old, inf) == old and turns the min's unconditional store into a masked store again
     never = limit * 0.0 + np.inf
-    for j in range(GROUP):  # one vectorised pass over the packed rows
-        vv = s[R_VV * GROUP + j]
-        vg = s[R_VG * GROUP + j]
-        loss = s[R_LOSS * GROUP + j]
-        kin = half_lr * vv if heavy else 0.5 * vv
-        ine = kin + loss
-        shadow = ine + half_lr * vg if heavy else ine - h2_8 * vg
-        s[R_INE * GROUP + j] = ine
-        for f in range(3):  # the first hit is the smallest step: a min, stored unconditionally (a select
-            # written back only where it changes becomes a masked store, slow on AMD: see min_number)
-            hit = fm if ine <= s[(R_THR + f) * GROUP + j] else never
-            s[(R_FP + f) * GROUP + j] = min_number(s[(R_FP + f) * GROUP + j], hit)
-        keep = (ine <= limit) & (j < n_active)
-        s[R_SUM * GROUP + j] = 1.0 if keep else 0.0
-        s[(R_SUM + 1) * GROUP + j] = ine if keep else 0.0
-        s[(R_SUM + 2) * GROUP + j] = kin if keep else 0.0
-        s[(R_SUM + 3) * GROUP + j] = loss if keep else 0.0
-        s[(R_SUM + 4) * GROUP + j] = shadow if keep else 0.0
-        s[(R_SUM + 5) * GROUP + j] = ine * ine if keep else 0.0
-        if ledger:
-            d = s[R_D * GROUP + j]
-            q = s[R_Q * GROUP + j]
-            i0 = ine if m == 0 else s[R_I0 * GROUP + j]  # the initial state's own record: W = 0
-            s[(R_SUM + COLUMN_DISSIPATED) * GROUP + j] = d if keep else 0.0
-            s[(R_SUM + COLUMN_INJECTED) * GROUP + j] = q if keep else 0.0
-            s[(R_SUM + COLUMN_RESIDUAL) * GROUP + j] = (((ine - i0) + d) - q) if keep else 0.0
+    initial = m == 0
+    # (-h2_8) vg is -(h2_8 vg) exactly, and ine + -(x) is ine - x: the reference's values
+    kc, sc_vg = (half_lr, half_lr) if heavy else (0.5, -h2_8)
+    if dim == 1 and problem == PROBLEM_QUADRATIC:
+        for j in range(GROUP):
+            y = np.float64(v[0, j])
+            x = np.float64(th[0, j])
+            lt = lm64[0, j] * x  # _grad_loss_1, quadratic
+            loss = 0.5 * (lt * x)
+            _record_lane(j, y * y, (y if heavy else lt) * lt, loss, s, fm, never, kc, sc_vg, limit, n_active,
+                         initial, ledger)
+    elif dim == 1 and problem == PROBLEM_DOUBLE_WELL:
+        for j in range(GROUP):
+            y = np.float64(v[0, j])
+            x = np.float64(th[0, j])
+            w = x * x - 1.0  # _grad_loss_1, double well
+            gj = x * w
+            loss = 0.25 * (w * w)
+            _record_lane(j, y * y, (y if heavy else gj) * gj, loss, s, fm, never, kc, sc_vg, limit, n_active,
+                         initial, ledger)
+    else:
+        _observe(heavy, problem, th, v, lm64, g64, L64, s)
+        for j in range(GROUP):
+            _record_lane(j, s[R_VV * GROUP + j], s[R_VG * GROUP + j], s[R_LOSS * GROUP + j], s, fm, never, kc,
+                         sc_vg, limit, n_active, initial, ledger)
     kept = np.int64(_row_sum(s, R_SUM))  # the count column: a sum of ones, exact
     if kept < GROUP:  # diverged lanes (and padding) get a NaN state, so they stay diverged
         for k in range(dim):
@@ -654,33 +679,38 @@ def _record(row, grp, m, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, 
     return kept
 
 
-@njit(inline="always", error_model="numpy")
-def _row_sum(s, r):
-    """The sum of row r's 64 lanes in a fixed order: SUM_WAYS interleaved partial sums (lane j into
-    partial j % SUM_WAYS, in lane order; independent SIMD adds), then a fixed pairwise tree. The
-    order depends on nothing but the lane, so the sums are the same bits whatever the thread count,
-    chunking or schedule. The partials are locals (registers), not a scratch row: a row in memory
-    makes each add wait for the previous store (a load-add-store chain per partial)."""
-    o = r * GROUP
-    a0 = s[o]
-    a1 = s[o + 1]
-    a2 = s[o + 2]
-    a3 = s[o + 3]
-    a4 = s[o + 4]
-    a5 = s[o + 5]
-    a6 = s[o + 6]
-    a7 = s[o + 7]
+def _row_sum_codegen(context, builder, sig, args):
+    """Vector IR of `_row_sum` (the loop vectoriser leaves an ordered reduction scalar): partials
+    0..3 in one <4 x double>, 4..7 in another, the same adds in the same order."""
+    arr = context.make_array(sig.args[0])(context, builder, args[0])
+    i32, i64 = ir.IntType(32), ir.IntType(64)
+    first = builder.mul(context.cast(builder, args[1], sig.args[1], types.int64), ir.Constant(i64, GROUP))
+    vty = ir.VectorType(ir.DoubleType(), 4)
+    rows = builder.bitcast(builder.gep(arr.data, [first]), vty.as_pointer())
+
+    def load(i):  # lanes 4 i .. 4 i + 3 of the row
+        return builder.load(builder.gep(rows, [ir.Constant(i64, i)]), align=8, typ=vty)
+
+    lo, hi = load(0), load(1)  # partials 0..3 and 4..7
     for i in range(1, GROUP // SUM_WAYS):
-        b = o + i * SUM_WAYS
-        a0 += s[b]
-        a1 += s[b + 1]
-        a2 += s[b + 2]
-        a3 += s[b + 3]
-        a4 += s[b + 4]
-        a5 += s[b + 5]
-        a6 += s[b + 6]
-        a7 += s[b + 7]
-    return ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))
+        lo = builder.fadd(lo, load(2 * i))
+        hi = builder.fadd(hi, load(2 * i + 1))
+    c = builder.fadd(lo, hi)  # (a0 + a4, a1 + a5, a2 + a6, a3 + a7)
+    pair = builder.fadd(builder.shuffle_vector(c, c, ir.Constant(ir.VectorType(i32, 2), [0, 1])),
+                        builder.shuffle_vector(c, c, ir.Constant(ir.VectorType(i32, 2), [2, 3])))
+    return builder.fadd(builder.extract_element(pair, ir.Constant(i32, 0)),
+                        builder.extract_element(pair, ir.Constant(i32, 1)))
+
+
+@intrinsic
+def _row_sum(typingctx, s, r):
+    """The sum of row r (of the packed float64 scratch s) over its 64 lanes in a fixed order:
+    SUM_WAYS = 8 interleaved partial sums (lane j into partial j % 8, in lane order), then the
+    fixed tree ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)). The order depends on nothing but
+    the lane, so the sums are the same bits whatever the thread count, chunking or schedule.
+    Emitted as <4 x double> IR (two AVX2 accumulators): written as scalar code the compiler keeps
+    the eight partials as scalar add chains (64 vaddsd per row)."""
+    return types.float64(s, r), _row_sum_codegen
 
 
 # --- the kernel ----------------------------------------------------------------------------
@@ -721,7 +751,7 @@ def ensemble_window(theta, mom, inertia0, first_passage, ledger_state, lam, coef
                            step_end, init, key0, key1, integrator, problem, noise_model, noisy)
 
 
-@njit(error_model="numpy")
+@njit(error_model="numpy", _nrt=False)
 def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom, inertia0,
                    first_passage, ledger_state, lam, coef, consts, obs, rec_row, init_row, acc, start, step_begin, step_end,
                    init, key0, key1, integrator, problem, noise_model, noisy):
