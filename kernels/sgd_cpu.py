@@ -64,7 +64,8 @@ def add_inertia_sums(b, g, p, sign, scale, weight_decay, out):
 from numba import prange, types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
-from .cpu_ensemble import MASK, box_muller_uniform, cast_like, philox4x32, uniform24  # noqa: E402
+from .cpu_ensemble import cast_like  # noqa: E402
+from .normals_cpu import fill_normals  # noqa: E402
 
 SUB = 512  # elements per inner pass (a multiple of 4: the noise's groups of four)
 N_PARTIALS = 4  # sum b^2, sum b d, sum q^2, sum b q
@@ -76,37 +77,6 @@ def fma(typingctx, x, y, z):
     def codegen(context, builder, signature, args):
         return builder.fma(*args)
     return x(x, y, z), codegen
-
-
-@numba.njit(cache=True, error_model="numpy", nogil=True)
-def _normals(z, w, u, group0, count, step, parameter, tag, k0, k1):
-    """z[:4 count] = the optimizer stream's normals of element groups group0 .. group0 + count - 1
-    (counter (group, step, parameter, tag + (group >> 32) 16), all four lanes); no fastmath.
-
-    Four passes, each a loop the compiler vectorises (lane-major scratch w, u; the last pass
-    interleaves the lanes into element order)."""
-    one = cast_like(1.0, z[0])
-    c1 = np.uint64(step)
-    c2 = np.uint64(parameter)
-    c3 = np.uint64(tag)
-    for j in range(count):
-        grp = np.uint64(group0 + j)
-        w[0, j], w[1, j], w[2, j], w[3, j] = philox4x32(grp & MASK, c1, c2,
-                                                        c3 + (grp >> np.uint64(32)) * np.uint64(16),
-                                                        k0, k1)
-    for j in range(count):
-        u[0, j] = uniform24(w[0, j], 1, one)
-        u[1, j] = uniform24(w[1, j], 0, one)
-        u[2, j] = uniform24(w[2, j], 1, one)
-        u[3, j] = uniform24(w[3, j], 0, one)
-    for j in range(count):
-        u[0, j], u[1, j] = box_muller_uniform(u[0, j], u[1, j])
-        u[2, j], u[3, j] = box_muller_uniform(u[2, j], u[3, j])
-    for j in range(count):
-        z[4 * j] = u[0, j]
-        z[4 * j + 1] = u[1, j]
-        z[4 * j + 2] = u[2, j]
-        z[4 * j + 3] = u[3, j]
 
 
 @numba.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy", nogil=True)
@@ -195,15 +165,20 @@ def fused_step(p, g, b, lr, momentum, dampening, weight_decay, nesterov, maximiz
     sign = -1.0 if maximize else 1.0
     kk0 = np.uint64(k0)
     kk1 = np.uint64(k1)
+    c1 = np.uint64(step)
+    c2 = np.uint64(parameter)
+    c3 = np.uint64(tag)
     for blk in prange(n_blocks):
-        w = np.empty((4, SUB // 4), dtype=np.uint64)
-        u = np.empty((4, SUB // 4), dtype=p.dtype)
+        wa = np.empty(SUB // 2, dtype=np.uint32)
+        wb = np.empty(SUB // 2, dtype=np.uint32)
+        ca = np.empty(SUB // 2, dtype=p.dtype)
+        cb = np.empty(SUB // 2, dtype=p.dtype)
         z = np.zeros(SUB, dtype=p.dtype)
         acc = partials[blk]
         for lo in range(blk * BLOCK, min(n, (blk + 1) * BLOCK), SUB):
             hi = min(n, lo + SUB)
             if noisy:
-                _normals(z, w, u, lo // 4, (hi - lo + 3) // 4, step, parameter, tag, kk0, kk1)
+                fill_normals(z, wa, wb, ca, cb, lo // 4, (hi - lo + 3) // 4, c1, c2, c3, kk0, kk1)
             if heavy:
                 _sub_sums(b[lo:hi], g[lo:hi], p[lo:hi], z, sign, 1.0, weight_decay, qscale, with_state,
                           noisy and heavy, acc)
