@@ -61,7 +61,9 @@ def add_inertia_sums(b, g, p, sign, scale, weight_decay, out):
 # block, SUB elements at a time (L1-resident): the noise, then the sums, then the update, each a loop
 # the compiler vectorises. Only the sums' loop may be reassociated; the update's order is IEEE's.
 
+from llvmlite import ir  # noqa: E402
 from numba import prange, types  # noqa: E402
+from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
 from .cpu_ensemble import cast_like  # noqa: E402
@@ -69,6 +71,37 @@ from .normals_cpu import fill_normals  # noqa: E402
 
 SUB = 512  # elements per inner pass (a multiple of 4: the noise's groups of four)
 N_PARTIALS = 4  # sum b^2, sum b d, sum q^2, sum b q
+LINE = 64  # bytes per cache line
+
+
+@intrinsic
+def prefetch(typingctx, arr, index, write):
+    """Ask for the cache line of arr[index] (llvm.prefetch: prefetcht0, or prefetchw where `write`, a
+    literal bool); no effect on values."""
+    if not isinstance(write, types.BooleanLiteral):
+        return None
+
+    def codegen(context, builder, signature, args):
+        arrty = signature.args[0]
+        ary = context.make_array(arrty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [args[1]], wraparound=False)
+        bytes_ptr = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [bytes_ptr],
+                                              ir.FunctionType(ir.VoidType(), [bytes_ptr, i32, i32, i32]))
+        builder.call(fn, [builder.bitcast(ptr, bytes_ptr), i32(int(write.literal_value)), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.none(arr, index, write), codegen
+
+
+@numba.njit(inline="always")
+def _prefetch_range(p, g, b, lo, hi):
+    """The lines of p, g, b over [lo, hi) on their way to L1 (p and b for writing)."""
+    step = LINE // p.itemsize
+    for i in range(lo, hi, step):
+        prefetch(p, i, True)
+        prefetch(g, i, False)
+        prefetch(b, i, True)
 
 
 @intrinsic
@@ -177,7 +210,8 @@ def fused_step(p, g, b, lr, momentum, dampening, weight_decay, nesterov, maximiz
         acc = partials[blk]
         for lo in range(blk * BLOCK, min(n, (blk + 1) * BLOCK), SUB):
             hi = min(n, lo + SUB)
-            if noisy:
+            if noisy:  # the chunk's loads overlap the noise's arithmetic
+                _prefetch_range(p, g, b, lo, hi)
                 fill_normals(z, wa, wb, ca, cb, lo // 4, (hi - lo + 3) // 4, c1, c2, c3, kk0, kk1)
             if heavy:
                 _sub_sums(b[lo:hi], g[lo:hi], p[lo:hi], z, sign, 1.0, weight_decay, qscale, with_state,
