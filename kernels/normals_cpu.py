@@ -13,8 +13,10 @@ masked until the four outputs.
 
 Transform (float32): the CONVENTIONS Box-Muller with the reference's roundings of u1, u2 and of the
 angle 2 pi u2, log/sin/cos as polynomials with fused multiply-adds and integer range reduction (no
-compare-and-blend ladders): within a few ulp of the reference. float64 uses
-`cpu_ensemble.box_muller_uniform` as it is.
+compare-and-blend ladders): within a few ulp of the reference. The loop is latency-bound (out-of-order
+execution overlaps only a couple of its iterations), so the dependency chains are kept short: no
+division but the log's one, the polynomials in Estrin's scheme, the quadrant rounded in the mantissa.
+float64 uses `cpu_ensemble.box_muller_uniform` as it is.
 """
 import numba
 import numpy as np
@@ -67,15 +69,16 @@ def fma(typingctx, x, y, z):
 _f32_bits = _bitcast(types.float32, types.int32)
 _bits_f32 = _bitcast(types.int32, types.float32)
 
-# fdlibm's logf (e_logf.c): log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f / (2 + f), ln 2 in two parts
+# fdlibm's logf (e_logf.c): log(1 + f) = 2 atanh s = s (2 + R(s^2)), s = f / (2 + f), R(z) = LG1 z + .. + LG4 z^4
 LG1 = 0.66666662693
 LG2 = 0.40000972152
 LG3 = 0.28498786688
 LG4 = 0.24279078841
-LN2_HI = 6.9313812256e-01
-LN2_LO = 9.0580006145e-06
-# the mantissa is taken in [sqrt(1/2), sqrt(2)): adding 1 - sqrt(1/2) in the bits carries into the exponent
+MINUS_2LN2 = -1.3862943611198906
+# log k for an integer k = 2^e m, m in [sqrt(1/2), sqrt(2)): adding 1 - sqrt(1/2) in the bits carries into
+# the exponent; u1 = k 2^-24, so e counts from 127 + 24
 LOG_SHIFT = 0x3F800000 - 0x3F3504F3
+LOG_BIAS = 127 + 24
 # fdlibm's sin/cos kernels on [-pi/4, pi/4] (k_sin.c, k_cos.c; past S4, C4 the terms are below float32's
 # half ulp); pi/2 in three parts, the first two short enough that q * part is exact for the quadrants
 # q <= 4 of [0, 2 pi]
@@ -93,22 +96,28 @@ PIO2_3 = 7.549790126404332e-08
 TWO_OVER_PI = 0.6366197723675814
 TWO_PI = 6.283185307179586
 TWO_M24 = 5.9604644775390625e-08
+# 1.5 2^23: x + ROUND in (2^23, 2^24) for |x| < 2^22, where a float32's ulp is 1, so the sum is x rounded to
+# an integer, which the low mantissa bits hold
+ROUND = 12582912.0
+ROUND_BITS = 0x4B400000
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _log_f32(u):
-    """log u for a positive normal float32 u, within an ulp or so."""
+def _minus_2log_f32(k):
+    """-2 log(k 2^-24) for an integer-valued float32 k in [1, 2^24], within an ulp or two.
+
+    Short dependency chains (the loop is latency-bound: out-of-order execution overlaps few
+    iterations): the terms of R in Estrin's scheme, -2 folded into the coefficients (exact)."""
     f32 = np.float32
-    ix = np.int32(_f32_bits(u) + np.int32(LOG_SHIFT))
-    e = f32(np.int32((ix >> np.int32(23)) - np.int32(127)))
+    ix = np.int32(_f32_bits(k) + np.int32(LOG_SHIFT))
+    e = f32(np.int32((ix >> np.int32(23)) - np.int32(LOG_BIAS)))
     m = _bits_f32(np.int32((ix & np.int32(0x007FFFFF)) + np.int32(0x3F3504F3)))
-    f = m - f32(1.0)
-    s = f / (f32(2.0) + f)
+    s = (m - f32(1.0)) / (m + f32(1.0))
     z = s * s
-    w = z * z
-    r = fma(z, fma(w, f32(LG3), f32(LG1)), w * fma(w, f32(LG4), f32(LG2)))
-    hfsq = f32(0.5) * f * f
-    return fma(e, f32(LN2_HI), (f - (hfsq - fma(s, hfsq + r, e * f32(LN2_LO)))))
+    lo = fma(z, f32(-2.0 * LG2), f32(-2.0 * LG1))
+    hi = fma(z, f32(-2.0 * LG4), f32(-2.0 * LG3))
+    t = fma(z, fma(z * z, hi, lo), f32(-4.0))  # -2 (2 + R(z))
+    return fma(s, t, e * f32(MINUS_2LN2))
 
 
 @numba.njit(inline="always", error_model="numpy")
@@ -119,18 +128,21 @@ def _flip(x, sign):
 
 @numba.njit(inline="always", error_model="numpy")
 def box_muller_words_f32(xa, xb):
-    """The CONVENTIONS normals (r cos, r sin) of two uint32 words (held in any unsigned integer), float32."""
+    """The CONVENTIONS normals (r cos, r sin) of two uint32 words (held in any unsigned integer), float32.
+
+    u2 and the angle 2 pi u2 rounded as the reference rounds them; the quadrant q by rounding in the
+    mantissa (no float -> int conversions), sin and cos of the reduced angle in Estrin's scheme."""
     f32 = np.float32
-    u1 = f32(np.int32(xa >> np.uint32(8)) + np.int32(1)) * f32(TWO_M24)
-    u2 = f32(np.int32(xb >> np.uint32(8))) * f32(TWO_M24)
-    r = np.sqrt(f32(-2.0) * _log_f32(u1))
-    a = f32(TWO_PI) * u2  # rounded as the reference rounds it
-    qi = np.int32(np.floor(fma(a, f32(TWO_OVER_PI), f32(0.5))))  # the quadrant, 0..4
-    q = -f32(qi)
+    r = np.sqrt(_minus_2log_f32(f32(np.int32(xa >> np.uint32(8)) + np.int32(1))))
+    a = f32(TWO_PI) * (f32(np.int32(xb >> np.uint32(8))) * f32(TWO_M24))
+    qr = fma(a, f32(TWO_OVER_PI), f32(ROUND))
+    qi = np.int32(_f32_bits(qr) - np.int32(ROUND_BITS))  # the quadrant, 0..4
+    q = f32(ROUND) - qr
     x = fma(q, f32(PIO2_3), fma(q, f32(PIO2_2), fma(q, f32(PIO2_1), a)))
     z = x * x
-    sn = fma(x * z, fma(z, fma(z, fma(z, f32(S4), f32(S3)), f32(S2)), f32(S1)), x)
-    cs = fma(z * z, fma(z, fma(z, fma(z, f32(C4), f32(C3)), f32(C2)), f32(C1)), fma(f32(-0.5), z, f32(1.0)))
+    z2 = z * z
+    sn = fma(x * z, fma(z2, fma(z, f32(S4), f32(S3)), fma(z, f32(S2), f32(S1))), x)
+    cs = fma(z2, fma(z2, fma(z, f32(C4), f32(C3)), fma(z, f32(C2), f32(C1))), fma(f32(-0.5), z, f32(1.0)))
     odd = (qi & np.int32(1)) != 0
     s0 = cs if odd else sn
     c0 = sn if odd else cs
