@@ -56,10 +56,13 @@ def add_inertia_sums(b, g, p, sign, scale, weight_decay, out):
 # is bitwise torch's: every `x.add_(y, alpha=a)` of the foreach sequence is one fused multiply-add
 # fma(y, a, x) in the working dtype (ATen's vectorised add), a multiplication by a scalar one rounding,
 # and every scalar is first rounded to the working dtype (ATen's opmath for float32 and float64).
-# The step is cut into BLOCK-element blocks over the threads (prange); a block's float64 partials
-# are combined in block order afterwards, so the sums do not depend on the thread count. Inside a
-# block, SUB elements at a time (L1-resident): the noise, then the sums, then the update, each a loop
-# the compiler vectorises. Only the sums' loop may be reassociated; the update's order is IEEE's.
+# Every tensor of the step is cut into BLOCK-element blocks, and all the blocks of all the tensors go
+# over the threads in one prange (fused_steps: one launch per step, small tensors shared out); a
+# block's float64 partials are combined in tensor and block order afterwards, so the sums do not
+# depend on the thread count. Inside a block, SUB elements at a time (L1-resident): the noise (its
+# chunk's lines prefetched first, so the loads overlap the arithmetic), then the sums, then the
+# update, each a loop the compiler vectorises. Only the sums' loop may be reassociated; the update's
+# order is IEEE's.
 
 from llvmlite import ir  # noqa: E402
 from numba import prange, types  # noqa: E402
@@ -177,48 +180,108 @@ def _sub_update(p, g, b, z, lr, momentum, dampening, weight_decay, nesterov, max
         p[i] = fma(u, step, p[i])
 
 
-@numba.njit(cache=True, parallel=True, error_model="numpy", nogil=True)
+@numba.njit(inline="always", error_model="numpy")
+def _block(p, g, b, lo_block, hi_block, lr, momentum, dampening, weight_decay, nesterov, maximize, std, new_buffer,
+           step, parameter, tag, k0, k1, acc):
+    """fused_step's work on elements [lo_block, hi_block) of one tensor, SUB at a time; acc (float64
+    [N_PARTIALS]) += its partial sums."""
+    noisy = std != 0.0
+    heavy = momentum != 0.0
+    with_state = heavy and not new_buffer
+    qscale = std if new_buffer else (1.0 - dampening) * std
+    sign = -1.0 if maximize else 1.0
+    c1 = np.uint64(step)
+    c2 = np.uint64(parameter)
+    c3 = np.uint64(tag)
+    wa = np.empty(SUB // 2, dtype=np.uint32)
+    wb = np.empty(SUB // 2, dtype=np.uint32)
+    ca = np.empty(SUB // 2, dtype=p.dtype)
+    cb = np.empty(SUB // 2, dtype=p.dtype)
+    z = np.zeros(SUB, dtype=p.dtype)
+    for lo in range(lo_block, hi_block, SUB):
+        hi = min(hi_block, lo + SUB)
+        if noisy:  # the chunk's loads overlap the noise's arithmetic
+            _prefetch_range(p, g, b, lo, hi)
+            fill_normals(z, wa, wb, ca, cb, lo // 4, (hi - lo + 3) // 4, c1, c2, c3, k0, k1)
+        if heavy:
+            _sub_sums(b[lo:hi], g[lo:hi], p[lo:hi], z, sign, 1.0, weight_decay, qscale, with_state,
+                      noisy and heavy, acc)
+        _sub_update(p[lo:hi], g[lo:hi], b[lo:hi], z, lr, momentum, dampening, weight_decay, nesterov,
+                    maximize, std, noisy, new_buffer)
+
+
 def fused_step(p, g, b, lr, momentum, dampening, weight_decay, nesterov, maximize, std, new_buffer,
                step, parameter, tag, k0, k1, out):
-    """One InertiaSGD step of one tensor (flat arrays of one dtype, float32 or float64) in place.
+    """One InertiaSGD step of one tensor (flat contiguous arrays of one dtype, float32 or float64) in place.
 
     b: the momentum buffer (written; with new_buffer its old contents are ignored: b = d, torch's
     first step; unused when momentum == 0). std: the noise std (0: none), drawing
     rng.optimizer_normals(numel, step, parameter) (tag: rng.TAG_OPTIMIZER; k0, k1 the seed's key words).
     out (float64 [3]) += (sum b^2, sum <b, d>, sum <q, 2 momentum b + q>) of the state before the
     update, q = c std xi the noise the buffer receives (c = 1 - dampening, 1 for a new buffer).
+    fused_steps with one tensor.
     """
-    n = p.shape[0]
-    n_blocks = (n + BLOCK - 1) // BLOCK
-    partials = np.zeros((n_blocks, N_PARTIALS))
-    noisy = std != 0.0
-    heavy = momentum != 0.0
-    with_state = heavy and not new_buffer
-    qscale = std if new_buffer else (1.0 - dampening) * std
-    sign = -1.0 if maximize else 1.0
-    kk0 = np.uint64(k0)
-    kk1 = np.uint64(k1)
-    c1 = np.uint64(step)
-    c2 = np.uint64(parameter)
-    c3 = np.uint64(tag)
-    for blk in prange(n_blocks):
-        wa = np.empty(SUB // 2, dtype=np.uint32)
-        wb = np.empty(SUB // 2, dtype=np.uint32)
-        ca = np.empty(SUB // 2, dtype=p.dtype)
-        cb = np.empty(SUB // 2, dtype=p.dtype)
-        z = np.zeros(SUB, dtype=p.dtype)
-        acc = partials[blk]
-        for lo in range(blk * BLOCK, min(n, (blk + 1) * BLOCK), SUB):
-            hi = min(n, lo + SUB)
-            if noisy:  # the chunk's loads overlap the noise's arithmetic
-                _prefetch_range(p, g, b, lo, hi)
-                fill_normals(z, wa, wb, ca, cb, lo // 4, (hi - lo + 3) // 4, c1, c2, c3, kk0, kk1)
-            if heavy:
-                _sub_sums(b[lo:hi], g[lo:hi], p[lo:hi], z, sign, 1.0, weight_decay, qscale, with_state,
-                          noisy and heavy, acc)
-            _sub_update(p[lo:hi], g[lo:hi], b[lo:hi], z, lr, momentum, dampening, weight_decay, nesterov,
-                        maximize, std, noisy, new_buffer)
-    for blk in range(n_blocks):
+    arrays = (p, g, b)
+    if any(a.dtype != p.dtype or a.ndim != 1 or not a.flags.c_contiguous or a.size != p.size for a in arrays):
+        raise ValueError("fused_step takes flat contiguous arrays of one dtype and size")
+    if p.size == 0:
+        return
+    at = [np.array([a.ctypes.data], dtype=np.int64) for a in arrays]
+    fused_steps(p[:0], *at, np.array([p.size], dtype=np.int64), np.array([parameter], dtype=np.int64),
+                np.array([new_buffer], dtype=np.bool_), lr, momentum, dampening, weight_decay, nesterov, maximize,
+                std, step, tag, k0, k1, out)
+
+
+@numba.njit(inline="always")
+def _add_partials(partials, momentum, out):
+    """out += the blocks' partials, in block order (the same sums for any thread count)."""
+    for blk in range(partials.shape[0]):
         out[0] += partials[blk, 0]
         out[1] += partials[blk, 1]
         out[2] += partials[blk, 2] + 2.0 * momentum * partials[blk, 3]
+
+
+@intrinsic
+def _pointer(typingctx, address, like):
+    """An integer address as a pointer to the dtype of the array `like` (numba.carray views the data)."""
+    if not isinstance(like, types.Array):
+        return None
+    pointer = types.CPointer(like.dtype)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(pointer))
+    return pointer(address, like), codegen
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy", nogil=True)
+def fused_steps(like, p_at, g_at, b_at, sizes, parameters, new_buffers, lr, momentum, dampening, weight_decay,
+                nesterov, maximize, std, step, tag, k0, k1, out):
+    """fused_step over several tensors in one call: their blocks shared out over the threads together
+    (a small tensor costs no thread launch of its own, and the threads share the small ones).
+
+    Tensor k: the flat contiguous data of sizes[k] > 0 elements of like's dtype at the addresses
+    p_at[k], g_at[k], b_at[k] (int64; the caller keeps the tensors alive), parameter index
+    parameters[k], new_buffers[k] as fused_step's new_buffer. out gets the same sums, added in the
+    same order, as fused_step tensor after tensor.
+    """
+    count = sizes.shape[0]
+    first = np.zeros(count + 1, dtype=np.int64)  # tensor k's blocks: first[k] .. first[k + 1] - 1
+    for k in range(count):
+        first[k + 1] = first[k] + (sizes[k] + BLOCK - 1) // BLOCK
+    n_blocks = first[count]
+    owner = np.empty(n_blocks, dtype=np.int64)
+    for k in range(count):
+        owner[first[k]:first[k + 1]] = k
+    partials = np.zeros((n_blocks, N_PARTIALS))
+    kk0 = np.uint64(k0)
+    kk1 = np.uint64(k1)
+    for blk in prange(n_blocks):
+        k = owner[blk]
+        n = sizes[k]
+        p = numba.carray(_pointer(p_at[k], like), n)
+        g = numba.carray(_pointer(g_at[k], like), n)
+        b = numba.carray(_pointer(b_at[k], like), n)
+        lo = (blk - first[k]) * BLOCK
+        _block(p, g, b, lo, min(n, lo + BLOCK), lr, momentum, dampening, weight_decay, nesterov, maximize, std,
+               new_buffers[k], step, parameters[k], tag, kk0, kk1, partials[blk])
+    _add_partials(partials, momentum, out)
