@@ -359,7 +359,7 @@ def test_cpu_inertia_sums_are_exact_float64(dtype, maximize, weight_decay, scale
     dict(momentum=0.7),
 ], ids=["dampened", "nesterov-maximize", "no-momentum", "noise-free"])
 def test_fused_cpu_step_equals_float64_by_hand(dtype, option):
-    """The CPU's one-pass step (kernels/sgd_cpu.fused_step, any thread count) against float64 by hand from
+    """The CPU's one-pass step (kernels/sgd_cpu.fused_steps, any thread count) against float64 by hand from
     the same inputs: params and buffers to the working dtype's rounding, the sums exactly, the noise the
     reference stream's (rng.optimizer_normals, to a few ulp: polynomial log/sin/cos)."""
     numba = pytest.importorskip("numba")
