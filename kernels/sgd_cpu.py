@@ -118,39 +118,51 @@ def fma(typingctx, x, y, z):
 @numba.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy", nogil=True)
 def _sub_sums(b, g, p, z, sign, scale, weight_decay, qscale, with_state, noisy, acc):
     """acc += (sum b^2, sum b d, sum q^2, sum b q) in float64, d = sign g / scale + weight_decay p,
-    q = qscale xi; the state terms only where with_state (an existing buffer)."""
+    q = qscale xi; the state terms only where with_state (an existing buffer). With both, one loop
+    (b read and widened once)."""
     n = g.shape[0]
-    if with_state:
-        s0 = 0.0
-        s1 = 0.0
-        if scale == 1.0 and weight_decay == 0.0:
-            for i in range(n):
-                x = np.float64(b[i])
-                s0 += x * x
-                s1 += x * np.float64(g[i])
-            s1 = sign * s1
-        else:
-            for i in range(n):
-                x = np.float64(b[i])
-                d = sign * np.float64(g[i]) / scale + weight_decay * np.float64(p[i])
-                s0 += x * x
-                s1 += x * d
-        acc[0] += s0
-        acc[1] += s1
-    if noisy:
-        s2 = 0.0
-        s3 = 0.0
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    plain = scale == 1.0 and weight_decay == 0.0
+    if with_state and noisy and plain:
+        for i in range(n):
+            x = np.float64(b[i])
+            q = np.float64(z[i]) * qscale
+            s0 += x * x
+            s1 += x * np.float64(g[i])
+            s2 += q * q
+            s3 += x * q
+        s1 = sign * s1
+    else:
         if with_state:
-            for i in range(n):
-                q = np.float64(z[i]) * qscale
-                s2 += q * q
-                s3 += np.float64(b[i]) * q
-        else:
-            for i in range(n):
-                q = np.float64(z[i]) * qscale
-                s2 += q * q
-        acc[2] += s2
-        acc[3] += s3
+            if plain:
+                for i in range(n):
+                    x = np.float64(b[i])
+                    s0 += x * x
+                    s1 += x * np.float64(g[i])
+                s1 = sign * s1
+            else:
+                for i in range(n):
+                    x = np.float64(b[i])
+                    d = sign * np.float64(g[i]) / scale + weight_decay * np.float64(p[i])
+                    s0 += x * x
+                    s1 += x * d
+        if noisy:
+            if with_state:
+                for i in range(n):
+                    q = np.float64(z[i]) * qscale
+                    s2 += q * q
+                    s3 += np.float64(b[i]) * q
+            else:
+                for i in range(n):
+                    q = np.float64(z[i]) * qscale
+                    s2 += q * q
+    acc[0] += s0
+    acc[1] += s1
+    acc[2] += s2
+    acc[3] += s3
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
