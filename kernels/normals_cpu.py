@@ -13,10 +13,10 @@ masked until the four outputs.
 
 Transform (float32): the CONVENTIONS Box-Muller with the reference's roundings of u1, u2 and of the
 angle 2 pi u2, log/sin/cos as polynomials with fused multiply-adds and integer range reduction (no
-compare-and-blend ladders): within a few ulp of the reference. The loop is latency-bound (out-of-order
-execution overlaps only a couple of its iterations), so the dependency chains are kept short: no
-division but the log's one, the polynomials in Estrin's scheme, the quadrant rounded in the mantissa.
-float64 uses `cpu_ensemble.box_muller_uniform` as it is.
+compare-and-blend ladders): within a few ulp of the reference. An iteration is one long dependency
+chain (log, square root, sin/cos) that out-of-order execution overlaps with only a couple of others, so
+the chains are kept short: the polynomials in Estrin's scheme, -2 folded into the log's coefficients,
+the quadrant rounded in the mantissa. float64 uses `cpu_ensemble.box_muller_uniform` as it is.
 """
 import numba
 import numpy as np
@@ -106,8 +106,8 @@ ROUND_BITS = 0x4B400000
 def _minus_2log_f32(k):
     """-2 log(k 2^-24) for an integer-valued float32 k in [1, 2^24], within an ulp or two.
 
-    Short dependency chains (the loop is latency-bound: out-of-order execution overlaps few
-    iterations): the terms of R in Estrin's scheme, -2 folded into the coefficients (exact)."""
+    Short dependency chains (see the module docstring): the terms of R in Estrin's scheme, -2 folded
+    into the coefficients (exact)."""
     f32 = np.float32
     ix = np.int32(_f32_bits(k) + np.int32(LOG_SHIFT))
     e = f32(np.int32((ix >> np.int32(23)) - np.int32(LOG_BIAS)))
