@@ -8,10 +8,14 @@ Work split: `prange` over blocks of GROUPs; a thread advances one GROUP of 64
 trajectories at a time through the whole step window. The group's state lives
 in small [dim, 64] scratch arrays (L1-resident for the toy dimensions), so
 every per-step operation is a loop over the 64 trajectories that the compiler
-turns into SIMD instructions: Philox (32x32 -> 64 products in uint64 lanes),
-the normal transform (log, sin, cos as polynomials below, no libm calls), the
+turns into SIMD instructions: Philox (32x32 -> 64 products in uint64 lanes,
+the words kept as uint32 so the uniforms convert eight at a time), the normal
+transform (log, sin, cos as polynomials below, no libm calls), the
 integrator, the gradient and the recorded observables. One copy of the
 dynamics serves every dimension: d = 1 is the same code with one coordinate.
+The per-group code (`_advance_group`) is compiled without reference counting:
+the scratch arrays it passes to its inlined helpers would otherwise cost an
+atomic increment and decrement per array per step, contended on shared arrays.
 
 Statistics: at a recorded step the observables are formed in float64 from the
 state converted to float64 (so float32 runs stay right, and never compute
@@ -19,6 +23,14 @@ subnormal products, when inertia decays below the float32 range); first
 passage compares I_n <= f I_0 in float64. A group's sums are formed by one
 thread in a fixed order of its 64 lanes (eight interleaved partial sums, then a
 fixed tree: SIMD adds): bitwise the same whatever the thread count or schedule.
+For d = 1 (quadratic, double well) the record is one pass in explicit
+float64x4 lanes (`_record_1`): observables, summands and the eight partial
+sums per column stay in registers (lanes 8i..8i+3 in a first pass, 8i+4..8i+7
+in a second), and first passage is written only in the rare steps where a
+lane passes (its threshold is then -inf, so it never hits again). Every other
+case writes the summand rows and sums them with the same partials and tree
+(`_row_sum`). Selects are values stored unconditionally or blends: a select
+written back only where it changes becomes a masked store, microcoded on AMD.
 
 Ledger (docs/THEORY.md section 8): with a ledger state (float64 [count, 2], the
 cumulative dissipated D and injected Q since step 0) the step adds, at its
@@ -161,6 +173,9 @@ class Float64x4(types.Type):
 
 
 class Mask4(types.Type):
+    """Four lanes of a condition as AVX2 keeps them: all-ones or zero 64-bit lanes (no i1 vectors, which
+    the backend packs and unpacks around every use)."""
+
     def __init__(self):
         super().__init__(name="mask4")
 
@@ -168,7 +183,7 @@ class Mask4(types.Type):
 float64x4 = Float64x4()
 mask4 = Mask4()
 _V4 = ir.VectorType(ir.DoubleType(), 4)
-_M4 = ir.VectorType(ir.IntType(1), 4)
+_M4 = ir.VectorType(ir.IntType(64), 4)  # a lane all ones (set) or zero: AVX2 compare results
 
 
 @register_model(Float64x4)
@@ -238,8 +253,13 @@ v4_mul = _v4_binary("fmul")
 def v4_le(typingctx, a, b):
     """a <= b per lane (false where either is NaN)."""
     def codegen(context, builder, sig, args):
-        return builder.fcmp_ordered("<=", args[0], args[1])
+        return builder.sext(builder.fcmp_ordered("<=", args[0], args[1]), _M4)
     return mask4(a, b), codegen
+
+
+def _m4_bits(builder, m):
+    """The four lanes' sign bits as an i4 (vmovmskpd)."""
+    return builder.bitcast(builder.icmp_signed("<", m, ir.Constant(_M4, [0, 0, 0, 0])), ir.IntType(4))
 
 
 @intrinsic
@@ -267,8 +287,7 @@ def m4_none(typingctx):
 def m4_any(typingctx, m):
     """True when any lane is set."""
     def codegen(context, builder, sig, args):
-        bits = builder.bitcast(args[0], ir.IntType(4))
-        return builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(4), 0))
+        return builder.icmp_unsigned("!=", _m4_bits(builder, args[0]), ir.Constant(ir.IntType(4), 0))
     return types.boolean(m), codegen
 
 
@@ -276,7 +295,7 @@ def m4_any(typingctx, m):
 def m4_count(typingctx, m):
     """The number of set lanes."""
     def codegen(context, builder, sig, args):
-        bits = builder.zext(builder.bitcast(args[0], ir.IntType(4)), ir.IntType(64))
+        bits = builder.zext(_m4_bits(builder, args[0]), ir.IntType(64))
         fn = builder.module.declare_intrinsic("llvm.ctpop.i64", (), ir.FunctionType(ir.IntType(64), [ir.IntType(64)]))
         return builder.call(fn, [bits])
     return types.int64(m), codegen
@@ -296,15 +315,23 @@ def m4_lanes_below(typingctx, first, n):
         f = _splat_i64(builder, context.cast(builder, args[0], sig.args[0], types.int64))
         lim = _splat_i64(builder, context.cast(builder, args[1], sig.args[1], types.int64))
         lanes = builder.add(f, ir.Constant(ir.VectorType(ir.IntType(64), 4), [0, 1, 2, 3]))
-        return builder.icmp_signed("<", lanes, lim)
+        return builder.sext(builder.icmp_signed("<", lanes, lim), _M4)
     return mask4(first, n), codegen
 
 
 @intrinsic
 def v4_select(typingctx, m, a, b):
     def codegen(context, builder, sig, args):
-        return builder.select(args[0], args[1], args[2])
+        return builder.select(builder.icmp_signed("<", args[0], ir.Constant(_M4, [0, 0, 0, 0])), args[1], args[2])
     return float64x4(m, a, b), codegen
+
+
+@intrinsic
+def v4_keep(typingctx, m, a):
+    """a where m is set, +0.0 elsewhere (a bitwise and: the value of `a if m else 0.0`)."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(builder.and_(builder.bitcast(args[1], _M4), args[0]), _V4)
+    return float64x4(m, a), codegen
 
 
 @intrinsic
@@ -392,27 +419,23 @@ def _per_dtype(one, c32, c64):
 def philox4x32(c0, c1, c2, c3, k0, k1):
     """Philox4x32-10 on uint64 words holding uint32 values (Random123 constants).
 
-    The masks tell the compiler every word is below 2**32, so each product is one
-    32x32 -> 64 SIMD multiply (vpmuludq) rather than an emulated 64x64 one.
+    Each product reads the low 32 bits of its input (the mask folds into vpmuludq: a 32x32 -> 64
+    SIMD multiply, not an emulated 64x64 one). c1 and c3 only reach the products through the xors
+    that form the next c0 and c2, so their high halves may hold the products' high bits until the
+    outputs are masked: two masks per round fewer, the same words.
     """
-    c0 &= MASK
-    c1 &= MASK
-    c2 &= MASK
-    c3 &= MASK
     k0 &= MASK
     k1 &= MASK
     for _ in range(10):
-        p0 = M0 * c0
-        p1 = M1 * c2
-        n0 = (p1 >> SH32) ^ c1 ^ k0
-        n2 = (p0 >> SH32) ^ c3 ^ k1
-        c1 = p1 & MASK
-        c3 = p0 & MASK
-        c0 = n0
-        c2 = n2
+        p0 = M0 * (c0 & MASK)
+        p1 = M1 * (c2 & MASK)
+        c0 = (p1 >> SH32) ^ c1 ^ k0
+        c2 = (p0 >> SH32) ^ c3 ^ k1
+        c1 = p1
+        c3 = p0
         k0 = (k0 + W0) & MASK
         k1 = (k1 + W1) & MASK
-    return c0, c1, c2, c3
+    return c0 & MASK, c1 & MASK, c2 & MASK, c3 & MASK
 
 
 @njit(cache=True)
@@ -800,12 +823,16 @@ def _record_lane(j, vv, vg, loss, s, fm, never, kc, sc_vg, limit, n_active, init
 
 
 @njit(inline="always", error_model="numpy")
-def _first_passage_4(s, j, f, hit, vfm, vnever, vpassed):
-    """Lanes j..j+3 that hit fraction f now: first passage = min(old, m), threshold -inf (passed)."""
+def _first_passage_4(s, j, f, hit, vfm, vnever, vpassed, vunit):
+    """Lanes j..j+3 that hit fraction f now: first passage = min(old, m), threshold -inf (passed).
+
+    Both stores are unconditional; the kept threshold goes through a multiply by vunit (1.0 the
+    compiler cannot see): select(hit, x, <the loaded value>) stored back is turned into a masked
+    store (microcoded on AMD)."""
     o_fp = (R_FP + f) * GROUP + j
     o_thr = (R_THR + f) * GROUP + j
     v4_store(s, o_fp, v4_min(v4_load(s, o_fp), v4_select(hit, vfm, vnever)))
-    v4_store(s, o_thr, v4_select(hit, vpassed, v4_load(s, o_thr)))
+    v4_store(s, o_thr, v4_select(hit, vpassed, v4_mul(v4_load(s, o_thr), vunit)))
 
 
 @njit(inline="always", error_model="numpy")
@@ -822,7 +849,6 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, limit, th, 
     initial = m == 0
     vfm, vnever, vpassed, vlimit = v4_splat(fm), v4_splat(never), v4_splat(-np.inf), v4_splat(limit)
     vkc, vsc, vhalf, vquarter, vone = v4_splat(kc), v4_splat(sc_vg), v4_splat(0.5), v4_splat(0.25), v4_splat(1.0)
-    zero = v4_splat(0.0)
     kept = 0
     hits = m4_none()
     for half in range(2):
@@ -850,18 +876,18 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, limit, th, 
                                      v4_le(ine, v4_load(s, (R_THR + 2) * GROUP + j))))
             keep = m4_and(v4_le(ine, vlimit), m4_lanes_below(j, n_active))
             kept += m4_count(keep)
-            a_ine = v4_add(a_ine, v4_select(keep, ine, zero))
-            a_kin = v4_add(a_kin, v4_select(keep, kin, zero))
-            a_loss = v4_add(a_loss, v4_select(keep, loss, zero))
-            a_shadow = v4_add(a_shadow, v4_select(keep, shadow, zero))
-            a_sq = v4_add(a_sq, v4_select(keep, v4_mul(ine, ine), zero))
+            a_ine = v4_add(a_ine, v4_keep(keep, ine))
+            a_kin = v4_add(a_kin, v4_keep(keep, kin))
+            a_loss = v4_add(a_loss, v4_keep(keep, loss))
+            a_shadow = v4_add(a_shadow, v4_keep(keep, shadow))
+            a_sq = v4_add(a_sq, v4_keep(keep, v4_mul(ine, ine)))
             if ledger:
                 d = v4_load(s, R_D * GROUP + j)
                 q = v4_load(s, R_Q * GROUP + j)
                 i0 = ine if initial else v4_load(s, R_I0 * GROUP + j)  # the initial record: W = 0
-                a_d = v4_add(a_d, v4_select(keep, d, zero))
-                a_q = v4_add(a_q, v4_select(keep, q, zero))
-                a_w = v4_add(a_w, v4_select(keep, v4_sub(v4_add(v4_sub(ine, i0), d), q), zero))
+                a_d = v4_add(a_d, v4_keep(keep, d))
+                a_q = v4_add(a_q, v4_keep(keep, q))
+                a_w = v4_add(a_w, v4_keep(keep, v4_sub(v4_add(v4_sub(ine, i0), d), q)))
         o = R_SUM * GROUP + 4 * half  # the accumulators, parked in the summand rows
         v4_store(s, o + 1 * GROUP, a_ine)
         v4_store(s, o + 2 * GROUP, a_kin)
@@ -872,10 +898,11 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, limit, th, 
         v4_store(s, o + COLUMN_INJECTED * GROUP, a_q)
         v4_store(s, o + COLUMN_RESIDUAL * GROUP, a_w)
     if m4_any(hits):
+        vunit = v4_splat(limit * 0.0 + 1.0)  # 1.0 (limit is finite), as a value the compiler cannot see
         for j in range(0, GROUP, 4):
             ine = v4_load(s, R_INE * GROUP + j)
             for f in range(3):
-                _first_passage_4(s, j, f, v4_le(ine, v4_load(s, (R_THR + f) * GROUP + j)), vfm, vnever, vpassed)
+                _first_passage_4(s, j, f, v4_le(ine, v4_load(s, (R_THR + f) * GROUP + j)), vfm, vnever, vpassed, vunit)
     if row >= 0:
         acc[row, grp, 0] = np.float64(kept)
         for c in range(1, N_COLUMNS):
