@@ -43,21 +43,28 @@ I_n <= f I_0 in float64 (I_0 is kept in float64). A trajectory whose
 inertia is not finite or above `diverge_above` is diverged: its theta and
 momentum become NaN (so it stays diverged) and it is left out of every sum.
 The kept trajectories are summed per group in float64 off the critical path:
-each thread adds its TPT trajectories in order, then the 64 / TPT lanes of
-the group combine by a butterfly of warp shuffles (no shared memory, no
-barrier). The group sums are therefore identical for any chunking, window
-cut or rank count (a group is always reduced by the same code); changing TPT
-(the block size at fixed warps) may change their last bits. In the wide
-layout (one trajectory per program) the kernel writes per-trajectory rows
-and the launcher sums each group by a fixed pairwise tree of elementwise
-adds (again independent of chunking). The residual column is formed from
-the group's sums, ((sum K + sum L) - sum I_0) + sum D - sum Q: the same
-balance, one shuffled column fewer, rounded relative to the group's inertia.
+each thread adds its TPT trajectories in order into eight partial sums (K, L,
+shadow, I^2, D, Q, I_0, count), and one exchange through shared memory
+(tl.gather, _transposed_group_sums) hands each lane ONE of the eight columns
+from eight lanes of its group, which it adds in registers; a short shuffle
+butterfly joins the group's 64 / TPT / 8 parts, and the group's first eight
+lanes store the eight sums. The order depends on the lane alone, so the group
+sums are identical for any chunking, window cut or rank count (a group is
+always reduced by the same code); changing TPT (the block size at fixed warps)
+may change their last bits. The launcher then forms the inertia column as
+sum K + sum L and the residual as ((sum K + sum L) - sum I_0) + sum D - sum Q:
+the same balance, rounded relative to the group's inertia (docs/CONVENTIONS.md).
+In the wide layout (one trajectory per program) the kernel writes
+per-trajectory rows and the launcher sums each group by a fixed pairwise tree
+of elementwise adds (again independent of chunking). First passage is a
+predicated min of the step into a register that holds NOT_YET until the
+trajectory passes (-1 in memory).
 
 Divergence. Two passes per window (the launcher): whole blocks first with
 SAFE = False, which sums without the per-trajectory divergence selects (the
-count is the group size) and only raises the program's flag when a
-trajectory fails the compare; then, with SAFE = True, every flagged program
+count is the group size) and only raises the program's flag when a thread's
+inertia sum fails the compare (every term is >= 0 and rounding is monotone,
+so the sum passes only when each trajectory does; NaN and inf propagate); then, with SAFE = True, every flagged program
 (the partial last block, and any block that saw divergence) runs again from
 the same inputs, turning diverged states to NaN and leaving them out of the
 sums. A program without divergence gives the same bits either way (the same
@@ -285,13 +292,16 @@ def _transposed_group_sums(tile, TPT: tl.constexpr, WIDTH: tl.constexpr, PIN: tl
     for each k the lanes of a warp read 32 doubles in distinct bank pairs (no conflicts), and each
     address is one xor of a per-lane base (_pin keeps the compiler from holding all NS addresses in
     registers across the loop). The order of every sum depends on the lane alone, so the sums are the
-    same bits for any chunking, window cut or rank count."""
+    same bits for any chunking, window cut or rank count, and the same for every column: two columns with
+    equal terms have equal sums."""
     LANES: tl.constexpr = GROUP // TPT
     t = tl.arange(0, WIDTH)
     k = tl.arange(0, NS)[:, None]
     idx = _pin((t % NS) * WIDTH + t, PIN)[None, :] ^ k  # [NS, WIDTH]
     mine = tl.gather(tl.reshape(tile, [NS * WIDTH]), tl.reshape(idx, [NS * WIDTH]), 0)
-    part = tl.sum(tl.reshape(mine, [NS, WIDTH]), axis=0)  # [WIDTH]: lane t's share of column t % NS
+    # lane t's share of column t % NS, as a pairwise tree over the bits of k: the xor by the column only swaps
+    # the two operands of some adds (exact), so every column is summed in the same order, bit for bit
+    part = tl.sum(tl.sum(tl.sum(tl.reshape(mine, [2, 2, 2, WIDTH]), axis=0), axis=0), axis=0)  # [WIDTH]
     s = tl.sum(tl.reshape(part, [WIDTH // LANES, LANES // NS, NS]), axis=1, keep_dims=True)
     return tl.reshape(tl.broadcast_to(s, [WIDTH // LANES, LANES // NS, NS]), [WIDTH])
 
