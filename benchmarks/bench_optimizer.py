@@ -136,15 +136,24 @@ def time_step(fn, device: torch.device, repeat: int = 20, warmup: int = 3) -> fl
     return statistics.median(_once(fn, device) for _ in range(repeat))
 
 
-def time_alternating(steps: dict, device: torch.device, repeat: int, warmup: int = 2) -> dict:
-    """Median seconds per call of each step, timed in turn (round-robin), so a busy machine slows all alike."""
+def time_alternating(steps: dict, device: torch.device, repeat: int, warmup: int = 2,
+                     cpu_seconds: dict | None = None) -> dict:
+    """Median seconds per call of each step, timed in turn (round-robin), so a busy machine slows all alike.
+
+    cpu_seconds, if given, receives each step's median process CPU time (all threads; on a machine
+    others load, less sensitive to their scheduling than the wall clock)."""
     for fn in steps.values():
         for _ in range(warmup):
             fn()
     times = {label: [] for label in steps}
+    cpu = {label: [] for label in steps}
     for _ in range(repeat):
         for label, fn in steps.items():
+            start = time.process_time()
             times[label].append(_once(fn, device))
+            cpu[label].append(time.process_time() - start)
+    if cpu_seconds is not None:
+        cpu_seconds.update({label: statistics.median(t) for label, t in cpu.items()})
     return {label: statistics.median(t) for label, t in times.items()}
 
 
@@ -203,7 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
                "tensor_sizes": {"largest": sizes[:4], "median": sizes[len(sizes) // 2], "smallest": sizes[-1]},
                "settings": {"lr": 1e-3, "momentum": 0.9, "noise": 1e-3, "seed": 1},
                "bytes_per_param": BYTES_PER_PARAM,
-               "timing": f"median of {repeat} round-robin steps after 2 warm-up steps each (wall clock)",
+               "timing": f"median of {repeat} round-robin steps after 2 warm-up steps each (wall clock; "
+                         "cpu_seconds: process CPU time, all threads)",
                "rows": {}}
     steps = {"copy": lambda: dst.copy_(src), **make_steps(params, rows=rows)}
     if cpu:
@@ -212,14 +222,16 @@ def main(argv: list[str] | None = None) -> dict:
             results["versions"]["numba"] = numba.__version__
         except ImportError:
             pass
-    seconds = time_alternating(steps, device, repeat)
+    cpu_seconds: dict = {}
+    seconds = time_alternating(steps, device, repeat, cpu_seconds=cpu_seconds)
     copy_gbs = 8 * src.numel() / seconds["copy"] / 1e9
     results["rows"]["copy"] = {"seconds": seconds["copy"], "GB/s": copy_gbs}
     for label in steps:
         if label != "copy":
             gbs = BYTES_PER_PARAM * n / seconds[label] / 1e9
             moved = BYTES_MOVED.get(label, BYTES_PER_PARAM) * n
-            results["rows"][label] = {"seconds": seconds[label], "GB/s": gbs, "of_copy": gbs / copy_gbs,
+            results["rows"][label] = {"seconds": seconds[label], "cpu_seconds": cpu_seconds[label], "GB/s": gbs,
+                                      "of_copy": gbs / copy_gbs,
                                       "bytes_moved": moved, "ceiling_seconds": moved / (copy_gbs * 1e9)}
     if "sgd_foreach" in seconds:
         results["ratio_to_sgd_foreach"] = {label: seconds[label] / seconds["sgd_foreach"]
@@ -242,9 +254,10 @@ def _print(results: dict) -> None:
     rows = results["rows"]
     print(f"{results['device']}: {results['n_params']:,} parameters in {results['n_tensors']} tensors, "
           f"{results['bytes_per_param']} bytes/param ({results['timing']})")
-    print(f"{'':20s} {'ms':>9s} {'GB/s':>9s} {'of copy':>8s}")
+    print(f"{'':20s} {'ms':>9s} {'cpu ms':>9s} {'GB/s':>9s} {'of copy':>8s}")
     for label, row in rows.items():
-        print(f"{label:20s} {row['seconds'] * 1e3:9.3f} {row['GB/s']:9.1f} {row.get('of_copy', 1.0):8.1%}")
+        cpu_ms = f"{row['cpu_seconds'] * 1e3:9.3f}" if "cpu_seconds" in row else f"{'':9s}"
+        print(f"{label:20s} {row['seconds'] * 1e3:9.3f} {cpu_ms} {row['GB/s']:9.1f} {row.get('of_copy', 1.0):8.1%}")
     if "sgd_foreach" in rows:
         for label in ("inertia_sgd", "inertia_sgd_no_noise"):
             if label in rows:

@@ -63,7 +63,7 @@ initial state (-1: none).
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic, models, overload, register_model
 
 GROUP = 64  # trajectories per group: the SIMD lanes of one thread's work item
 N_QUANTITIES = 6  # count, inertia, kinetic, loss, shadow inertia, inertia^2
@@ -148,6 +148,185 @@ def min_number(typingctx, x, y):
         fn = builder.module.declare_intrinsic("llvm.minnum", [ty], ir.FunctionType(ty, [ty, ty]))
         return builder.call(fn, args, fastmath=("nnan",))
     return x(x, y), codegen
+
+
+# --- four float64 lanes as one value (the record loop's explicit SIMD) ----------------------
+# The record pass keeps its per-column sums in registers: eight AVX2 accumulators instead of a
+# stored row per column re-read by the row sums (the loop vectoriser leaves ordered reductions
+# scalar). Plain fadd/fmul/fsub without fast-math flags: the same IEEE operations as scalar code.
+
+class Float64x4(types.Type):
+    def __init__(self):
+        super().__init__(name="float64x4")
+
+
+class Mask4(types.Type):
+    def __init__(self):
+        super().__init__(name="mask4")
+
+
+float64x4 = Float64x4()
+mask4 = Mask4()
+_V4 = ir.VectorType(ir.DoubleType(), 4)
+_M4 = ir.VectorType(ir.IntType(1), 4)
+
+
+@register_model(Float64x4)
+class _Float64x4Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _V4)
+
+
+@register_model(Mask4)
+class _Mask4Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _M4)
+
+
+def _lane_pointer(context, builder, arr_type, arr, index, elem):
+    """Pointer to 4 elements of a C-contiguous array from flat element `index`."""
+    data = context.make_array(arr_type)(context, builder, arr).data
+    at = builder.gep(data, [index])
+    return builder.bitcast(at, ir.VectorType(elem, 4).as_pointer())
+
+
+@intrinsic
+def v4_load(typingctx, arr, index):
+    """Elements index .. index + 3 (flat, C order) of a float32 or float64 array, as float64 lanes."""
+    def codegen(context, builder, sig, args):
+        elem = context.get_value_type(sig.args[0].dtype)
+        ptr = _lane_pointer(context, builder, sig.args[0], args[0], args[1], elem)
+        x = builder.load(ptr, align=4, typ=ir.VectorType(elem, 4))
+        return x if sig.args[0].dtype == types.float64 else builder.fpext(x, _V4)
+    return float64x4(arr, index), codegen
+
+
+@intrinsic
+def v4_store(typingctx, arr, index, x):
+    """arr.flat[index .. index + 3] = x (a float64 array)."""
+    def codegen(context, builder, sig, args):
+        ptr = _lane_pointer(context, builder, sig.args[0], args[0], args[1], ir.DoubleType())
+        builder.store(args[2], ptr, align=8)
+        return context.get_dummy_value()
+    return types.none(arr, index, x), codegen
+
+
+@intrinsic
+def v4_splat(typingctx, x):
+    def codegen(context, builder, sig, args):
+        v = context.cast(builder, args[0], sig.args[0], types.float64)
+        undef = ir.Constant(_V4, ir.Undefined)
+        one = builder.insert_element(undef, v, ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(ir.IntType(32), 4), [0, 0, 0, 0]))
+    return float64x4(x), codegen
+
+
+def _v4_binary(op):
+    def make(typingctx, a, b):
+        def codegen(context, builder, sig, args):
+            return getattr(builder, op)(args[0], args[1])
+        return float64x4(a, b), codegen
+    return intrinsic(make)
+
+
+v4_add = _v4_binary("fadd")
+v4_sub = _v4_binary("fsub")
+v4_mul = _v4_binary("fmul")
+
+
+@intrinsic
+def v4_le(typingctx, a, b):
+    """a <= b per lane (false where either is NaN)."""
+    def codegen(context, builder, sig, args):
+        return builder.fcmp_ordered("<=", args[0], args[1])
+    return mask4(a, b), codegen
+
+
+@intrinsic
+def m4_and(typingctx, a, b):
+    def codegen(context, builder, sig, args):
+        return builder.and_(args[0], args[1])
+    return mask4(a, b), codegen
+
+
+@intrinsic
+def m4_or(typingctx, a, b):
+    def codegen(context, builder, sig, args):
+        return builder.or_(args[0], args[1])
+    return mask4(a, b), codegen
+
+
+@intrinsic
+def m4_none(typingctx):
+    def codegen(context, builder, sig, args):
+        return ir.Constant(_M4, [0, 0, 0, 0])
+    return mask4(), codegen
+
+
+@intrinsic
+def m4_any(typingctx, m):
+    """True when any lane is set."""
+    def codegen(context, builder, sig, args):
+        bits = builder.bitcast(args[0], ir.IntType(4))
+        return builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(4), 0))
+    return types.boolean(m), codegen
+
+
+@intrinsic
+def m4_count(typingctx, m):
+    """The number of set lanes."""
+    def codegen(context, builder, sig, args):
+        bits = builder.zext(builder.bitcast(args[0], ir.IntType(4)), ir.IntType(64))
+        fn = builder.module.declare_intrinsic("llvm.ctpop.i64", (), ir.FunctionType(ir.IntType(64), [ir.IntType(64)]))
+        return builder.call(fn, [bits])
+    return types.int64(m), codegen
+
+
+def _splat_i64(builder, x):
+    v4 = ir.VectorType(ir.IntType(64), 4)
+    one = builder.insert_element(ir.Constant(v4, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(v4, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), 4), [0, 0, 0, 0]))
+
+
+@intrinsic
+def m4_lanes_below(typingctx, first, n):
+    """Lanes first + u < n, u = 0..3 (one vector compare)."""
+    def codegen(context, builder, sig, args):
+        f = _splat_i64(builder, context.cast(builder, args[0], sig.args[0], types.int64))
+        lim = _splat_i64(builder, context.cast(builder, args[1], sig.args[1], types.int64))
+        lanes = builder.add(f, ir.Constant(ir.VectorType(ir.IntType(64), 4), [0, 1, 2, 3]))
+        return builder.icmp_signed("<", lanes, lim)
+    return mask4(first, n), codegen
+
+
+@intrinsic
+def v4_select(typingctx, m, a, b):
+    def codegen(context, builder, sig, args):
+        return builder.select(args[0], args[1], args[2])
+    return float64x4(m, a, b), codegen
+
+
+@intrinsic
+def v4_min(typingctx, a, b):
+    """Lane-wise min of non-NaN values (llvm.minnum, as min_number)."""
+    def codegen(context, builder, sig, args):
+        fn = builder.module.declare_intrinsic("llvm.minnum.v4f64", (), ir.FunctionType(_V4, [_V4, _V4]))
+        return builder.call(fn, args, fastmath=("nnan",))
+    return float64x4(a, b), codegen
+
+
+@intrinsic
+def v4_pair_sum(typingctx, lo, hi):
+    """The fixed tree of the group sums: c = lo + hi, then (c0 + c2) + (c1 + c3)."""
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        c = builder.fadd(args[0], args[1])
+        pair = builder.fadd(builder.shuffle_vector(c, c, ir.Constant(ir.VectorType(i32, 2), [0, 1])),
+                            builder.shuffle_vector(c, c, ir.Constant(ir.VectorType(i32, 2), [2, 3])))
+        return builder.fadd(builder.extract_element(pair, ir.Constant(i32, 0)),
+                            builder.extract_element(pair, ir.Constant(i32, 1)))
+    return types.float64(lo, hi), codegen
 
 
 def split_exponent(x):  # pragma: no cover - replaced by the overload inside numba
@@ -574,16 +753,9 @@ SUM_WAYS = 8  # a row of 64 is summed as 8 interleaved partial sums (two AVX2 ve
 
 @njit(inline="always", error_model="numpy")
 def _observe(heavy, problem, th, v, lm64, g64, L64, s):
-    """Rows R_VV, R_VG, R_LOSS of s: float64 |v|^2, <v, g> or |g|^2, and L from the state converted to float64."""
+    """Rows R_VV, R_VG, R_LOSS of s: float64 |v|^2, <v, g> or |g|^2, and L from the state converted to
+    float64 (dim > 1 or rosenbrock; d = 1 forms them inside the record loop, `_observe_1`)."""
     dim = th.shape[0]
-    if dim == 1 and problem != PROBLEM_ROSENBROCK:
-        for j in range(GROUP):
-            y = np.float64(v[0, j])
-            gj, lj = _grad_loss_1(problem, np.float64(th[0, j]), lm64[0, j], 1.0)
-            s[R_VV * GROUP + j] = y * y
-            s[R_VG * GROUP + j] = y * gj if heavy else gj * gj
-            s[R_LOSS * GROUP + j] = lj
-        return
     _grad_loss(problem, th, lm64, g64, L64, 1.0)
     for j in range(GROUP):
         s[R_VV * GROUP + j] = 0.0
@@ -597,90 +769,196 @@ def _observe(heavy, problem, th, v, lm64, g64, L64, s):
 
 
 @njit(inline="always", error_model="numpy")
-def _record(row, grp, m, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active):
-    """At a recorded state (after step m): observables in float64, first passage, divergence, the
-    ledger's residual, and the group's float64 sums into acc[row, grp] (row -1: none). Returns the
-    number of lanes kept. ledger False (a constant): the ledger columns are 0."""
-    dim = th.shape[0]
-    _observe(heavy, problem, th, v, lm64, g64, L64, s)
+def _record_lane(j, vv, vg, loss, s, fm, never, kc, sc_vg, limit, n_active, initial, ledger):
+    """Lane j's recorded quantities from its float64 |v|^2 (vv), <v, g> or |g|^2 (vg) and loss: inertia,
+    first passage, the summands of the N_COLUMNS columns (0 for a dropped lane). kc: the kinetic factor
+    (lr/2 heavy ball, 1/2 otherwise); sc_vg: the shadow's factor (lr/2 heavy ball, -h^2/8 otherwise).
+    Every select is a value stored unconditionally: a select written back only where it changes
+    becomes a masked store (microcoded on AMD), a read under a condition a masked load."""
+    kin = kc * vv
+    ine = kin + loss
+    shadow = ine + sc_vg * vg
+    s[R_INE * GROUP + j] = ine
+    for f in range(3):  # the first hit is the smallest step: a min (see min_number)
+        hit = fm if ine <= s[(R_THR + f) * GROUP + j] else never
+        s[(R_FP + f) * GROUP + j] = min_number(s[(R_FP + f) * GROUP + j], hit)
+    keep = (ine <= limit) & (j < n_active)
+    s[R_SUM * GROUP + j] = 1.0 if keep else 0.0
+    s[(R_SUM + 1) * GROUP + j] = ine if keep else 0.0
+    s[(R_SUM + 2) * GROUP + j] = kin if keep else 0.0
+    s[(R_SUM + 3) * GROUP + j] = loss if keep else 0.0
+    s[(R_SUM + 4) * GROUP + j] = shadow if keep else 0.0
+    s[(R_SUM + 5) * GROUP + j] = ine * ine if keep else 0.0
+    if ledger:
+        d = s[R_D * GROUP + j]
+        q = s[R_Q * GROUP + j]
+        i0 = s[R_I0 * GROUP + j]
+        i0 = ine if initial else i0  # the initial state's own record: W = 0
+        s[(R_SUM + COLUMN_DISSIPATED) * GROUP + j] = d if keep else 0.0
+        s[(R_SUM + COLUMN_INJECTED) * GROUP + j] = q if keep else 0.0
+        s[(R_SUM + COLUMN_RESIDUAL) * GROUP + j] = (((ine - i0) + d) - q) if keep else 0.0
+
+
+@njit(inline="always", error_model="numpy")
+def _first_passage_4(s, j, f, hit, vfm, vnever, vpassed):
+    """Lanes j..j+3 that hit fraction f now: first passage = min(old, m), threshold -inf (passed)."""
+    o_fp = (R_FP + f) * GROUP + j
+    o_thr = (R_THR + f) * GROUP + j
+    v4_store(s, o_fp, v4_min(v4_load(s, o_fp), v4_select(hit, vfm, vnever)))
+    v4_store(s, o_thr, v4_select(hit, vpassed, v4_load(s, o_thr)))
+
+
+@njit(inline="always", error_model="numpy")
+def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, limit, th, v, lm64, s, n_active):
+    """`_record` for d = 1 (quadratic or double well) in explicit float64x4 lanes: the observables,
+    first passage and the summands formed in one pass, the column sums in registers.
+
+    The sums are those of `_row_sum` bit for bit: lanes 8 i + u (u < 4) go to the four lanes of the
+    first pass's accumulators, 8 i + 4 + u to the second's, i in order from -0.0 (the exact additive
+    identity), then the same tree (v4_pair_sum). The count is the number of kept lanes (a sum of
+    ones, exact in any order). Returns it."""
     fm = np.float64(m)
-    # +inf, "not passed yet", as a value the compiler cannot see: with the constant it proves
-    # min(old, inf) == old and turns the min's unconditional store into a masked store again
-    never = limit * 0.0 + np.inf
-    for j in range(GROUP):  # one vectorised pass over the packed rows
-        vv = s[R_VV * GROUP + j]
-        vg = s[R_VG * GROUP + j]
-        loss = s[R_LOSS * GROUP + j]
-        kin = half_lr * vv if heavy else 0.5 * vv
-        ine = kin + loss
-        shadow = ine + half_lr * vg if heavy else ine - h2_8 * vg
-        s[R_INE * GROUP + j] = ine
-        for f in range(3):  # the first hit is the smallest step: a min, stored unconditionally (a select
-            # written back only where it changes becomes a masked store, slow on AMD: see min_number)
-            hit = fm if ine <= s[(R_THR + f) * GROUP + j] else never
-            s[(R_FP + f) * GROUP + j] = min_number(s[(R_FP + f) * GROUP + j], hit)
-        keep = (ine <= limit) & (j < n_active)
-        s[R_SUM * GROUP + j] = 1.0 if keep else 0.0
-        s[(R_SUM + 1) * GROUP + j] = ine if keep else 0.0
-        s[(R_SUM + 2) * GROUP + j] = kin if keep else 0.0
-        s[(R_SUM + 3) * GROUP + j] = loss if keep else 0.0
-        s[(R_SUM + 4) * GROUP + j] = shadow if keep else 0.0
-        s[(R_SUM + 5) * GROUP + j] = ine * ine if keep else 0.0
-        if ledger:
-            d = s[R_D * GROUP + j]
-            q = s[R_Q * GROUP + j]
-            i0 = ine if m == 0 else s[R_I0 * GROUP + j]  # the initial state's own record: W = 0
-            s[(R_SUM + COLUMN_DISSIPATED) * GROUP + j] = d if keep else 0.0
-            s[(R_SUM + COLUMN_INJECTED) * GROUP + j] = q if keep else 0.0
-            s[(R_SUM + COLUMN_RESIDUAL) * GROUP + j] = (((ine - i0) + d) - q) if keep else 0.0
-    kept = np.int64(_row_sum(s, R_SUM))  # the count column: a sum of ones, exact
-    if kept < GROUP:  # diverged lanes (and padding) get a NaN state, so they stay diverged
-        for k in range(dim):
-            for j in range(GROUP):
-                dropped = s[R_SUM * GROUP + j] == 0.0
-                th[k, j] = np.nan if dropped else th[k, j]
-                v[k, j] = np.nan if dropped else v[k, j]
-        if ledger:
-            for j in range(GROUP):
-                dropped = s[R_SUM * GROUP + j] == 0.0
-                s[R_D * GROUP + j] = np.nan if dropped else s[R_D * GROUP + j]
-                s[R_Q * GROUP + j] = np.nan if dropped else s[R_Q * GROUP + j]
+    never = limit * 0.0 + np.inf  # see _record
+    initial = m == 0
+    vfm, vnever, vpassed, vlimit = v4_splat(fm), v4_splat(never), v4_splat(-np.inf), v4_splat(limit)
+    vkc, vsc, vhalf, vquarter, vone = v4_splat(kc), v4_splat(sc_vg), v4_splat(0.5), v4_splat(0.25), v4_splat(1.0)
+    zero = v4_splat(0.0)
+    kept = 0
+    hits = m4_none()
+    for half in range(2):
+        a_ine = a_kin = a_loss = a_shadow = a_sq = a_d = a_q = a_w = v4_splat(-0.0)
+        for i in range(GROUP // SUM_WAYS):
+            j = SUM_WAYS * i + 4 * half
+            y = v4_load(v, j)
+            x = v4_load(th, j)
+            if quadratic:  # _grad_loss_1 in float64
+                g = v4_mul(v4_load(lm64, j), x)
+                loss = v4_mul(vhalf, v4_mul(g, x))
+            else:
+                w = v4_sub(v4_mul(x, x), vone)
+                g = v4_mul(x, w)
+                loss = v4_mul(vquarter, v4_mul(w, w))
+            vg = v4_mul(y, g) if heavy else v4_mul(g, g)
+            kin = v4_mul(vkc, v4_mul(y, y))
+            ine = v4_add(kin, loss)
+            shadow = v4_add(ine, v4_mul(vsc, vg))
+            v4_store(s, R_INE * GROUP + j, ine)
+            # a lane that has passed has threshold -inf: a hit is a lane passing now (rare), whose first
+            # passage and threshold are written in a pass of their own below
+            hits = m4_or(hits, m4_or(m4_or(v4_le(ine, v4_load(s, R_THR * GROUP + j)),
+                                           v4_le(ine, v4_load(s, (R_THR + 1) * GROUP + j))),
+                                     v4_le(ine, v4_load(s, (R_THR + 2) * GROUP + j))))
+            keep = m4_and(v4_le(ine, vlimit), m4_lanes_below(j, n_active))
+            kept += m4_count(keep)
+            a_ine = v4_add(a_ine, v4_select(keep, ine, zero))
+            a_kin = v4_add(a_kin, v4_select(keep, kin, zero))
+            a_loss = v4_add(a_loss, v4_select(keep, loss, zero))
+            a_shadow = v4_add(a_shadow, v4_select(keep, shadow, zero))
+            a_sq = v4_add(a_sq, v4_select(keep, v4_mul(ine, ine), zero))
+            if ledger:
+                d = v4_load(s, R_D * GROUP + j)
+                q = v4_load(s, R_Q * GROUP + j)
+                i0 = ine if initial else v4_load(s, R_I0 * GROUP + j)  # the initial record: W = 0
+                a_d = v4_add(a_d, v4_select(keep, d, zero))
+                a_q = v4_add(a_q, v4_select(keep, q, zero))
+                a_w = v4_add(a_w, v4_select(keep, v4_sub(v4_add(v4_sub(ine, i0), d), q), zero))
+        o = R_SUM * GROUP + 4 * half  # the accumulators, parked in the summand rows
+        v4_store(s, o + 1 * GROUP, a_ine)
+        v4_store(s, o + 2 * GROUP, a_kin)
+        v4_store(s, o + 3 * GROUP, a_loss)
+        v4_store(s, o + 4 * GROUP, a_shadow)
+        v4_store(s, o + 5 * GROUP, a_sq)
+        v4_store(s, o + COLUMN_DISSIPATED * GROUP, a_d)
+        v4_store(s, o + COLUMN_INJECTED * GROUP, a_q)
+        v4_store(s, o + COLUMN_RESIDUAL * GROUP, a_w)
+    if m4_any(hits):
+        for j in range(0, GROUP, 4):
+            ine = v4_load(s, R_INE * GROUP + j)
+            for f in range(3):
+                _first_passage_4(s, j, f, v4_le(ine, v4_load(s, (R_THR + f) * GROUP + j)), vfm, vnever, vpassed)
     if row >= 0:
         acc[row, grp, 0] = np.float64(kept)
-        for c in range(1, N_QUANTITIES):
-            acc[row, grp, c] = _row_sum(s, R_SUM + c)
-        for c in range(N_QUANTITIES, N_COLUMNS):
-            acc[row, grp, c] = _row_sum(s, R_SUM + c) if ledger else 0.0
+        for c in range(1, N_COLUMNS):
+            o = (R_SUM + c) * GROUP
+            acc[row, grp, c] = v4_pair_sum(v4_load(s, o), v4_load(s, o + 4)) if ledger or c < N_QUANTITIES else 0.0
     return kept
 
 
 @njit(inline="always", error_model="numpy")
-def _row_sum(s, r):
-    """The sum of row r's 64 lanes in a fixed order: SUM_WAYS interleaved partial sums (lane j into
-    partial j % SUM_WAYS, in lane order; independent SIMD adds), then a fixed pairwise tree. The
-    order depends on nothing but the lane, so the sums are the same bits whatever the thread count,
-    chunking or schedule. The partials are locals (registers), not a scratch row: a row in memory
-    makes each add wait for the previous store (a load-add-store chain per partial)."""
-    o = r * GROUP
-    a0 = s[o]
-    a1 = s[o + 1]
-    a2 = s[o + 2]
-    a3 = s[o + 3]
-    a4 = s[o + 4]
-    a5 = s[o + 5]
-    a6 = s[o + 6]
-    a7 = s[o + 7]
+def _record(row, grp, m, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active):
+    """At a recorded state (after step m): observables in float64, first passage, divergence, the
+    ledger's residual, and the group's float64 sums into acc[row, grp] (row -1: none). Returns the
+    number of lanes kept. ledger False (a constant): the ledger columns are 0.
+
+    d = 1 (quadratic, double well): `_record_1`; otherwise one vectorised pass over the lanes
+    writing the summand rows, then `_row_sum` per column."""
+    dim = th.shape[0]
+    # (-h2_8) vg is -(h2_8 vg) exactly, and ine + -(x) is ine - x: the reference's values
+    kc, sc_vg = (half_lr, half_lr) if heavy else (0.5, -h2_8)
+    if dim == 1 and problem != PROBLEM_ROSENBROCK:
+        kept = _record_1(row, grp, m, acc, heavy, problem == PROBLEM_QUADRATIC, ledger, kc, sc_vg, limit, th, v,
+                         lm64, s, n_active)
+    else:
+        fm = np.float64(m)
+        # +inf, "not passed yet", as a value the compiler cannot see: with the constant it proves
+        # min(old, inf) == old and turns the min's unconditional store into a masked store again
+        never = limit * 0.0 + np.inf
+        initial = m == 0
+        _observe(heavy, problem, th, v, lm64, g64, L64, s)
+        for j in range(GROUP):
+            _record_lane(j, s[R_VV * GROUP + j], s[R_VG * GROUP + j], s[R_LOSS * GROUP + j], s, fm, never, kc,
+                         sc_vg, limit, n_active, initial, ledger)
+        kept = np.int64(_row_sum(s, R_SUM))  # the count column: a sum of ones, exact
+        if row >= 0:
+            acc[row, grp, 0] = np.float64(kept)
+            for c in range(1, N_COLUMNS):
+                acc[row, grp, c] = _row_sum(s, R_SUM + c) if ledger or c < N_QUANTITIES else 0.0
+    if kept < GROUP:  # diverged lanes (and padding) get a NaN state, so they stay diverged
+        for k in range(dim):
+            for j in range(GROUP):
+                dropped = not ((s[R_INE * GROUP + j] <= limit) & (j < n_active))
+                th[k, j] = np.nan if dropped else th[k, j]
+                v[k, j] = np.nan if dropped else v[k, j]
+        if ledger:
+            for j in range(GROUP):
+                dropped = not ((s[R_INE * GROUP + j] <= limit) & (j < n_active))
+                s[R_D * GROUP + j] = np.nan if dropped else s[R_D * GROUP + j]
+                s[R_Q * GROUP + j] = np.nan if dropped else s[R_Q * GROUP + j]
+    return kept
+
+
+def _row_sum_codegen(context, builder, sig, args):
+    """Vector IR of `_row_sum` (the loop vectoriser leaves an ordered reduction scalar): partials
+    0..3 in one <4 x double>, 4..7 in another, the same adds in the same order."""
+    arr = context.make_array(sig.args[0])(context, builder, args[0])
+    i32, i64 = ir.IntType(32), ir.IntType(64)
+    first = builder.mul(context.cast(builder, args[1], sig.args[1], types.int64), ir.Constant(i64, GROUP))
+    vty = ir.VectorType(ir.DoubleType(), 4)
+    rows = builder.bitcast(builder.gep(arr.data, [first]), vty.as_pointer())
+
+    def load(i):  # lanes 4 i .. 4 i + 3 of the row
+        return builder.load(builder.gep(rows, [ir.Constant(i64, i)]), align=8, typ=vty)
+
+    lo, hi = load(0), load(1)  # partials 0..3 and 4..7
     for i in range(1, GROUP // SUM_WAYS):
-        b = o + i * SUM_WAYS
-        a0 += s[b]
-        a1 += s[b + 1]
-        a2 += s[b + 2]
-        a3 += s[b + 3]
-        a4 += s[b + 4]
-        a5 += s[b + 5]
-        a6 += s[b + 6]
-        a7 += s[b + 7]
-    return ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))
+        lo = builder.fadd(lo, load(2 * i))
+        hi = builder.fadd(hi, load(2 * i + 1))
+    c = builder.fadd(lo, hi)  # (a0 + a4, a1 + a5, a2 + a6, a3 + a7)
+    pair = builder.fadd(builder.shuffle_vector(c, c, ir.Constant(ir.VectorType(i32, 2), [0, 1])),
+                        builder.shuffle_vector(c, c, ir.Constant(ir.VectorType(i32, 2), [2, 3])))
+    return builder.fadd(builder.extract_element(pair, ir.Constant(i32, 0)),
+                        builder.extract_element(pair, ir.Constant(i32, 1)))
+
+
+@intrinsic
+def _row_sum(typingctx, s, r):
+    """The sum of row r (of the packed float64 scratch s) over its 64 lanes in a fixed order:
+    SUM_WAYS = 8 interleaved partial sums (lane j into partial j % 8, in lane order), then the
+    fixed tree ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)). The order depends on nothing but
+    the lane, so the sums are the same bits whatever the thread count, chunking or schedule.
+    Emitted as <4 x double> IR (two AVX2 accumulators): written as scalar code the compiler keeps
+    the eight partials as scalar add chains (64 vaddsd per row)."""
+    return types.float64(s, r), _row_sum_codegen
 
 
 # --- the kernel ----------------------------------------------------------------------------
@@ -712,7 +990,7 @@ def ensemble_window(theta, mom, inertia0, first_passage, ledger_state, lam, coef
         th, v, g, lm = (np.empty((dim, GROUP), dt), np.empty((dim, GROUP), dt), np.empty((dim, GROUP), dt),
                         np.empty((dim, GROUP), dt))
         L, sc = np.empty(GROUP, dt), np.empty(GROUP, dt)  # loss, noise scale
-        z, w = np.zeros((4, dim, GROUP), dt), np.empty((4, GROUP), np.uint64)  # normals, Philox words
+        z, w = np.zeros((4, dim, GROUP), dt), np.empty((4, GROUP), np.uint32)  # normals, Philox words
         lm64, g64, L64 = np.empty((dim, GROUP)), np.empty((dim, GROUP)), np.empty(GROUP)  # float64 observables
         s64 = np.empty(N_ROWS * GROUP)  # the packed rows R_*
         for grp in range(task * groups_per_task, min((task + 1) * groups_per_task, n_groups)):
@@ -721,7 +999,7 @@ def ensemble_window(theta, mom, inertia0, first_passage, ledger_state, lam, coef
                            step_end, init, key0, key1, integrator, problem, noise_model, noisy)
 
 
-@njit(error_model="numpy")
+@njit(error_model="numpy", _nrt=False)
 def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom, inertia0,
                    first_passage, ledger_state, lam, coef, consts, obs, rec_row, init_row, acc, start, step_begin, step_end,
                    init, key0, key1, integrator, problem, noise_model, noisy):
@@ -757,7 +1035,8 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom
             for f in range(3):
                 passed = first_passage[src, f]
                 s[(R_FP + f) * GROUP + j] = np.inf if passed < 0 else np.float64(passed)
-                s[(R_THR + f) * GROUP + j] = obs[O_FRAC + f] * inertia0[src]
+                # a lane that has passed: threshold -inf (never hits again; its first passage stays)
+                s[(R_THR + f) * GROUP + j] = -np.inf if passed >= 0 else obs[O_FRAC + f] * inertia0[src]
             s[R_I0 * GROUP + j] = inertia0[src]
     if ledger_state is not None:
         for j in range(GROUP):

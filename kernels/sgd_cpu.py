@@ -56,18 +56,55 @@ def add_inertia_sums(b, g, p, sign, scale, weight_decay, out):
 # is bitwise torch's: every `x.add_(y, alpha=a)` of the foreach sequence is one fused multiply-add
 # fma(y, a, x) in the working dtype (ATen's vectorised add), a multiplication by a scalar one rounding,
 # and every scalar is first rounded to the working dtype (ATen's opmath for float32 and float64).
-# The step is cut into BLOCK-element blocks over the threads (prange); a block's float64 partials
-# are combined in block order afterwards, so the sums do not depend on the thread count. Inside a
-# block, SUB elements at a time (L1-resident): the noise, then the sums, then the update, each a loop
-# the compiler vectorises. Only the sums' loop may be reassociated; the update's order is IEEE's.
+# Every tensor of the step is cut into BLOCK-element blocks, and all the blocks of all the tensors go
+# over the threads in one prange (fused_steps: one launch per step, small tensors shared out); a
+# block's float64 partials are combined in tensor and block order afterwards, so the sums do not
+# depend on the thread count. Inside a block, SUB elements at a time (L1-resident): the noise (its
+# chunk's lines prefetched first, so the loads overlap the arithmetic), then the sums, then the
+# update, each a loop the compiler vectorises. Only the sums' loop may be reassociated; the update's
+# order is IEEE's.
 
+from llvmlite import ir  # noqa: E402
 from numba import prange, types  # noqa: E402
+from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
-from .cpu_ensemble import MASK, box_muller_uniform, cast_like, philox4x32, uniform24  # noqa: E402
+from .cpu_ensemble import cast_like  # noqa: E402
+from .normals_cpu import fill_normals  # noqa: E402
 
 SUB = 512  # elements per inner pass (a multiple of 4: the noise's groups of four)
 N_PARTIALS = 4  # sum b^2, sum b d, sum q^2, sum b q
+LINE = 64  # bytes per cache line
+
+
+@intrinsic
+def prefetch(typingctx, arr, index, write):
+    """Ask for the cache line of arr[index] (llvm.prefetch: prefetcht0, or prefetchw where `write`, a
+    literal bool); no effect on values."""
+    if not isinstance(write, types.BooleanLiteral):
+        return None
+
+    def codegen(context, builder, signature, args):
+        arrty = signature.args[0]
+        ary = context.make_array(arrty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [args[1]], wraparound=False)
+        bytes_ptr = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [bytes_ptr],
+                                              ir.FunctionType(ir.VoidType(), [bytes_ptr, i32, i32, i32]))
+        builder.call(fn, [builder.bitcast(ptr, bytes_ptr), i32(int(write.literal_value)), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.none(arr, index, write), codegen
+
+
+@numba.njit(inline="always")
+def _prefetch_range(p, g, b, lo, hi):
+    """The lines of p, g, b over [lo, hi) on their way to L1 (p and b for writing)."""
+    step = LINE // p.itemsize
+    for i in range(lo, hi, step):
+        prefetch(p, i, True)
+        prefetch(g, i, False)
+        prefetch(b, i, True)
 
 
 @intrinsic
@@ -78,73 +115,54 @@ def fma(typingctx, x, y, z):
     return x(x, y, z), codegen
 
 
-@numba.njit(cache=True, error_model="numpy", nogil=True)
-def _normals(z, w, u, group0, count, step, parameter, tag, k0, k1):
-    """z[:4 count] = the optimizer stream's normals of element groups group0 .. group0 + count - 1
-    (counter (group, step, parameter, tag + (group >> 32) 16), all four lanes); no fastmath.
-
-    Four passes, each a loop the compiler vectorises (lane-major scratch w, u; the last pass
-    interleaves the lanes into element order)."""
-    one = cast_like(1.0, z[0])
-    c1 = np.uint64(step)
-    c2 = np.uint64(parameter)
-    c3 = np.uint64(tag)
-    for j in range(count):
-        grp = np.uint64(group0 + j)
-        w[0, j], w[1, j], w[2, j], w[3, j] = philox4x32(grp & MASK, c1, c2,
-                                                        c3 + (grp >> np.uint64(32)) * np.uint64(16),
-                                                        k0, k1)
-    for j in range(count):
-        u[0, j] = uniform24(w[0, j], 1, one)
-        u[1, j] = uniform24(w[1, j], 0, one)
-        u[2, j] = uniform24(w[2, j], 1, one)
-        u[3, j] = uniform24(w[3, j], 0, one)
-    for j in range(count):
-        u[0, j], u[1, j] = box_muller_uniform(u[0, j], u[1, j])
-        u[2, j], u[3, j] = box_muller_uniform(u[2, j], u[3, j])
-    for j in range(count):
-        z[4 * j] = u[0, j]
-        z[4 * j + 1] = u[1, j]
-        z[4 * j + 2] = u[2, j]
-        z[4 * j + 3] = u[3, j]
-
-
 @numba.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy", nogil=True)
 def _sub_sums(b, g, p, z, sign, scale, weight_decay, qscale, with_state, noisy, acc):
     """acc += (sum b^2, sum b d, sum q^2, sum b q) in float64, d = sign g / scale + weight_decay p,
-    q = qscale xi; the state terms only where with_state (an existing buffer)."""
+    q = qscale xi; the state terms only where with_state (an existing buffer). With both, one loop
+    (b read and widened once)."""
     n = g.shape[0]
-    if with_state:
-        s0 = 0.0
-        s1 = 0.0
-        if scale == 1.0 and weight_decay == 0.0:
-            for i in range(n):
-                x = np.float64(b[i])
-                s0 += x * x
-                s1 += x * np.float64(g[i])
-            s1 = sign * s1
-        else:
-            for i in range(n):
-                x = np.float64(b[i])
-                d = sign * np.float64(g[i]) / scale + weight_decay * np.float64(p[i])
-                s0 += x * x
-                s1 += x * d
-        acc[0] += s0
-        acc[1] += s1
-    if noisy:
-        s2 = 0.0
-        s3 = 0.0
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    plain = scale == 1.0 and weight_decay == 0.0
+    if with_state and noisy and plain:
+        for i in range(n):
+            x = np.float64(b[i])
+            q = np.float64(z[i]) * qscale
+            s0 += x * x
+            s1 += x * np.float64(g[i])
+            s2 += q * q
+            s3 += x * q
+        s1 = sign * s1
+    else:
         if with_state:
-            for i in range(n):
-                q = np.float64(z[i]) * qscale
-                s2 += q * q
-                s3 += np.float64(b[i]) * q
-        else:
-            for i in range(n):
-                q = np.float64(z[i]) * qscale
-                s2 += q * q
-        acc[2] += s2
-        acc[3] += s3
+            if plain:
+                for i in range(n):
+                    x = np.float64(b[i])
+                    s0 += x * x
+                    s1 += x * np.float64(g[i])
+                s1 = sign * s1
+            else:
+                for i in range(n):
+                    x = np.float64(b[i])
+                    d = sign * np.float64(g[i]) / scale + weight_decay * np.float64(p[i])
+                    s0 += x * x
+                    s1 += x * d
+        if noisy:
+            if with_state:
+                for i in range(n):
+                    q = np.float64(z[i]) * qscale
+                    s2 += q * q
+                    s3 += np.float64(b[i]) * q
+            else:
+                for i in range(n):
+                    q = np.float64(z[i]) * qscale
+                    s2 += q * q
+    acc[0] += s0
+    acc[1] += s1
+    acc[2] += s2
+    acc[3] += s3
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
@@ -174,42 +192,108 @@ def _sub_update(p, g, b, z, lr, momentum, dampening, weight_decay, nesterov, max
         p[i] = fma(u, step, p[i])
 
 
-@numba.njit(cache=True, parallel=True, error_model="numpy", nogil=True)
+@numba.njit(inline="always", error_model="numpy")
+def _block(p, g, b, lo_block, hi_block, lr, momentum, dampening, weight_decay, nesterov, maximize, std, new_buffer,
+           step, parameter, tag, k0, k1, acc):
+    """fused_step's work on elements [lo_block, hi_block) of one tensor, SUB at a time; acc (float64
+    [N_PARTIALS]) += its partial sums."""
+    noisy = std != 0.0
+    heavy = momentum != 0.0
+    with_state = heavy and not new_buffer
+    qscale = std if new_buffer else (1.0 - dampening) * std
+    sign = -1.0 if maximize else 1.0
+    c1 = np.uint64(step)
+    c2 = np.uint64(parameter)
+    c3 = np.uint64(tag)
+    wa = np.empty(SUB // 2, dtype=np.uint32)
+    wb = np.empty(SUB // 2, dtype=np.uint32)
+    ca = np.empty(SUB // 2, dtype=p.dtype)
+    cb = np.empty(SUB // 2, dtype=p.dtype)
+    z = np.zeros(SUB, dtype=p.dtype)
+    for lo in range(lo_block, hi_block, SUB):
+        hi = min(hi_block, lo + SUB)
+        if noisy:  # the chunk's loads overlap the noise's arithmetic
+            _prefetch_range(p, g, b, lo, hi)
+            fill_normals(z, wa, wb, ca, cb, lo // 4, (hi - lo + 3) // 4, c1, c2, c3, k0, k1)
+        if heavy:
+            _sub_sums(b[lo:hi], g[lo:hi], p[lo:hi], z, sign, 1.0, weight_decay, qscale, with_state,
+                      noisy and heavy, acc)
+        _sub_update(p[lo:hi], g[lo:hi], b[lo:hi], z, lr, momentum, dampening, weight_decay, nesterov,
+                    maximize, std, noisy, new_buffer)
+
+
 def fused_step(p, g, b, lr, momentum, dampening, weight_decay, nesterov, maximize, std, new_buffer,
                step, parameter, tag, k0, k1, out):
-    """One InertiaSGD step of one tensor (flat arrays of one dtype, float32 or float64) in place.
+    """One InertiaSGD step of one tensor (flat contiguous arrays of one dtype, float32 or float64) in place.
 
     b: the momentum buffer (written; with new_buffer its old contents are ignored: b = d, torch's
     first step; unused when momentum == 0). std: the noise std (0: none), drawing
     rng.optimizer_normals(numel, step, parameter) (tag: rng.TAG_OPTIMIZER; k0, k1 the seed's key words).
     out (float64 [3]) += (sum b^2, sum <b, d>, sum <q, 2 momentum b + q>) of the state before the
     update, q = c std xi the noise the buffer receives (c = 1 - dampening, 1 for a new buffer).
+    fused_steps with one tensor.
     """
-    n = p.shape[0]
-    n_blocks = (n + BLOCK - 1) // BLOCK
-    partials = np.zeros((n_blocks, N_PARTIALS))
-    noisy = std != 0.0
-    heavy = momentum != 0.0
-    with_state = heavy and not new_buffer
-    qscale = std if new_buffer else (1.0 - dampening) * std
-    sign = -1.0 if maximize else 1.0
-    kk0 = np.uint64(k0)
-    kk1 = np.uint64(k1)
-    for blk in prange(n_blocks):
-        w = np.empty((4, SUB // 4), dtype=np.uint64)
-        u = np.empty((4, SUB // 4), dtype=p.dtype)
-        z = np.zeros(SUB, dtype=p.dtype)
-        acc = partials[blk]
-        for lo in range(blk * BLOCK, min(n, (blk + 1) * BLOCK), SUB):
-            hi = min(n, lo + SUB)
-            if noisy:
-                _normals(z, w, u, lo // 4, (hi - lo + 3) // 4, step, parameter, tag, kk0, kk1)
-            if heavy:
-                _sub_sums(b[lo:hi], g[lo:hi], p[lo:hi], z, sign, 1.0, weight_decay, qscale, with_state,
-                          noisy and heavy, acc)
-            _sub_update(p[lo:hi], g[lo:hi], b[lo:hi], z, lr, momentum, dampening, weight_decay, nesterov,
-                        maximize, std, noisy, new_buffer)
-    for blk in range(n_blocks):
+    arrays = (p, g, b)
+    if any(a.dtype != p.dtype or a.ndim != 1 or not a.flags.c_contiguous or a.size != p.size for a in arrays):
+        raise ValueError("fused_step takes flat contiguous arrays of one dtype and size")
+    if p.size == 0:
+        return
+    at = [np.array([a.ctypes.data], dtype=np.int64) for a in arrays]
+    fused_steps(p[:0], *at, np.array([p.size], dtype=np.int64), np.array([parameter], dtype=np.int64),
+                np.array([new_buffer], dtype=np.bool_), lr, momentum, dampening, weight_decay, nesterov, maximize,
+                std, step, tag, k0, k1, out)
+
+
+@numba.njit(inline="always")
+def _add_partials(partials, momentum, out):
+    """out += the blocks' partials, in block order (the same sums for any thread count)."""
+    for blk in range(partials.shape[0]):
         out[0] += partials[blk, 0]
         out[1] += partials[blk, 1]
         out[2] += partials[blk, 2] + 2.0 * momentum * partials[blk, 3]
+
+
+@intrinsic
+def _pointer(typingctx, address, like):
+    """An integer address as a pointer to the dtype of the array `like` (numba.carray views the data)."""
+    if not isinstance(like, types.Array):
+        return None
+    pointer = types.CPointer(like.dtype)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(pointer))
+    return pointer(address, like), codegen
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy", nogil=True)
+def fused_steps(like, p_at, g_at, b_at, sizes, parameters, new_buffers, lr, momentum, dampening, weight_decay,
+                nesterov, maximize, std, step, tag, k0, k1, out):
+    """fused_step over several tensors in one call: their blocks shared out over the threads together
+    (a small tensor costs no thread launch of its own, and the threads share the small ones).
+
+    Tensor k: the flat contiguous data of sizes[k] > 0 elements of like's dtype at the addresses
+    p_at[k], g_at[k], b_at[k] (int64; the caller keeps the tensors alive), parameter index
+    parameters[k], new_buffers[k] as fused_step's new_buffer. out gets the same sums, added in the
+    same order, as fused_step tensor after tensor.
+    """
+    count = sizes.shape[0]
+    first = np.zeros(count + 1, dtype=np.int64)  # tensor k's blocks: first[k] .. first[k + 1] - 1
+    for k in range(count):
+        first[k + 1] = first[k] + (sizes[k] + BLOCK - 1) // BLOCK
+    n_blocks = first[count]
+    owner = np.empty(n_blocks, dtype=np.int64)
+    for k in range(count):
+        owner[first[k]:first[k + 1]] = k
+    partials = np.zeros((n_blocks, N_PARTIALS))
+    kk0 = np.uint64(k0)
+    kk1 = np.uint64(k1)
+    for blk in prange(n_blocks):
+        k = owner[blk]
+        n = sizes[k]
+        p = numba.carray(_pointer(p_at[k], like), n)
+        g = numba.carray(_pointer(g_at[k], like), n)
+        b = numba.carray(_pointer(b_at[k], like), n)
+        lo = (blk - first[k]) * BLOCK
+        _block(p, g, b, lo, min(n, lo + BLOCK), lr, momentum, dampening, weight_decay, nesterov, maximize, std,
+               new_buffers[k], step, parameters[k], tag, kk0, kk1, partials[blk])
+    _add_partials(partials, momentum, out)

@@ -359,7 +359,7 @@ def test_cpu_inertia_sums_are_exact_float64(dtype, maximize, weight_decay, scale
     dict(momentum=0.7),
 ], ids=["dampened", "nesterov-maximize", "no-momentum", "noise-free"])
 def test_fused_cpu_step_equals_float64_by_hand(dtype, option):
-    """The CPU's one-pass step (kernels/sgd_cpu.fused_step, any thread count) against float64 by hand from
+    """The CPU's one-pass step (kernels/sgd_cpu.fused_steps, any thread count) against float64 by hand from
     the same inputs: params and buffers to the working dtype's rounding, the sums exactly, the noise the
     reference stream's (rng.optimizer_normals, to a few ulp: polynomial log/sin/cos)."""
     numba = pytest.importorskip("numba")
@@ -427,6 +427,31 @@ def test_fused_cpu_step_writes_a_new_buffer_everywhere():
     sgd_cpu.fused_step(p, g.copy(), b, 0.1, 0.9, 0.0, 0.0, False, False, 0.0, True, 0, 0, rng.TAG_OPTIMIZER, 0, 0, out)
     np.testing.assert_array_equal(b, g)
     assert out[0] == 0.0 and out[1] == 0.0 and out[2] == 0.0
+
+
+def test_cpu_noise_lanes_give_the_reference_words_and_normals():
+    """kernels/normals_cpu (Philox with unmasked high halves, the FMA float32 transform) against the torch
+    reference: the same words on random counters and keys; the float32 normals of groups past 2**32 (the
+    counter's carry into c3) to a few ulp. (float64 draws through cpu_ensemble's transform: the fused step
+    tests check them.)"""
+    pytest.importorskip("numba")
+    import numpy as np
+    from inertia_gpu.kernels import normals_cpu
+    seed = _fresh_seed(64)
+    g = torch.Generator().manual_seed(seed & 0x7FFFFFFF)
+    k0, k1 = rng.seed_key(seed)
+    c = torch.randint(0, 1 << 32, (4, 4096), generator=g, dtype=torch.int64)
+    want = torch.stack(rng.philox4x32(*c, k0, k1), dim=-1).numpy()
+    np.testing.assert_array_equal(normals_cpu.philox_words(*c.numpy(), k0, k1).astype(np.int64), want)
+    group0 = int(torch.randint(0, 1 << 34, (), generator=g))
+    step, parameter = 1 + secrets.randbelow(1 << 31), secrets.randbelow(1 << 20)
+    groups = group0 + torch.arange(1 << 14, dtype=torch.int64)
+    z = np.full(4 * groups.numel(), np.nan, dtype=np.float32)
+    normals_cpu.normals(z, group0, step, parameter, rng.TAG_OPTIMIZER, k0, k1)
+    ref = rng.normals4(groups & rng.MASK32, step, parameter, rng.TAG_OPTIMIZER + (groups >> 32) * 16, seed,
+                       torch.float32).reshape(-1).double()
+    ulp = torch.finfo(torch.float32).eps * torch.maximum(ref.abs(), torch.tensor(1.0, dtype=torch.float64))
+    assert ((torch.from_numpy(z).double() - ref).abs() / ulp).max().item() <= 8
 
 
 @pytest.mark.parametrize("backend,dtype,steps,rel", [("foreach", torch.float64, 1000, 1e-10),

@@ -32,6 +32,7 @@ def optimizer_noise(sizes: list[int], step: torch.Tensor, parameters: list[int],
 
 
 _NUMBA_DTYPES = (torch.float32, torch.float64)
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _cpu_kernel = None
 
 
@@ -209,10 +210,13 @@ def _update_buffers(buffers: list, grads: list, momentum: float, dampening: floa
 
 
 def _fused_cpu_ready(params, grads, buffers, momentum, lr, std, grad_scale) -> bool:
-    """Can kernels/sgd_cpu.fused_step take this step? CPU, numba, float32/float64 contiguous tensors,
-    python-float lr and noise std, no AMP grad scale."""
+    """Can kernels/sgd_cpu.fused_steps take this step? CPU, numba, float32/float64 contiguous tensors, each
+    grad and buffer of its parameter's dtype, python-float lr and noise std, no AMP grad scale."""
     if params[0].device.type != "cpu" or grad_scale is not None or isinstance(lr, torch.Tensor) \
             or isinstance(std, torch.Tensor) or not _numba_sums():
+        return False
+    if any(g.dtype != p.dtype for p, g in zip(params, grads)) \
+            or (momentum != 0 and any(b is not None and b.dtype != p.dtype for p, b in zip(params, buffers))):
         return False
     tensors = [*params, *grads, *(b for b in buffers if b is not None)] if momentum != 0 else [*params, *grads]
     return all(t.dtype in _NUMBA_DTYPES and t.is_contiguous() for t in tensors)
@@ -220,14 +224,20 @@ def _fused_cpu_ready(params, grads, buffers, momentum, lr, std, grad_scale) -> b
 
 def _fused_cpu_step(params, grads, buffers, *, step, parameter_index, seed, std, lr, momentum, dampening,
                     weight_decay, nesterov, maximize, grad_scale) -> torch.Tensor:
-    """The whole step, tensor by tensor, in one numba pass each (kernels/sgd_cpu.fused_step): torch's
-    foreach arithmetic (bitwise without noise), the float64 sums, the noise of rng.optimizer_normals."""
+    """The whole step in one numba pass over each tensor (kernels/sgd_cpu): torch's foreach arithmetic
+    (bitwise without noise), the float64 sums, the noise of rng.optimizer_normals.
+
+    The tensors go to the kernel by address in one call per dtype (fused_steps: one launch of the
+    threads, whose blocks they share)."""
     del grad_scale  # None here
     kernel = _numba_sums()
     out = np.zeros(3)
     k0, k1 = rng.seed_key(seed)
     t = int(step.item()) & rng.MASK32
     heavy = momentum != 0
+    scalars = (float(lr), float(momentum), float(dampening), float(weight_decay), bool(nesterov), bool(maximize),
+               float(std))
+    batches: dict = {}
     for k, (p, g) in enumerate(zip(params, grads)):
         b = buffers[k] if heavy else None
         new_buffer = heavy and b is None
@@ -236,9 +246,12 @@ def _fused_cpu_step(params, grads, buffers, *, step, parameter_index, seed, std,
             buffers[k] = b
         if p.numel() == 0:
             continue
-        flat_p = p.detach().reshape(-1).numpy()
-        flat_b = b.detach().reshape(-1).numpy() if heavy else flat_p
-        kernel.fused_step(flat_p, g.detach().reshape(-1).numpy(), flat_b, float(lr), float(momentum),
-                          float(dampening), float(weight_decay), bool(nesterov), bool(maximize), float(std),
-                          bool(new_buffer), t, int(parameter_index[k]) & rng.MASK32, rng.TAG_OPTIMIZER, k0, k1, out)
+        batches.setdefault(p.dtype, []).append((p.data_ptr(), g.data_ptr(), (b if heavy else p).data_ptr(),
+                                                p.numel(), int(parameter_index[k]) & rng.MASK32, new_buffer))
+    for dtype, rows in batches.items():
+        p_at, g_at, b_at, sizes, parameters, new_buffers = zip(*rows)
+        kernel.fused_steps(np.empty(0, dtype=_NUMPY_DTYPES[dtype]), np.array(p_at, dtype=np.int64),
+                           np.array(g_at, dtype=np.int64), np.array(b_at, dtype=np.int64),
+                           np.array(sizes, dtype=np.int64), np.array(parameters, dtype=np.int64),
+                           np.array(new_buffers, dtype=np.bool_), *scalars, t, rng.TAG_OPTIMIZER, k0, k1, out)
     return torch.from_numpy(out)
