@@ -43,21 +43,28 @@ I_n <= f I_0 in float64 (I_0 is kept in float64). A trajectory whose
 inertia is not finite or above `diverge_above` is diverged: its theta and
 momentum become NaN (so it stays diverged) and it is left out of every sum.
 The kept trajectories are summed per group in float64 off the critical path:
-each thread adds its TPT trajectories in order, then the 64 / TPT lanes of
-the group combine by a butterfly of warp shuffles (no shared memory, no
-barrier). The group sums are therefore identical for any chunking, window
-cut or rank count (a group is always reduced by the same code); changing TPT
-(the block size at fixed warps) may change their last bits. In the wide
-layout (one trajectory per program) the kernel writes per-trajectory rows
-and the launcher sums each group by a fixed pairwise tree of elementwise
-adds (again independent of chunking). The residual column is formed from
-the group's sums, ((sum K + sum L) - sum I_0) + sum D - sum Q: the same
-balance, one shuffled column fewer, rounded relative to the group's inertia.
+each thread adds its TPT trajectories in order into eight partial sums (K, L,
+shadow, I^2, D, Q, I_0, count), and one exchange through shared memory
+(tl.gather, _transposed_group_sums) hands each lane ONE of the eight columns
+from eight lanes of its group, which it adds in registers; a short shuffle
+butterfly joins the group's 64 / TPT / 8 parts, and the group's first eight
+lanes store the eight sums. The order depends on the lane alone, so the group
+sums are identical for any chunking, window cut or rank count (a group is
+always reduced by the same code); changing TPT (the block size at fixed warps)
+may change their last bits. The launcher then forms the inertia column as
+sum K + sum L and the residual as ((sum K + sum L) - sum I_0) + sum D - sum Q:
+the same balance, rounded relative to the group's inertia (docs/CONVENTIONS.md).
+In the wide layout (one trajectory per program) the kernel writes
+per-trajectory rows and the launcher sums each group by a fixed pairwise tree
+of elementwise adds (again independent of chunking). First passage is a
+predicated min of the step into a register that holds NOT_YET until the
+trajectory passes (-1 in memory).
 
 Divergence. Two passes per window (the launcher): whole blocks first with
 SAFE = False, which sums without the per-trajectory divergence selects (the
-count is the group size) and only raises the program's flag when a
-trajectory fails the compare; then, with SAFE = True, every flagged program
+count is the group size) and only raises the program's flag when a thread's
+inertia sum fails the compare (every term is >= 0 and rounding is monotone,
+so the sum passes only when each trajectory does; NaN and inf propagate); then, with SAFE = True, every flagged program
 (the partial last block, and any block that saw divergence) runs again from
 the same inputs, turning diverged states to NaN and leaving them out of the
 sums. A program without divergence gives the same bits either way (the same
@@ -96,6 +103,7 @@ from .philox import normal_pair, uniform24
 
 GROUP: tl.constexpr = tl.constexpr(64)
 N_QUANTITIES: tl.constexpr = tl.constexpr(6)
+NS: tl.constexpr = tl.constexpr(8)  # partial sums a thread exchanges per record (_transposed_group_sums)
 # one partial-sum row: the quantities, then the ledger's group sums (spec.COLUMNS)
 N_COLUMNS: tl.constexpr = tl.constexpr(9)
 COL_DISSIPATED: tl.constexpr = tl.constexpr(6)
@@ -104,6 +112,7 @@ COL_RESIDUAL: tl.constexpr = tl.constexpr(8)
 FRACTION_0: tl.constexpr = tl.constexpr(0.5)
 FRACTION_1: tl.constexpr = tl.constexpr(0.36787944117144233)
 FRACTION_2: tl.constexpr = tl.constexpr(0.1)
+NOT_YET: tl.constexpr = tl.constexpr(2147483647)  # first passage not reached (in memory: -1)
 TAG_STEP: tl.constexpr = tl.constexpr(0)
 TAG_INIT: tl.constexpr = tl.constexpr(1)
 TAG_SPECTRUM: tl.constexpr = tl.constexpr(2)
@@ -152,7 +161,9 @@ OBS_KINETIC: tl.constexpr = tl.constexpr(0)  # coefficients Obs.HALF_LR (heavy b
 OBS_SHADOW: tl.constexpr = tl.constexpr(1)  # Obs.HALF_LR (heavy ball: + lr/2 b.g) | Obs.SHADOW = h^2/8 (continuous: - h^2/8 |g|^2)
 OBS_DIVERGE: tl.constexpr = tl.constexpr(2)  # min(diverge_above, largest float64): non-finite inertia always diverges
 OBS_NAN: tl.constexpr = tl.constexpr(3)  # a NaN: the state of a diverged trajectory (a constexpr NaN breaks jit caching)
-N_OBS = 4
+OBS_FRACTION_1: tl.constexpr = tl.constexpr(4)  # FRACTION_1 and FRACTION_2 as data: read into uniform
+OBS_FRACTION_2: tl.constexpr = tl.constexpr(5)  # registers once, not rematerialised as immediates per record
+N_OBS = 6
 OBS_INDEX = {k: int(v.value) for k, v in dict(globals()).items() if k.startswith("OBS_")}
 
 
@@ -163,26 +174,6 @@ OBS_INDEX = {k: int(v.value) for k, v in dict(globals()).items() if k.startswith
 def _coord_sum(x):
     """[TPT, DIMP, WIDTH] -> [TPT, WIDTH]: the coordinates of a trajectory live in one thread."""
     return tl.sum(x, axis=1)
-
-
-@triton.jit
-def _group_sum(x, TPT: tl.constexpr, WIDTH: tl.constexpr):
-    """[TPT, WIDTH] -> [WIDTH * TPT // GROUP, GROUP // TPT]: sums over runs of GROUP consecutive
-    trajectories, in every lane of the group (in-thread over TPT, then a butterfly over the lanes)."""
-    per_thread = tl.sum(x, axis=0)
-    s = tl.sum(tl.reshape(per_thread, [WIDTH * TPT // GROUP, GROUP // TPT]), axis=1, keep_dims=True)
-    return tl.broadcast_to(s, [WIDTH * TPT // GROUP, GROUP // TPT])
-
-
-@triton.jit
-def _window_i0_sums(inertia0, TPT: tl.constexpr, WIDTH: tl.constexpr, LEDGER: tl.constexpr, SAFE: tl.constexpr):
-    """The groups' sums of I_0 for the residual column: once per window when every trajectory is kept
-    (SAFE = False, the same reduction _store_sums applies at each record when SAFE), else unused (0.0)."""
-    if LEDGER and not SAFE and TPT * WIDTH >= GROUP:
-        out = _group_sum(inertia0, TPT, WIDTH)
-    else:
-        out = 0.0
-    return out
 
 
 # --- problems -----------------------------------------------------------------------------
@@ -277,21 +268,61 @@ def _observe64(theta, mom, lam, cols, row_buf, kin_c, shadow_c, PROBLEM: tl.cons
 
 
 @triton.jit
-def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, shadow, dis, inj, inertia0, si0,
-                TPT: tl.constexpr, WIDTH: tl.constexpr, LEDGER: tl.constexpr, SAFE: tl.constexpr):
-    """partials[row, grp, :] = group sums of [count, I, K, L, shadow, I^2, D, Q, W] over the kept
-    trajectories (without LEDGER the last three columns are 0.0).
+def _slots(x0, x1, x2, x3, x4, x5, x6, x7):
+    """[NS, WIDTH] (NS = 8) from eight per-thread values [WIDTH]: row c is x_c. The row of each register is a
+    compile-time constant, so the selects fold away (no data movement)."""
+    c = tl.arange(0, NS)[:, None]
+    out = tl.where(c == 0, x0[None, :], tl.where(c == 1, x1[None, :], tl.where(c == 2, x2[None, :], x3[None, :])))
+    return tl.where(c == 4, x4[None, :], tl.where(c == 5, x5[None, :], tl.where(c == 6, x6[None, :],
+                                                                               tl.where(c == 7, x7[None, :], out))))
 
-    The count is summed as an integer (exact, one shuffle word instead of two); the inertia column is
-    sum K + sum L (I = K + L per trajectory; one float64 sum fewer through the shuffles), and the kept
-    inertia is the kept K plus the kept L (the same bits as selecting I = K + L: one add, not two selects).
-    The residual column is formed from the group's sums, W = ((sum K + sum L) - sum I_0) + sum D - sum Q,
-    the same balance as summing each trajectory's (I_n - I_0) + D - Q, rounded once per group instead of
-    once per trajectory (a few float64 ulps of the group's inertia), for one shuffled column fewer.
+
+@triton.jit
+def _transposed_group_sums(tile, TPT: tl.constexpr, WIDTH: tl.constexpr, PIN: tl.constexpr):
+    """tile [NS, WIDTH]: thread t's partial sums of NS columns -> [WIDTH]: lane t holds the sum over its
+    GROUP of column t % NS.
+
+    A group's LANES = GROUP / TPT lanes hold NS x LANES partials. One exchange through shared memory
+    (tl.gather) gives lane t the column c = t % NS of the NS lanes t ^ k (k < NS) of its part: each lane
+    sums NS values of ONE column in registers, then the LANES / NS parts of the group combine by a short
+    shuffle butterfly. Against a butterfly of every column over all lanes (NS x log2(LANES) float64
+    shuffle steps per thread) this is NS stores, NS loads and log2(LANES / NS) shuffle steps.
+
+    The element (c, t) of the tile sits at c WIDTH + t, so lane t's k-th value is at (c WIDTH + t) ^ k:
+    for each k the lanes of a warp read 32 doubles in distinct bank pairs (no conflicts), and each
+    address is one xor of a per-lane base (_pin keeps the compiler from holding all NS addresses in
+    registers across the loop). The order of every sum depends on the lane alone, so the sums are the
+    same bits for any chunking, window cut or rank count, and the same for every column: two columns with
+    equal terms have equal sums."""
+    LANES: tl.constexpr = GROUP // TPT
+    t = tl.arange(0, WIDTH)
+    k = tl.arange(0, NS)[:, None]
+    idx = _pin((t % NS) * WIDTH + t, PIN)[None, :] ^ k  # [NS, WIDTH]
+    mine = tl.gather(tl.reshape(tile, [NS * WIDTH]), tl.reshape(idx, [NS * WIDTH]), 0)
+    # lane t's share of column t % NS, as a pairwise tree over the bits of k: the xor by the column only swaps
+    # the two operands of some adds (exact), so every column is summed in the same order, bit for bit
+    part = tl.sum(tl.sum(tl.sum(tl.reshape(mine, [2, 2, 2, WIDTH]), axis=0), axis=0), axis=0)  # [WIDTH]
+    s = tl.sum(tl.reshape(part, [WIDTH // LANES, LANES // NS, NS]), axis=1, keep_dims=True)
+    return tl.reshape(tl.broadcast_to(s, [WIDTH // LANES, LANES // NS, NS]), [WIDTH])
+
+
+@triton.jit
+def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, shadow, dis, inj,
+                inertia0, i0_sum, TPT: tl.constexpr, WIDTH: tl.constexpr, LEDGER: tl.constexpr, SAFE: tl.constexpr,
+                PIN: tl.constexpr):
+    """partials[row, grp, :] = group sums over the kept trajectories of [count, ., K, L, shadow, I^2, D, Q,
+    I_0] (without LEDGER D, Q and I_0 are 0.0); the launcher then forms the inertia column as
+    sum K + sum L and the residual column as ((sum K + sum L) - sum I_0) + sum D - sum Q, the same balance
+    as summing each trajectory's (I_n - I_0) + D - Q, rounded once per group (a few float64 ulps of the
+    group's inertia) instead of once per trajectory. The kept inertia is the kept K plus the kept L (the
+    same bits as selecting I = K + L).
+
+    Returns each thread's sum of the kept inertia (sum K + sum L over its TPT trajectories): every term is
+    >= 0 (eigenvalues >= 0), and float64 rounding is monotone, so the sum is <= a bound only when every
+    trajectory's inertia is (NaN and inf propagate): one compare checks the thread for divergence.
 
     SAFE = False is the program whose trajectories are all valid and, the caller checks, all kept: no
-    selects; the count is the group's size and sum I_0 is `si0`, summed once per window. SAFE selects
-    every column by `kept` and sums I_0 over the kept trajectories at each record: on a program without
+    selects, each thread's count is TPT. SAFE selects every column by `kept`: on a program without
     divergence both give the same bits (the same values through the same reduction).
     """
     base = partials_ptr + (row.to(tl.int64) * n_groups + grp) * N_COLUMNS
@@ -320,55 +351,58 @@ def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, 
             tl.store(base + COL_DISSIPATED, zero)
             tl.store(base + COL_INJECTED, zero)
             tl.store(base + COL_RESIDUAL, zero)
+        total = i64
     else:
-        # stored from the lanes' own layout (lane 0 of each group), no conversion through shared memory
-        lane = tl.arange(0, GROUP // TPT)[None, :]
-        base2 = base[:, None] + lane * 0
-        m2 = gmask[:, None] & (lane == 0)
         if SAFE:
             zero = tl.zeros_like(inertia)
             k64 = tl.where(kept, kinetic, zero)
             l64 = tl.where(kept, loss, zero)
             s64 = tl.where(kept, shadow, zero)
-            tl.store(base2 + 0, _group_sum(kept.to(tl.int32), TPT, WIDTH).to(tl.float64), mask=m2)
+            count = tl.sum(kept.to(tl.float64), axis=0)
         else:
             k64 = kinetic
             l64 = loss
             s64 = shadow
-            tl.store(base2 + 0, tl.full([WIDTH * TPT // GROUP, GROUP // TPT], GROUP, tl.float64), mask=m2)
+            count = tl.full([WIDTH], TPT, tl.float64)
         i64 = k64 + l64
-        sk = _group_sum(k64, TPT, WIDTH)
-        sl = _group_sum(l64, TPT, WIDTH)
-        si = sk + sl
-        tl.store(base2 + 1, si, mask=m2)
-        tl.store(base2 + 2, sk, mask=m2)
-        tl.store(base2 + 3, sl, mask=m2)
-        tl.store(base2 + 4, _group_sum(s64, TPT, WIDTH), mask=m2)
-        tl.store(base2 + 5, _group_sum(i64 * i64, TPT, WIDTH), mask=m2)
+        # each thread's partial sums over its TPT trajectories (in-thread, in order), then the groups' (one
+        # transposition for every configuration: turning the ledger off leaves the other columns' bits alone)
+        sk = tl.sum(k64, axis=0)
+        sl = tl.sum(l64, axis=0)
+        total = sk + sl
         if LEDGER:
             if SAFE:
-                sd = _group_sum(tl.where(kept, dis, zero), TPT, WIDTH)
-                sq = _group_sum(tl.where(kept, inj, zero), TPT, WIDTH)
-                s0 = _group_sum(tl.where(kept, inertia0, zero), TPT, WIDTH)
+                d64 = tl.where(kept, dis, zero)
+                q64 = tl.where(kept, inj, zero)
+                i0_sum = tl.sum(tl.where(kept, inertia0, zero), axis=0)
             else:
-                sd = _group_sum(dis, TPT, WIDTH)
-                sq = _group_sum(inj, TPT, WIDTH)
-                s0 = si0
-            tl.store(base2 + COL_DISSIPATED, sd, mask=m2)
-            tl.store(base2 + COL_INJECTED, sq, mask=m2)
-            tl.store(base2 + COL_RESIDUAL, ((si - s0) + sd) - sq, mask=m2)
-        else:
-            none = tl.zeros([WIDTH * TPT // GROUP, GROUP // TPT], dtype=tl.float64)
-            tl.store(base2 + COL_DISSIPATED, none, mask=m2)
-            tl.store(base2 + COL_INJECTED, none, mask=m2)
-            tl.store(base2 + COL_RESIDUAL, none, mask=m2)
+                d64 = dis
+                q64 = inj
+            sd = tl.sum(d64, axis=0)
+            sq = tl.sum(q64, axis=0)
+        else:  # D, Q and sum I_0 are 0.0: the residual the launcher forms is 0.0
+            sd = tl.zeros_like(sk)
+            sq = sd
+            i0_sum = sd
+        sums = _transposed_group_sums(_slots(sk, sl, tl.sum(s64, axis=0), tl.sum(i64 * i64, axis=0), sd, sq, i0_sum,
+                                             count), TPT, WIDTH, PIN)
+        # lane t of a group holds the group's sum of slot t % 8; the group's first eight lanes store them, from
+        # their own layout (no conversion): slots K, L, shadow, I^2, D, Q -> columns 2..7, sum I_0 -> the
+        # residual's column (the launcher forms the residual from it), the count -> column 0
+        t = tl.arange(0, WIDTH)
+        slot = t % 8
+        group = tl.program_id(0) * (TPT * WIDTH // GROUP) + t // (GROUP // TPT)
+        at = (partials_ptr + group * N_COLUMNS) + row.to(tl.int64) * (n_groups * N_COLUMNS)
+        column = tl.where(slot < 6, slot + 2, tl.where(slot == 6, COL_RESIDUAL, 0))
+        tl.store(at + column, sums, mask=(t % (GROUP // TPT) < 8) & (group < n_groups))
+    return total
 
 
 @triton.jit
-def _record(theta, mom, g, lam, cols, row_buf, n, row, inertia0, si0, fp0, fp1, fp2, dis, inj, partials_ptr, grp,
-            n_groups, valid, flag_ptr, kin_c, shadow_c, diverge, nan64, PROBLEM: tl.constexpr,
+def _record(theta, mom, g, lam, cols, row_buf, n, row, inertia0, i0_sum, fp0, fp1, fp2, dis, inj, partials_ptr, grp,
+            n_groups, valid, flag_ptr, kin_c, shadow_c, diverge, nan64, frac1, frac2, PROBLEM: tl.constexpr,
             INTEGRATOR: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr,
-            LEDGER: tl.constexpr, SAFE: tl.constexpr):
+            LEDGER: tl.constexpr, SAFE: tl.constexpr, PIN: tl.constexpr):
     """Statistics of the state at recorded step n (partial-sum row `row`), divergence, first passage.
 
     `diverge` is min(diverge_above, largest float64), so the one compare `I <= diverge` is false for
@@ -385,7 +419,7 @@ def _record(theta, mom, g, lam, cols, row_buf, n, row, inertia0, si0, fp0, fp1, 
     ok = inertia <= diverge
     if SAFE:
         _store_sums(partials_ptr, row, grp, n_groups, valid & ok, inertia, kinetic, loss, shadow, dis, inj, inertia0,
-                    si0, TPT, WIDTH, LEDGER, SAFE)
+                    i0_sum, TPT, WIDTH, LEDGER, SAFE, PIN)
         if LEDGER:
             dis = tl.where(ok, dis, nan64)
             inj = tl.where(ok, inj, nan64)
@@ -396,17 +430,19 @@ def _record(theta, mom, g, lam, cols, row_buf, n, row, inertia0, si0, fp0, fp1, 
         if INTEGRATOR == LEAPFROG or INTEGRATOR == BAOAB:
             g = tl.where(keep, g, nan)
     else:
-        _store_sums(partials_ptr, row, grp, n_groups, ok, inertia, kinetic, loss, shadow, dis, inj, inertia0,
-                    si0, TPT, WIDTH, LEDGER, SAFE)
-        # any trajectory of this thread not kept: the program's results are void; flag it for the rerun
-        lost = tl.sum((inertia <= diverge).to(tl.int32), axis=0) < TPT  # [WIDTH], in-thread
+        total = _store_sums(partials_ptr, row, grp, n_groups, ok, inertia, kinetic, loss, shadow, dis, inj,
+                            inertia0, i0_sum, TPT, WIDTH, LEDGER, SAFE, PIN)
+        # any trajectory of this thread not kept (its inertia sum says so, see _store_sums): the program's
+        # results are void; flag it for the rerun
+        lost = ~(total <= diverge)
         tl.store(flag_ptr + lost.to(tl.int32) * 0, lost.to(tl.int32), mask=lost)
     # a diverged trajectory cannot pass: its inertia fails every compare (NaN), or exceeds f I_0
     # (I_0 <= diverge_above, else it diverged at step 0 and is NaN since)
+    # first passage: the smallest step at which I_n <= f I_0 (NOT_YET until then; one predicated min each)
     n32 = n.to(tl.int32)
-    fp0 = tl.where((fp0 < 0) & (inertia <= FRACTION_0 * inertia0), n32, fp0)
-    fp1 = tl.where((fp1 < 0) & (inertia <= FRACTION_1 * inertia0), n32, fp1)
-    fp2 = tl.where((fp2 < 0) & (inertia <= FRACTION_2 * inertia0), n32, fp2)
+    fp0 = tl.where(inertia <= FRACTION_0 * inertia0, tl.minimum(fp0, n32), fp0)
+    fp1 = tl.where(inertia <= frac1 * inertia0, tl.minimum(fp1, n32), fp1)
+    fp2 = tl.where(inertia <= frac2 * inertia0, tl.minimum(fp2, n32), fp2)
     return theta, mom, g, fp0, fp1, fp2, dis, inj
 
 
@@ -518,11 +554,11 @@ def _advance(theta, mom, g, lam, xi, cols, row_buf, lr, h, half_h, decay, xi_c, 
 
 
 @triton.jit
-def _step(theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, si0, fp0, fp1, fp2, dis, inj, partials_ptr,
-          grp, n_groups, valid, flag_ptr, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c, diverge, nan64,
+def _step(theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, i0_sum, fp0, fp1, fp2, dis, inj, partials_ptr,
+          grp, n_groups, valid, flag_ptr, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c, shadow_c, diverge, nan64, frac1, frac2,
           PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
           NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr,
-          LEDGER: tl.constexpr, SAFE: tl.constexpr):
+          LEDGER: tl.constexpr, SAFE: tl.constexpr, PIN: tl.constexpr):
     """One step n -> n + 1 plus, when the table says n + 1 is recorded, its statistics.
 
     The step's scalars: the constant row (decay0, xi0, spread0) or, for a nesterov schedule, row n - lo
@@ -550,9 +586,9 @@ def _step(theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, si0, 
     row = tl.load(rec_ptr + (n + 1 - lo))
     if row >= 0:
         theta, mom, g, fp0, fp1, fp2, dis, inj = _record(
-            theta, mom, g, lam, cols, row_buf, n + 1, row, inertia0, si0, fp0, fp1, fp2, dis, inj, partials_ptr,
-            grp, n_groups, valid, flag_ptr, kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, DIM, PAD, TPT,
-            WIDTH, LEDGER, SAFE)
+            theta, mom, g, lam, cols, row_buf, n + 1, row, inertia0, i0_sum, fp0, fp1, fp2, dis, inj, partials_ptr,
+            grp, n_groups, valid, flag_ptr, kin_c, shadow_c, diverge, nan64, frac1, frac2, PROBLEM, INTEGRATOR, DIM, PAD, TPT,
+            WIDTH, LEDGER, SAFE, PIN)
     return theta, mom, g, fp0, fp1, fp2, dis, inj
 
 
@@ -571,9 +607,9 @@ def _pin(x, PIN: tl.constexpr):
 
 
 @triton.jit
-def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, si0, fp0, fp1,
+def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, i0_sum, fp0, fp1,
           fp2, dis, inj, partials_ptr, grp, n_groups, valid, flag_ptr, step_ptr, lr, h, half_h, decay0, xi0, spread0,
-          kin_c, shadow_c, diverge, nan64,
+          kin_c, shadow_c, diverge, nan64, frac1, frac2,
           PROBLEM: tl.constexpr, INTEGRATOR: tl.constexpr, SCHEDULE: tl.constexpr, NOISE_MODEL: tl.constexpr,
           NOISY: tl.constexpr, DIM: tl.constexpr, PAD: tl.constexpr, TPT: tl.constexpr, WIDTH: tl.constexpr,
           GUARD: tl.constexpr, LEDGER: tl.constexpr, SAFE: tl.constexpr, PIN: tl.constexpr):
@@ -614,16 +650,16 @@ def _quad(theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed,
         if GUARD:
             if (n >= lo) & (n < hi):
                 theta, mom, g, fp0, fp1, fp2, dis, inj = _step(
-                    theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, si0, fp0, fp1, fp2, dis, inj,
+                    theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, i0_sum, fp0, fp1, fp2, dis, inj,
                     partials_ptr, grp, n_groups, valid, flag_ptr, step_ptr, lr, h, half_h, decay0, xi0, spread0,
-                    kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD,
-                    TPT, WIDTH, LEDGER, SAFE)
+                    kin_c, shadow_c, diverge, nan64, frac1, frac2, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD,
+                    TPT, WIDTH, LEDGER, SAFE, PIN)
         else:
             theta, mom, g, fp0, fp1, fp2, dis, inj = _step(
-                theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, si0, fp0, fp1, fp2, dis, inj,
+                theta, mom, g, lam, xi, cols, row_buf, n, rec_ptr, lo, inertia0, i0_sum, fp0, fp1, fp2, dis, inj,
                 partials_ptr, grp, n_groups, valid, flag_ptr, step_ptr, lr, h, half_h, decay0, xi0, spread0, kin_c,
-                shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH,
-                LEDGER, SAFE)
+                shadow_c, diverge, nan64, frac1, frac2, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH,
+                LEDGER, SAFE, PIN)
     return theta, mom, g, fp0, fp1, fp2, dis, inj
 
 
@@ -710,6 +746,8 @@ def ensemble_kernel(
     shadow_c = tl.load(obs_ptr + OBS_SHADOW)
     diverge = tl.load(obs_ptr + OBS_DIVERGE)
     nan64 = tl.load(obs_ptr + OBS_NAN)
+    frac1 = tl.load(obs_ptr + OBS_FRACTION_1)
+    frac2 = tl.load(obs_ptr + OBS_FRACTION_2)
 
     # eigenvalues of the quadratic: shared (loaded) or per trajectory (drawn from the spectrum stream)
     if PROBLEM == QUADRATIC:
@@ -743,18 +781,18 @@ def ensemble_kernel(
             mom = v
         g = _grad(theta, lam, cols, row_buf, PROBLEM, DIM) if CARRY_G else 0.0
         inertia0, _k, _l, _s = _observe64(theta, mom, lam, cols, row_buf, kin_c, shadow_c, PROBLEM, INTEGRATOR, DIM, PAD)
-        si0 = _window_i0_sums(inertia0, TPT, WIDTH, LEDGER, SAFE)
-        fp0 = tl.full([TPT, WIDTH], -1, dtype=tl.int32)
-        fp1 = tl.full([TPT, WIDTH], -1, dtype=tl.int32)
-        fp2 = tl.full([TPT, WIDTH], -1, dtype=tl.int32)
+        i0_sum = tl.sum(inertia0, axis=0)  # each thread's sum of I_0: the fast pass's I_0 column
+        fp0 = tl.full([TPT, WIDTH], NOT_YET, dtype=tl.int32)
+        fp1 = tl.full([TPT, WIDTH], NOT_YET, dtype=tl.int32)
+        fp2 = tl.full([TPT, WIDTH], NOT_YET, dtype=tl.int32)
         dis = tl.zeros([TPT, WIDTH], dtype=tl.float64)
         inj = tl.zeros([TPT, WIDTH], dtype=tl.float64)
         row = tl.load(rec_ptr)
         if row >= 0:  # step 0 is recorded whenever the run starts (backends.base.recorded_in_window)
             theta, mom, g, fp0, fp1, fp2, dis, inj = _record(
-                theta, mom, g, lam, cols, row_buf, step_begin * 0, row, inertia0, si0, fp0, fp1, fp2, dis, inj,
-                partials_ptr, grp, n_groups, valid, flag_ptr, kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR,
-                DIM, PAD, TPT, WIDTH, LEDGER, SAFE)
+                theta, mom, g, lam, cols, row_buf, step_begin * 0, row, inertia0, i0_sum, fp0, fp1, fp2, dis, inj,
+                partials_ptr, grp, n_groups, valid, flag_ptr, kin_c, shadow_c, diverge, nan64, frac1, frac2, PROBLEM, INTEGRATOR,
+                DIM, PAD, TPT, WIDTH, LEDGER, SAFE, PIN)
     else:
         if PAD:
             theta = tl.load(theta_in + offs3, mask=colmask, other=0.0).to(ACC)
@@ -763,10 +801,14 @@ def ensemble_kernel(
             theta = tl.load(theta_in + offs3).to(ACC)
             mom = tl.load(mom_in + offs3).to(ACC)
         inertia0 = tl.load(inertia0_in + offs2).to(tl.float64)
-        si0 = _window_i0_sums(inertia0, TPT, WIDTH, LEDGER, SAFE)
+        i0_sum = tl.sum(inertia0, axis=0)  # each thread's sum of I_0: the fast pass's I_0 column
+        # -1 (not passed) in memory, NOT_YET (above every step) in registers: a pass is then a min
         fp0 = tl.load(fp_in + offs_fp)
         fp1 = tl.load(fp_in + offs_fp + WIDTH)
         fp2 = tl.load(fp_in + offs_fp + 2 * WIDTH)
+        fp0 = tl.where(fp0 < 0, NOT_YET, fp0)
+        fp1 = tl.where(fp1 < 0, NOT_YET, fp1)
+        fp2 = tl.where(fp2 < 0, NOT_YET, fp2)
         if LEDGER:
             dis = tl.load(ledger_in + offs_ledger)
             inj = tl.load(ledger_in + offs_ledger + WIDTH)
@@ -789,9 +831,9 @@ def ensemble_kernel(
         # hoisted out of the loop and held in 6 float64 registers per trajectory (12 warps/SM instead of 16)
         inertia0 = inertia0 * (q >= 0).to(tl.float64)
         theta, mom, g, fp0, fp1, fp2, dis, inj = _quad(
-            theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, si0, fp0, fp1,
+            theta, mom, g, lam, cols, row_buf, colmask, traj_u32, q, lo, hi, seed, rec_ptr, inertia0, i0_sum, fp0, fp1,
             fp2, dis, inj, partials_ptr, grp, n_groups, valid, flag_ptr, step_ptr, lr, h, half_h, decay0, xi0, spread0,
-            kin_c, shadow_c, diverge, nan64, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH,
+            kin_c, shadow_c, diverge, nan64, frac1, frac2, PROBLEM, INTEGRATOR, SCHEDULE, NOISE_MODEL, NOISY, DIM, PAD, TPT, WIDTH,
             GUARD, LEDGER, SAFE, PIN)
         q += 1
 
@@ -801,9 +843,9 @@ def ensemble_kernel(
     else:
         tl.store(theta_out + offs3, theta.to(theta_out.dtype.element_ty))
         tl.store(mom_out + offs3, mom.to(mom_out.dtype.element_ty))
-    tl.store(fp_out + offs_fp, fp0)
-    tl.store(fp_out + offs_fp + WIDTH, fp1)
-    tl.store(fp_out + offs_fp + 2 * WIDTH, fp2)
+    tl.store(fp_out + offs_fp, tl.where(fp0 == NOT_YET, -1, fp0))
+    tl.store(fp_out + offs_fp + WIDTH, tl.where(fp1 == NOT_YET, -1, fp1))
+    tl.store(fp_out + offs_fp + 2 * WIDTH, tl.where(fp2 == NOT_YET, -1, fp2))
     if LEDGER:
         tl.store(ledger_out + offs_ledger, dis)
         tl.store(ledger_out + offs_ledger + WIDTH, inj)

@@ -35,6 +35,9 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+MAX_TPT = 8  # trajectories per thread: a group's 64 / TPT lanes must hold its 8 exchanged partial sums
+
+
 def default_tpt(config: SimulationConfig) -> int:
     """Trajectories per thread: several at d = 1 (the per-step scalar work and the group reduction are
     shared by them), fewer as the per-trajectory state grows, so the state stays in registers."""
@@ -143,8 +146,10 @@ class TritonEnsemble(EnsembleBackend):
             width = min(block, 32 * num_warps)
             tpt = block // width
             num_warps = max(1, width // 32)
-        if GROUP % tpt:
-            raise ValueError(f"block {block} with {num_warps} warps: more than {GROUP} trajectories per thread")
+        if tpt > MAX_TPT:
+            raise ValueError(f"block {block} with {num_warps} warps is {tpt} trajectories per thread; at most "
+                             f"{MAX_TPT} (the group sums exchange {MAX_TPT} partial sums per lane): use more warps "
+                             f"or a smaller block")
 
         recorded = recorded_in_window(cfg, step_begin, step_end)
         table = [-1] * (step_end - step_begin + 1)
@@ -219,6 +224,8 @@ class TritonEnsemble(EnsembleBackend):
             )
         if block == 1:
             partials = pairwise_group_sums(partials, groups)
+        else:
+            complete_group_sums(partials, keep_ledger)
         if keep_ledger:
             carried = from_blocked(ledger, count)
         else:  # not kept: zeros, as at step 0
@@ -226,6 +233,16 @@ class TritonEnsemble(EnsembleBackend):
         return ChunkState(from_blocked(theta, count), from_blocked(mom, count),
                           from_blocked(inertia0[:, :, None, :], count)[:, 0],
                           from_blocked(first_passage, count), carried), partials
+
+
+def complete_group_sums(partials: torch.Tensor, ledger: bool) -> None:
+    """The columns the blocked kernel leaves to the launcher, in place: the inertia as sum K + sum L and the
+    residual as ((sum K + sum L) - sum I_0) + sum D - sum Q from the sum I_0 the kernel wrote into the
+    residual's column (docs/CONVENTIONS.md: a backend may form it from the group's sums). Without the
+    ledger the kernel wrote 0.0 into D, Q and the residual's column."""
+    partials[..., 1] = partials[..., 2] + partials[..., 3]
+    if ledger:
+        partials[..., 8] = ((partials[..., 1] - partials[..., 8]) + partials[..., 6]) - partials[..., 7]
 
 
 def ledger_on(cfg: SimulationConfig) -> bool:
@@ -271,6 +288,8 @@ def observable_scalars(cfg: SimulationConfig, observe: torch.Tensor) -> torch.Te
     # one compare in the kernel, I <= bound, also rejects +inf (and NaN)
     values[OBS_INDEX["OBS_DIVERGE"]] = min(float(getattr(cfg, "diverge_above", math.inf)), sys.float_info.max)
     values[OBS_INDEX["OBS_NAN"]] = math.nan
+    values[OBS_INDEX["OBS_FRACTION_1"]] = FRACTIONS[1]
+    values[OBS_INDEX["OBS_FRACTION_2"]] = FRACTIONS[2]
     return torch.tensor(values, dtype=torch.float64)
 
 

@@ -27,12 +27,7 @@ BUDGETS = {
 
 # targets still missed on sm_90 (variant, budget key) -> where they stand: CI expects these to fail (xfail,
 # reason printed) and enforces every other target; remove an entry once the kernel meets it
-PENDING: dict = {"sm_90": {  # benchmarks/results/static-sm90-2026-12-01{,-triton3.6}.json
-    ("d1-heavy-ball-noise-rec1", "max_sass_per_trajectory_step"):
-        "115 SASS per trajectory-step on triton 3.9, 121 on 3.6 (budget 100; 128 registers, 16 warps/SM on both; "
-        "98.6 without the ledger on 3.9): the record branch's statistics and control (~75) dominate; the normal "
-        "transform is 25, Philox 14",
-}}
+PENDING: dict = {"sm_90": {}}
 
 
 def check(entry: dict, key: str, limit) -> str | None:

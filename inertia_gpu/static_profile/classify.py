@@ -105,8 +105,9 @@ def _category_cached(path: str, line: int, weak: bool) -> str | None:
     name = os.path.basename(path)
     if path.replace(os.sep, "/").endswith("triton/language/random.py"):
         return "rng"
-    if "/triton/" in path.replace(os.sep, "/") and not weak:
-        return None  # triton's own helpers (tl.sum, math): the caller decides
+    if "/triton/language/" in path.replace(os.sep, "/") and not weak:
+        return None  # triton's own helpers (tl.sum, math): the caller decides (not "/triton/": a checkout may be
+        # named so)
     if name == "philox.py":
         return "rng" if "philox(" in _source_line(path, line) else "normal"
     func = _function_at(path, line)
