@@ -50,31 +50,19 @@ def test_triton_chunking_windows_and_ranks_are_bitwise_invariant_on_cuda(dim):
 
 
 def test_triton_block_size_changes_only_the_summation_order_on_cuda(monkeypatch):
-    """Block size (trajectories per thread) reorders each group's float64 sums, nothing else: the bound of
-    tests/test_triton_ensemble.py test_block_size_changes_only_the_summation_order (2 n 2^-53 sum|x_i| per
-    replicate; the ledger's terms' magnitudes from the reference ledger; the residual's scale from the sums it
-    is formed of), on the device, 1 to 8 trajectories per thread."""
-    from inertia_gpu import ledger as ledger_ref
+    """Block size (trajectories per thread) reorders each group's float64 sums, nothing else: within
+    tests/bounds.py summation_order_bound, on the device, 1 to 8 trajectories per thread."""
+    from bounds import summation_order_bound
     from inertia_gpu.backends import triton_ensemble
     from inertia_gpu.engine import simulate
-    from inertia_gpu.spec import N_QUANTITIES
     cfg = _config()
     _backend("triton")
     runs = []
     for block in (128, 256, 512, 1024):  # 4 warps: 1, 2, 4 and 8 trajectories per thread
         monkeypatch.setattr(triton_ensemble, "default_block", lambda config, count, b=block: (b, 4))
         runs.append(simulate(dataclasses.replace(cfg), with_theory=False, chunk=4096, window=9))
-    n = cfg.trajectories // cfg.replicates
     sums = runs[0].replicate_sums
-    scale = sums.copy()
-    scale[..., 4] = 2.0 * sums[..., 1]
-    run = ledger_ref.simulate(dataclasses.replace(cfg, backend="torch", device="cpu"))
-    for k, terms in enumerate((run.dissipated, run.injected)):
-        scale[..., N_QUANTITIES + k] = 1.01 * np.abs(terms).reshape(len(terms), cfg.replicates, n).sum(axis=-1)
-    inertia0 = np.abs(run.inertia[0]).reshape(cfg.replicates, n).sum(axis=-1)
-    scale[..., N_QUANTITIES + 2] = 1.01 * (sums[..., 1] + inertia0 + scale[..., N_QUANTITIES]
-                                           + scale[..., N_QUANTITIES + 1])
-    bound = 2 * n * 2.0 ** -53 * np.abs(scale)
+    bound = summation_order_bound(dataclasses.replace(cfg, backend="torch", device="cpu"), sums)
     for other in runs[1:]:
         assert np.array_equal(other.replicate_sums[..., 0], sums[..., 0])  # counts are exact
         assert np.all(np.abs(other.replicate_sums - sums) <= bound)

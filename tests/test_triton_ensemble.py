@@ -26,6 +26,7 @@ import torch
 
 pytest.importorskip("triton")
 
+from bounds import summation_order_bound  # noqa: E402
 from conftest import HAS_CUDA  # noqa: E402
 
 from inertia_gpu import distributed, rng  # noqa: E402
@@ -341,34 +342,15 @@ def test_statistics_identical_for_any_chunking_window_and_rank_count():
 
 
 def test_block_size_changes_only_the_summation_order(monkeypatch):
-    """BLOCK (trajectories per thread) reorders the float64 group sums, nothing else.
-
-    Each trajectory's float64 observables do not depend on BLOCK, so two runs' replicate sums are two
-    orders of the same n terms: each is within (n - 1) 2^-53 sum|x_i| of the exact sum (the classical
-    bound on recursive summation), so |difference| <= 2 (n - 1) 2^-53 sum|x_i|; the inertia column is
-    sum K + sum L, one rounding more: 2 n 2^-53 sum I_i covers every column. For count, I, K, L and I^2
-    the terms are >= 0, so sum|x_i| is the sum itself; the shadow inertia I + (lr/2) b.g has
-    |x_i| <= 2 I_i for a stable heavy ball (|(lr/2) b lam theta| <= sqrt(lr lam) (K + L) / 2 <= I with
-    lr lam <= 4). The ledger's dissipated and injected terms have either sign: their sum|x_i| comes from the
-    per-trajectory definition (ledger.simulate; the kernel's terms agree with it to far below 1 %). The
-    residual column is formed from the group sums, ((sum K + sum L) - sum I_0) + sum D - sum Q, so its
-    summation error is that of those sums: its scale is sum I + sum I_0 + sum|D| + sum|Q|.
-    """
+    """BLOCK (trajectories per thread) reorders the float64 group sums, nothing else: within the bound of
+    tests/bounds.py summation_order_bound (two orders of the same terms)."""
     cfg = _split_config()
     runs = []
     for block in (64, 256, 1024):
         monkeypatch.setattr(triton_ensemble, "default_block", lambda config, count, b=block: (b, 4))
         runs.append(simulate(dataclasses.replace(cfg), with_theory=False, chunk=192, window=7))
-    n = cfg.trajectories // cfg.replicates
     sums = runs[0].replicate_sums
-    scale = sums.copy()
-    scale[..., 4] = 2.0 * sums[..., 1]
-    run = ledger_ref.simulate(cfg)
-    for k, terms in enumerate((run.dissipated, run.injected)):
-        scale[..., N_QUANTITIES + k] = 1.01 * np.abs(terms).reshape(len(terms), cfg.replicates, n).sum(axis=-1)
-    inertia0 = np.abs(run.inertia[0]).reshape(cfg.replicates, n).sum(axis=-1)
-    scale[..., N_QUANTITIES + 2] = 1.01 * (sums[..., 1] + inertia0 + scale[..., N_QUANTITIES] + scale[..., N_QUANTITIES + 1])
-    bound = 2 * n * 2.0 ** -53 * np.abs(scale)
+    bound = summation_order_bound(cfg, sums)
     for other in runs[1:]:
         diff = np.abs(other.replicate_sums - sums)
         assert np.all(diff <= bound), float(np.max(diff / np.maximum(bound, 1e-300)))
