@@ -5,11 +5,8 @@ four elements) in element order, from a SUB-sized scratch that stays in L1. Thre
 vectorises: Philox (four groups per AVX2 register), the Box-Muller transform (eight float32 pairs per
 register, or four float64 ones), the interleave of the four lanes into element order.
 
-Philox: the same words as `cpu_ensemble.philox4x32`, with fewer instructions. In a round the words c0
-and c2 only feed the products, and c1, c3 only reach them through the xors that form the next c0, c2;
-a 32x32 -> 64 product (vpmuludq) reads the low halves of its 64-bit lanes. So the high halves may hold
-anything until the end: each product masks its input (folded into vpmuludq) and nothing else is
-masked until the four outputs.
+Philox: `cpu_ensemble.philox4x32` (uint64 lanes, the high halves of the intermediate words left unmasked
+until the four outputs: one mask per product, folded into vpmuludq).
 
 Transform (float32): the CONVENTIONS Box-Muller with the reference's roundings of u1, u2 and of the
 angle 2 pi u2, log/sin/cos as polynomials with fused multiply-adds and integer range reduction (no
@@ -23,31 +20,9 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic, overload
 
-from .cpu_ensemble import MASK, box_muller_uniform, cast_like, uniform24
+from .cpu_ensemble import MASK, box_muller_uniform, cast_like, philox4x32, uniform24
 
-M0 = np.uint64(0xD2511F53)
-M1 = np.uint64(0xCD9E8D57)
-W0 = np.uint64(0x9E3779B9)
-W1 = np.uint64(0xBB67AE85)
 SH32 = np.uint64(32)
-
-
-@numba.njit(inline="always", error_model="numpy")
-def philox4x32_lanes(c0, c1, c2, c3, k0, k1):
-    """Philox4x32-10 (Random123 constants) on uint64 words holding uint32 values: cpu_ensemble.philox4x32's
-    words, the high halves of the intermediate words left unmasked (see the module docstring)."""
-    k0 &= MASK
-    k1 &= MASK
-    for _ in range(10):
-        p0 = M0 * (c0 & MASK)
-        p1 = M1 * (c2 & MASK)
-        c0 = (p1 >> SH32) ^ c1 ^ k0
-        c2 = (p0 >> SH32) ^ c3 ^ k1
-        c1 = p1
-        c3 = p0
-        k0 = (k0 + W0) & MASK
-        k1 = (k1 + W1) & MASK
-    return c0 & MASK, c1 & MASK, c2 & MASK, c3 & MASK
 
 
 def _bitcast(src, dst):
@@ -173,7 +148,7 @@ def fill_normals(z, wa, wb, ca, cb, group0, count, c1, c2, tag, k0, k1):
     """
     for j in range(count):
         grp = np.uint64(group0 + j)
-        x0, x1, x2, x3 = philox4x32_lanes(grp & MASK, c1, c2, tag + (grp >> SH32) * np.uint64(16), k0, k1)
+        x0, x1, x2, x3 = philox4x32(grp & MASK, c1, c2, tag + (grp >> SH32) * np.uint64(16), k0, k1)
         wa[j] = np.uint32(x0)
         wb[j] = np.uint32(x1)
         wa[count + j] = np.uint32(x2)
@@ -210,7 +185,7 @@ def philox_words(c0, c1, c2, c3, k0, k1):
     n = c0.shape[0]
     out = np.empty((n, 4), dtype=np.uint32)
     for i in range(n):
-        x0, x1, x2, x3 = philox4x32_lanes(np.uint64(c0[i]), np.uint64(c1[i]), np.uint64(c2[i]), np.uint64(c3[i]),
+        x0, x1, x2, x3 = philox4x32(np.uint64(c0[i]), np.uint64(c1[i]), np.uint64(c2[i]), np.uint64(c3[i]),
                                           np.uint64(k0), np.uint64(k1))
         out[i, 0] = np.uint32(x0)
         out[i, 1] = np.uint32(x1)
