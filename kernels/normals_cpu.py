@@ -57,17 +57,8 @@ LOG_BIAS = 127 + 24
 # fdlibm's sin/cos kernels on [-pi/4, pi/4] (k_sin.c, k_cos.c; past S4, C4 the terms are below float32's
 # half ulp); pi/2 in three parts, the first two short enough that q * part is exact for the quadrants
 # q <= 4 of [0, 2 pi]
-S1 = -1.66666666666666324348e-01
-S2 = 8.33333333332248946124e-03
-S3 = -1.98412698298579493134e-04
-S4 = 2.75573137070700676789e-06
-C1 = 4.16666666666666019037e-02
-C2 = -1.38888888888741095749e-03
-C3 = 2.48015872894767294178e-05
-C4 = -2.75573143513906633035e-07
-PIO2_1 = 1.5703125
-PIO2_2 = 0.0004837512969970703
-PIO2_3 = 7.549790126404332e-08
+from .cpu_ensemble import C1, C2, C3, C4, S1, S2, S3, S4  # noqa: E402
+from .cpu_ensemble import PIO2_1_32 as PIO2_1, PIO2_2_32 as PIO2_2, PIO2_3_32 as PIO2_3  # noqa: E402
 TWO_OVER_PI = 0.6366197723675814
 TWO_PI = 6.283185307179586
 TWO_M24 = 5.9604644775390625e-08
