@@ -20,17 +20,9 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic, overload
 
-from .cpu_ensemble import MASK, box_muller_uniform, cast_like, philox4x32, uniform24
+from .cpu_ensemble import MASK, _bitcast, box_muller_uniform, cast_like, philox4x32, uniform24
 
 SH32 = np.uint64(32)
-
-
-def _bitcast(src, dst):
-    def make(typingctx, x):
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], context.get_value_type(dst))
-        return dst(src), codegen
-    return intrinsic(make)
 
 
 @intrinsic

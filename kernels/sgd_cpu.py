@@ -70,7 +70,7 @@ from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
 from .cpu_ensemble import cast_like  # noqa: E402
-from .normals_cpu import fill_normals  # noqa: E402
+from .normals_cpu import fill_normals, fma  # noqa: E402
 
 SUB = 512  # elements per inner pass (a multiple of 4: the noise's groups of four)
 N_PARTIALS = 4  # sum b^2, sum b d, sum q^2, sum b q
@@ -105,14 +105,6 @@ def _prefetch_range(p, g, b, lo, hi):
         prefetch(p, i, True)
         prefetch(g, i, False)
         prefetch(b, i, True)
-
-
-@intrinsic
-def fma(typingctx, x, y, z):
-    """x * y + z with one rounding (llvm.fma: the FMA instruction), in the dtype of the three."""
-    def codegen(context, builder, signature, args):
-        return builder.fma(*args)
-    return x(x, y, z), codegen
 
 
 @numba.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy", nogil=True)
