@@ -91,25 +91,32 @@ def _by_quadrant(s, c, q):
 
 
 @triton.jit
+def _f64(c: tl.constexpr):
+    """The constant c as a float64 scalar. tl.fma converts a Python float argument on its own, and some tritons
+    (3.6) round it to float32 before promoting it: up to 2^-24 off, where float64 needs 2^-53."""
+    return tl.full([], c, tl.float64)
+
+
+@triton.jit
 def _sincos64(angle):
     """(sin, cos) of a float64 angle in [0, 2 pi): one argument reduction shared by both."""
     t = angle * TWO_OVER_PI_64 + ROUND_MAGIC_64
     q = t.to(tl.int64, bitcast=True)  # the quadrant in the low bits (t in [2^52, 2^53))
     j = t - ROUND_MAGIC_64
-    r = tl.fma(j, -PIO2_64_HI, angle)  # exact: |r| < 1 and a multiple of 2^-52
-    r = tl.fma(j, -PIO2_64_LO, r)
+    r = tl.fma(j, _f64(-PIO2_64_HI), angle)  # exact: |r| < 1 and a multiple of 2^-52
+    r = tl.fma(j, _f64(-PIO2_64_LO), r)
     z = r * r
-    ps = tl.fma(SIN64_S6, z, SIN64_S5)
-    ps = tl.fma(ps, z, SIN64_S4)
-    ps = tl.fma(ps, z, SIN64_S3)
-    ps = tl.fma(ps, z, SIN64_S2)
-    ps = tl.fma(ps, z, SIN64_S1)
+    ps = tl.fma(_f64(SIN64_S6), z, _f64(SIN64_S5))
+    ps = tl.fma(ps, z, _f64(SIN64_S4))
+    ps = tl.fma(ps, z, _f64(SIN64_S3))
+    ps = tl.fma(ps, z, _f64(SIN64_S2))
+    ps = tl.fma(ps, z, _f64(SIN64_S1))
     s = tl.fma(ps * z, r, r)
-    pc = tl.fma(COS64_C6, z, COS64_C5)
-    pc = tl.fma(pc, z, COS64_C4)
-    pc = tl.fma(pc, z, COS64_C3)
-    pc = tl.fma(pc, z, COS64_C2)
-    pc = tl.fma(pc, z, COS64_C1)
+    pc = tl.fma(_f64(COS64_C6), z, _f64(COS64_C5))
+    pc = tl.fma(pc, z, _f64(COS64_C4))
+    pc = tl.fma(pc, z, _f64(COS64_C3))
+    pc = tl.fma(pc, z, _f64(COS64_C2))
+    pc = tl.fma(pc, z, _f64(COS64_C1))
     # 1 - z/2 + z^2 pc, with fdlibm's split so that 1 - z/2 loses nothing
     hz = 0.5 * z
     w = 1.0 - hz
