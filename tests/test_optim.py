@@ -779,10 +779,14 @@ def test_ledger_balances_and_the_backends_agree(backend):
         assert inertia[k] - inertia[k - 1] == pytest.approx(-r["dissipated"] + r["injected"] + r["residual"],
                                                             rel=1e-12, abs=1e-12)
     if backend == "triton":
-        ref, _ = _ledger_run("foreach", seed, **option)  # same model, same noise stream
-        for got, want in zip(rows[1:], ref[1:]):
-            for key in got:
+        ref, ref_inertia = _ledger_run("foreach", seed, **option)  # same model, same noise stream
+        for got, want, scale in zip(rows[1:], ref[1:], ref_inertia[1:]):
+            for key in ("dissipated", "injected"):
                 assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-7), key
+            # the residual is a difference of energies: the two backends' float32 states (normals a few ulps
+            # apart) move it by 1e-5 of those energies, not of the residual itself
+            terms = abs(want["dissipated"]) + abs(want["injected"]) + abs(scale)
+            assert got["residual"] == pytest.approx(want["residual"], abs=1e-5 * terms + 1e-7)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
