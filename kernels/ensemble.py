@@ -289,7 +289,8 @@ def _transposed_group_sums(tile, TPT: tl.constexpr, WIDTH: tl.constexpr, PIN: tl
     shuffle steps per thread) this is NS stores, NS loads and log2(LANES / NS) shuffle steps.
 
     The element (c, t) of the tile sits at c WIDTH + t, so lane t's k-th value is at (c WIDTH + t) ^ k:
-    for each k the lanes of a warp read 32 doubles in distinct bank pairs (no conflicts), and each
+    for each k a warp's 32 lanes read 32 doubles that fill every bank pair exactly twice (two wavefronts,
+    the least 256 bytes take: no conflicts), and each
     address is one xor of a per-lane base (_pin keeps the compiler from holding all NS addresses in
     registers across the loop). The order of every sum depends on the lane alone, so the sums are the
     same bits for any chunking, window cut or rank count, and the same for every column: two columns with
