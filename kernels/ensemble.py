@@ -327,7 +327,6 @@ def _store_sums(partials_ptr, row, grp, n_groups, kept, inertia, kinetic, loss, 
     divergence both give the same bits (the same values through the same reduction).
     """
     base = partials_ptr + (row.to(tl.int64) * n_groups + grp) * N_COLUMNS
-    gmask = grp < n_groups
     if TPT * WIDTH < GROUP:
         # the wide layout (one trajectory per program): per-trajectory rows, summed into groups by the
         # launcher in a fixed pairwise order
