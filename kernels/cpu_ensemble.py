@@ -24,12 +24,15 @@ passage compares I_n <= f I_0 in float64. A group's sums are formed by one
 thread in a fixed order of its 64 lanes (eight interleaved partial sums, then a
 fixed tree: SIMD adds): bitwise the same whatever the thread count or schedule.
 For d = 1 (quadratic, double well) the record is one pass in explicit
-float64x4 lanes (`_record_1`): observables, summands and the eight partial
-sums per column stay in registers (lanes 8i..8i+3 in a first pass, 8i+4..8i+7
-in a second), and first passage is written only in the rare steps where a
-lane passes (its threshold is then -inf, so it never hits again). Every other
-case writes the summand rows and sums them with the same partials and tree
-(`_row_sum`). Selects are values stored unconditionally or blends: a select
+float64x4 lanes (`_record_1`): observables, first passage (one compare per lane
+against the largest threshold not yet passed; a lane that passes, rarely, is
+written in a pass of its own) and the partial sums of six columns kept in
+registers (lanes 8i..8i+3 in a first pass, 8i+4..8i+7 in a second); the group's
+inertia and residual are formed from its sums. A recorded heavy-ball step
+(noise not loss-scaled) is taken inside that pass, four lanes at a time in the
+working dtype: one pass over the group's state per step instead of four. Every
+other case writes the summand rows and sums them with the same partials and
+tree (`_row_sum`). Selects are values stored unconditionally or blends: a select
 written back only where it changes becomes a masked store, microcoded on AMD.
 
 Ledger (docs/THEORY.md section 8): with a ledger state (float64 [count, 2], the
@@ -37,7 +40,8 @@ cumulative dissipated D and injected Q since step 0) the step adds, at its
 friction + noise substep with friction factor a, momentum m and noise kick k
 (working-dtype values), D += (1 - a^2) K(m) and Q += K(a m + k) - K(a m) in
 float64 per lane; a recorded state adds D, Q and W = (I_n - I_0) + D - Q of
-its kept lanes to columns 6..8. Without it (None) the kernel is a separate
+its kept lanes to columns 6..8 (d = 1: W = ((sum I_n - sum I_0) + sum D) - sum Q
+from the group's sums, as docs/CONVENTIONS.md allows). Without it (None) the kernel is a separate
 specialisation with none of that arithmetic, and columns 6..8 hold 0.0.
 
 Divergence: at a recorded step a trajectory whose float64 inertia is not
@@ -47,8 +51,9 @@ stays diverged, and is left out of every sum.
 Noise: Philox4x32-10, one call per (trajectory, coordinate, four steps), all
 four outputs used (lanes n % 4 of counter (trajectory, n // 4, coordinate,
 TAG_STEP)); the transform is the CONVENTIONS Box-Muller of the same words,
-with log/sin/cos evaluated in float64 and rounded to the working dtype, so
-the normals agree with the reference to an ulp or two.
+log/sin/cos as polynomials in the working dtype (float32: short fused
+multiply-add chains, `box_muller_words_f32`), so the normals agree with the
+reference to a few ulps.
 
 Per-step scalars (mu_n, gamma_n, the OU coefficients, noise scales) are
 computed by the launcher in the working dtype exactly as the reference
@@ -292,6 +297,14 @@ def m4_any(typingctx, m):
 
 
 @intrinsic
+def m4_all(typingctx, m):
+    """True when every lane is set."""
+    def codegen(context, builder, sig, args):
+        return builder.icmp_unsigned("==", _m4_bits(builder, args[0]), ir.Constant(ir.IntType(4), 15))
+    return types.boolean(m), codegen
+
+
+@intrinsic
 def m4_count(typingctx, m):
     """The number of set lanes."""
     def codegen(context, builder, sig, args):
@@ -354,6 +367,83 @@ def v4_pair_sum(typingctx, lo, hi):
         return builder.fadd(builder.extract_element(pair, ir.Constant(i32, 0)),
                             builder.extract_element(pair, ir.Constant(i32, 1)))
     return types.float64(lo, hi), codegen
+
+
+# --- four lanes of the working dtype (the recorded heavy-ball step, `_record_1` with step=True) ---
+# float32 lanes stay float32 (the reference rounds the step in the working dtype); float64 lanes are
+# float64x4 itself. w4_* keep the dtype of their array or scalar; v4_ext widens to float64x4.
+
+class Float32x4(types.Type):
+    def __init__(self):
+        super().__init__(name="float32x4")
+
+
+float32x4 = Float32x4()
+_F4 = ir.VectorType(ir.FloatType(), 4)
+
+
+@register_model(Float32x4)
+class _Float32x4Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _F4)
+
+
+def _w4_type(dtype):
+    return float32x4 if dtype == types.float32 else float64x4
+
+
+@intrinsic
+def w4_load(typingctx, arr, index):
+    """Elements index .. index + 3 (flat, C order) of a float32 or float64 array, in its dtype."""
+    def codegen(context, builder, sig, args):
+        elem = context.get_value_type(sig.args[0].dtype)
+        return builder.load(_lane_pointer(context, builder, sig.args[0], args[0], args[1], elem), align=4,
+                            typ=ir.VectorType(elem, 4))
+    return _w4_type(arr.dtype)(arr, index), codegen
+
+
+@intrinsic
+def w4_store(typingctx, arr, index, x):
+    """arr.flat[index .. index + 3] = x (x of arr's dtype)."""
+    def codegen(context, builder, sig, args):
+        elem = context.get_value_type(sig.args[0].dtype)
+        builder.store(args[2], _lane_pointer(context, builder, sig.args[0], args[0], args[1], elem), align=4)
+        return context.get_dummy_value()
+    return types.none(arr, index, x), codegen
+
+
+@intrinsic
+def w4_splat(typingctx, x):
+    """Four lanes of the scalar x, in x's dtype (float32 or float64)."""
+    def codegen(context, builder, sig, args):
+        ty = ir.VectorType(args[0].type, 4)
+        one = builder.insert_element(ir.Constant(ty, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(one, ir.Constant(ty, ir.Undefined),
+                                      ir.Constant(ir.VectorType(ir.IntType(32), 4), [0, 0, 0, 0]))
+    return _w4_type(x)(x), codegen
+
+
+def _w4_binary(op):
+    def make(typingctx, a, b):
+        if a != b:
+            return None
+        def codegen(context, builder, sig, args):
+            return getattr(builder, op)(args[0], args[1])
+        return a(a, b), codegen
+    return intrinsic(make)
+
+
+w4_add = _w4_binary("fadd")
+w4_sub = _w4_binary("fsub")
+w4_mul = _w4_binary("fmul")
+
+
+@intrinsic
+def v4_ext(typingctx, x):
+    """float32x4 widened to float64x4 (exact); float64x4 as it is."""
+    def codegen(context, builder, sig, args):
+        return builder.fpext(args[0], _V4) if sig.args[0] == float32x4 else args[0]
+    return float64x4(x), codegen
 
 
 def split_exponent(x):  # pragma: no cover - replaced by the overload inside numba
@@ -568,6 +658,89 @@ def box_muller(xa, xb, one):
     return box_muller_uniform(uniform24(xa, 1, one), uniform24(xb, 0, one))
 
 
+@intrinsic
+def fma(typingctx, x, y, z):
+    """x * y + z with one rounding (llvm.fma: the FMA instruction), in the dtype of the three."""
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+    return x(x, y, z), codegen
+
+
+_f32_ibits = _bitcast(types.float32, types.int32)
+_ibits_f32 = _bitcast(types.int32, types.float32)
+
+# fdlibm's logf (e_logf.c): log(1 + f) = 2 atanh s = s (2 + R(s^2)), s = f / (2 + f), R(z) = LOGF_1 z + .. + LOGF_4 z^4
+LOGF_1 = 0.66666662693
+LOGF_2 = 0.40000972152
+LOGF_3 = 0.28498786688
+LOGF_4 = 0.24279078841
+MINUS_2LN2 = -1.3862943611198906
+# log k for an integer k = 2^e m, m in [sqrt(1/2), sqrt(2)): adding 1 - sqrt(1/2) in the bits carries into
+# the exponent; u1 = k 2^-24, so e counts from 127 + 24
+LOG_SHIFT = 0x3F800000 - 0x3F3504F3
+LOG_BIAS = 127 + 24
+TWO_PI = 6.283185307179586
+TWO_M24 = 5.9604644775390625e-08
+# 1.5 2^23: x + ROUND in (2^23, 2^24) for |x| < 2^22, where a float32's ulp is 1, so the sum is x rounded to
+# an integer, which the low mantissa bits hold
+ROUND = 12582912.0
+ROUND_BITS = 0x4B400000
+
+
+@njit(inline="always", error_model="numpy")
+def _minus_2log_f32(k):
+    """-2 log(k 2^-24) for an integer-valued float32 k in [1, 2^24], within an ulp or two.
+
+    Short dependency chains (see box_muller_words_f32): the terms of R in Estrin's scheme, -2 folded
+    into the coefficients (exact)."""
+    f32 = np.float32
+    ix = np.int32(_f32_ibits(k) + np.int32(LOG_SHIFT))
+    e = f32(np.int32((ix >> np.int32(23)) - np.int32(LOG_BIAS)))
+    m = _ibits_f32(np.int32((ix & np.int32(0x007FFFFF)) + np.int32(0x3F3504F3)))
+    s = (m - f32(1.0)) / (m + f32(1.0))
+    z = s * s
+    lo = fma(z, f32(-2.0 * LOGF_2), f32(-2.0 * LOGF_1))
+    hi = fma(z, f32(-2.0 * LOGF_4), f32(-2.0 * LOGF_3))
+    t = fma(z, fma(z * z, hi, lo), f32(-4.0))  # -2 (2 + R(z))
+    return fma(s, t, e * f32(MINUS_2LN2))
+
+
+@njit(inline="always", error_model="numpy")
+def _flip(x, sign):
+    """x with its sign bit flipped where bit 31 of `sign` is set."""
+    return _ibits_f32(np.int32(_f32_ibits(x) ^ (sign & np.int32(-2147483648))))
+
+
+@njit(inline="always", error_model="numpy")
+def box_muller_words_f32(xa, xb):
+    """The CONVENTIONS normals (r cos, r sin) of two uint32 words (held in any unsigned integer), float32.
+
+    The float32 transform of `_draw` and of the optimizer's normals: log/sin/cos as polynomials with
+    fused multiply-adds and integer range reduction (no compare-and-blend ladders), within a few ulp
+    of the reference. An iteration is one long dependency chain (log, square root, sin/cos) that
+    out-of-order execution overlaps with only a couple of others, so the chains are kept short: the
+    polynomials in Estrin's scheme, -2 folded into the log's coefficients. u2 and the angle 2 pi u2 rounded as the reference rounds them; the quadrant q by rounding in the
+    mantissa (no float -> int conversions), sin and cos of the reduced angle in Estrin's scheme."""
+    f32 = np.float32
+    r = np.sqrt(_minus_2log_f32(f32(np.int32(xa >> np.uint32(8)) + np.int32(1))))
+    a = f32(TWO_PI) * (f32(np.int32(xb >> np.uint32(8))) * f32(TWO_M24))
+    qr = fma(a, f32(TWO_OVER_PI), f32(ROUND))
+    qi = np.int32(_f32_ibits(qr) - np.int32(ROUND_BITS))  # the quadrant, 0..4
+    q = f32(ROUND) - qr
+    x = fma(q, f32(PIO2_3_32), fma(q, f32(PIO2_2_32), fma(q, f32(PIO2_1_32), a)))
+    z = x * x
+    z2 = z * z
+    sn = fma(x * z, fma(z2, fma(z, f32(S4), f32(S3)), fma(z, f32(S2), f32(S1))), x)
+    cs = fma(z2, fma(z2, fma(z, f32(C4), f32(C3)), fma(z, f32(C2), f32(C1))), fma(f32(-0.5), z, f32(1.0)))
+    odd = (qi & np.int32(1)) != 0
+    s0 = cs if odd else sn
+    c0 = sn if odd else cs
+    # sin is negative in quadrants 2, 3; cos in 1, 2: bit 1 of q, of q + 1, moved to the sign bit
+    s1 = _flip(s0, np.int32(qi << np.int32(30)))
+    c1 = _flip(c0, np.int32(np.int32(qi + np.int32(1)) << np.int32(30)))
+    return r * c1, r * s1
+
+
 @njit(cache=True, error_model="numpy")
 def normals_batch(xa, xb, out):
     """out[i] = box_muller(xa[i], xb[i]) in out's dtype, over arrays of uint32 words held in int64 (for tests)."""
@@ -578,11 +751,19 @@ def normals_batch(xa, xb, out):
 
 @njit(inline="always", error_model="numpy")
 def _draw(z, k, base, quad, tag, k0, k1, w, one):
-    """z[0..3, k, :] = the four normals of counters (base + j, quad, k, tag) for the GROUP lanes j."""
+    """z[0..3, k, :] = the four normals of counters (base + j, quad, k, tag) for the GROUP lanes j.
+
+    float32: Philox, then `box_muller_words_f32` of its words; float64: the CONVENTIONS transform of
+    the uniforms with the float64 polynomials (`box_muller_uniform`)."""
     coord = np.uint64(k)
-    # three passes, each a loop the compiler vectorises (fused, the transform's loop stays scalar)
+    # a pass per stage, each a loop the compiler vectorises (fused, the transform's loop stays scalar)
     for j in range(GROUP):
         w[0, j], w[1, j], w[2, j], w[3, j] = philox4x32(base + np.uint64(j), quad, coord, tag, k0, k1)
+    if is_single(one):  # both pairs in one iteration: two independent chains to overlap
+        for j in range(GROUP):
+            z[0, k, j], z[1, k, j] = box_muller_words_f32(w[0, j], w[1, j])
+            z[2, k, j], z[3, k, j] = box_muller_words_f32(w[2, j], w[3, j])
+        return
     for j in range(GROUP):
         z[0, k, j] = uniform24(w[0, j], 1, one)
         z[1, k, j] = uniform24(w[1, j], 0, one)
@@ -770,7 +951,10 @@ R_I0 = 10    # its I_0 (float64)
 R_D = 11     # cumulative dissipated since step 0 (the ledger; float64)
 R_Q = 12     # cumulative injected since step 0
 R_SUM = 13   # 13..21: the summands of the N_COLUMNS columns, 0 for a dropped lane
-N_ROWS = R_SUM + N_COLUMNS
+R_NEXT = R_SUM + N_COLUMNS  # the largest threshold not passed yet (-inf: all passed): one compare finds a hit
+R_LIMIT = R_NEXT + 1        # the divergence limit for a lane of the group, NaN for a padding lane (never kept)
+R_GROUP = R_LIMIT + 1       # scalars of the group: [0] the sum of I_0 over the kept lanes, [1] how many lanes
+N_ROWS = R_GROUP + 1
 SUM_WAYS = 8  # a row of 64 is summed as 8 interleaved partial sums (two AVX2 vectors), then a fixed tree
 
 
@@ -836,27 +1020,99 @@ def _first_passage_4(s, j, f, hit, vfm, vnever, vpassed, vunit):
 
 
 @njit(inline="always", error_model="numpy")
-def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, limit, th, v, lm64, s, n_active):
+def _refresh_next(s):
+    """Row R_NEXT from the thresholds: max over the fractions (a passed one is -inf)."""
+    for j in range(GROUP):
+        t = s[R_THR * GROUP + j]
+        t = max(t, s[(R_THR + 1) * GROUP + j])
+        s[R_NEXT * GROUP + j] = max(t, s[(R_THR + 2) * GROUP + j])
+
+
+@njit(inline="always", error_model="numpy")
+def _kept_i0_sum(s, kept):
+    """The sum of I_0 over the lanes kept at this record, in the partial-sum order of `_record_1`.
+
+    Lanes are only ever dropped (a diverged lane stays NaN), so the kept set is fixed by its size:
+    the sum is formed once per window and again only after a lane diverges."""
+    o = R_GROUP * GROUP
+    if s[o + 1] != np.float64(kept):
+        lo = hi = v4_splat(-0.0)
+        for i in range(GROUP // SUM_WAYS):
+            j = SUM_WAYS * i
+            lo = v4_add(lo, v4_keep(v4_le(v4_load(s, R_INE * GROUP + j), v4_load(s, R_LIMIT * GROUP + j)),
+                                    v4_load(s, R_I0 * GROUP + j)))
+            hi = v4_add(hi, v4_keep(v4_le(v4_load(s, R_INE * GROUP + j + 4), v4_load(s, R_LIMIT * GROUP + j + 4)),
+                                    v4_load(s, R_I0 * GROUP + j + 4)))
+        s[o] = v4_pair_sum(lo, hi)
+        s[o + 1] = np.float64(kept)
+    return s[o]
+
+
+@njit(inline="always", error_model="numpy")
+def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64, s, step, masked, ca, cb, lr, a, da,
+              hk, grad, lm, z, lane, one):
     """`_record` for d = 1 (quadratic or double well) in explicit float64x4 lanes: the observables,
     first passage and the summands formed in one pass, the column sums in registers.
 
-    The sums are those of `_row_sum` bit for bit: lanes 8 i + u (u < 4) go to the four lanes of the
-    first pass's accumulators, 8 i + 4 + u to the second's, i in order from -0.0 (the exact additive
-    identity), then the same tree (v4_pair_sum). The count is the number of kept lanes (a sum of
-    ones, exact in any order). Returns it."""
+    step (heavy ball, noise not loss-scaled; a constant in each copy): first advance each block of
+    four lanes by the step (`_step`'s arithmetic and ledger split, in the working dtype: w4_*), then
+    record it from registers: one pass over the group instead of four (ledger, update, gradient,
+    record).
+
+    masked False (the stepping copies): the sums take every lane, right when every lane is kept;
+    otherwise it returns -1 having written nothing but the step, and `_record` records the stepped
+    state again, masked (rare: a group with a diverged or padding lane).
+
+    Six sums per lane (K, L, vg, I^2, D, Q; few enough to stay in registers with the step's values):
+    lanes 8 i + u (u < 4) go to the four lanes of the first pass's accumulators, 8 i + 4 + u to the
+    second's, i in order from -0.0 (the exact additive identity), then the fixed tree (v4_pair_sum).
+    The group's I, shadow and W come from its sums: I = K + L, shadow = I + sc_vg vg,
+    W = ((I - I_0) + D) - Q with the I_0 sum of the kept lanes (`_kept_i0_sum`), 0 at the initial
+    record. The count is the number of
+    kept lanes (a sum of ones, exact in any order). A lane passing a threshold now (rare) shows as
+    I <= its R_NEXT; its first passages and thresholds are written in a pass of their own. Returns
+    the count."""
     fm = np.float64(m)
-    never = limit * 0.0 + np.inf  # see _record
-    initial = m == 0
-    vfm, vnever, vpassed, vlimit = v4_splat(fm), v4_splat(never), v4_splat(-np.inf), v4_splat(limit)
-    vkc, vsc, vhalf, vquarter, vone = v4_splat(kc), v4_splat(sc_vg), v4_splat(0.5), v4_splat(0.25), v4_splat(1.0)
+    initial = m == 0 and not step
+    vkc, vhalf, vquarter, vone = v4_splat(kc), v4_splat(0.5), v4_splat(0.25), v4_splat(1.0)
+    wca, wcb, wlr, wone = w4_splat(ca), w4_splat(cb), w4_splat(lr), w4_splat(one)
+    va2, vda, vhk = v4_splat(a + a), v4_splat(da), v4_splat(hk)  # (2a) m = (a m) + (a m) exactly
+    zo = lane * GROUP  # z[lane, 0, :]
     kept = 0
+    every = m4_lanes_below(0, GROUP)  # all set
     hits = m4_none()
     for half in range(2):
-        a_ine = a_kin = a_loss = a_shadow = a_sq = a_d = a_q = a_w = v4_splat(-0.0)
+        a_kin = a_loss = a_vg = a_sq = a_d = a_q = v4_splat(-0.0)
         for i in range(GROUP // SUM_WAYS):
             j = SUM_WAYS * i + 4 * half
-            y = v4_load(v, j)
-            x = v4_load(th, j)
+            if step:  # _step's heavy ball on lanes j..j+3, the ledger's split first (of the old momentum)
+                xw = w4_load(th, j)
+                yw = w4_load(v, j)
+                kick = w4_mul(wcb, w4_load(z, zo + j))
+                if ledger:
+                    m64 = v4_ext(yw)
+                    k64 = v4_ext(kick)
+                    d = v4_add(v4_load(s, R_D * GROUP + j), v4_mul(vda, v4_mul(v4_mul(vhk, m64), m64)))
+                    q = v4_add(v4_load(s, R_Q * GROUP + j), v4_mul(vhk, v4_mul(k64, v4_add(v4_mul(va2, m64), k64))))
+                    v4_store(s, R_D * GROUP + j, d)
+                    v4_store(s, R_Q * GROUP + j, q)
+                yw = w4_add(w4_mul(wca, yw), w4_add(w4_load(grad, j), kick))
+                xw = w4_sub(xw, w4_mul(wlr, yw))
+                if quadratic:  # _grad_loss_1 in the working dtype
+                    gw = w4_mul(w4_load(lm, j), xw)
+                else:
+                    gw = w4_mul(xw, w4_sub(w4_mul(xw, xw), wone))
+                w4_store(th, j, xw)
+                w4_store(v, j, yw)
+                w4_store(grad, j, gw)
+                y = v4_ext(yw)
+                x = v4_ext(xw)
+            else:
+                y = v4_load(v, j)
+                x = v4_load(th, j)
+                if ledger:
+                    d = v4_load(s, R_D * GROUP + j)
+                    q = v4_load(s, R_Q * GROUP + j)
             if quadratic:  # _grad_loss_1 in float64
                 g = v4_mul(v4_load(lm64, j), x)
                 loss = v4_mul(vhalf, v4_mul(g, x))
@@ -867,52 +1123,66 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, limit, th, 
             vg = v4_mul(y, g) if heavy else v4_mul(g, g)
             kin = v4_mul(vkc, v4_mul(y, y))
             ine = v4_add(kin, loss)
-            shadow = v4_add(ine, v4_mul(vsc, vg))
             v4_store(s, R_INE * GROUP + j, ine)
-            # a lane that has passed has threshold -inf: a hit is a lane passing now (rare), whose first
-            # passage and threshold are written in a pass of their own below
-            hits = m4_or(hits, m4_or(m4_or(v4_le(ine, v4_load(s, R_THR * GROUP + j)),
-                                           v4_le(ine, v4_load(s, (R_THR + 1) * GROUP + j))),
-                                     v4_le(ine, v4_load(s, (R_THR + 2) * GROUP + j))))
-            keep = m4_and(v4_le(ine, vlimit), m4_lanes_below(j, n_active))
-            kept += m4_count(keep)
-            a_ine = v4_add(a_ine, v4_keep(keep, ine))
-            a_kin = v4_add(a_kin, v4_keep(keep, kin))
-            a_loss = v4_add(a_loss, v4_keep(keep, loss))
-            a_shadow = v4_add(a_shadow, v4_keep(keep, shadow))
-            a_sq = v4_add(a_sq, v4_keep(keep, v4_mul(ine, ine)))
-            if ledger:
-                d = v4_load(s, R_D * GROUP + j)
-                q = v4_load(s, R_Q * GROUP + j)
-                i0 = ine if initial else v4_load(s, R_I0 * GROUP + j)  # the initial record: W = 0
-                a_d = v4_add(a_d, v4_keep(keep, d))
-                a_q = v4_add(a_q, v4_keep(keep, q))
-                a_w = v4_add(a_w, v4_keep(keep, v4_sub(v4_add(v4_sub(ine, i0), d), q)))
+            hits = m4_or(hits, v4_le(ine, v4_load(s, R_NEXT * GROUP + j)))
+            keep = v4_le(ine, v4_load(s, R_LIMIT * GROUP + j))
+            if masked:
+                kept += m4_count(keep)
+                a_kin = v4_add(a_kin, v4_keep(keep, kin))
+                a_loss = v4_add(a_loss, v4_keep(keep, loss))
+                a_vg = v4_add(a_vg, v4_keep(keep, vg))
+                a_sq = v4_add(a_sq, v4_keep(keep, v4_mul(ine, ine)))
+                if ledger:
+                    a_d = v4_add(a_d, v4_keep(keep, d))
+                    a_q = v4_add(a_q, v4_keep(keep, q))
+            else:  # x & all-ones is x: the same sums when every lane is kept
+                every = m4_and(every, keep)
+                a_kin = v4_add(a_kin, kin)
+                a_loss = v4_add(a_loss, loss)
+                a_vg = v4_add(a_vg, vg)
+                a_sq = v4_add(a_sq, v4_mul(ine, ine))
+                if ledger:
+                    a_d = v4_add(a_d, d)
+                    a_q = v4_add(a_q, q)
         o = R_SUM * GROUP + 4 * half  # the accumulators, parked in the summand rows
-        v4_store(s, o + 1 * GROUP, a_ine)
         v4_store(s, o + 2 * GROUP, a_kin)
         v4_store(s, o + 3 * GROUP, a_loss)
-        v4_store(s, o + 4 * GROUP, a_shadow)
+        v4_store(s, o + 4 * GROUP, a_vg)
         v4_store(s, o + 5 * GROUP, a_sq)
         v4_store(s, o + COLUMN_DISSIPATED * GROUP, a_d)
         v4_store(s, o + COLUMN_INJECTED * GROUP, a_q)
-        v4_store(s, o + COLUMN_RESIDUAL * GROUP, a_w)
+    if not masked:
+        if not m4_all(every):
+            return -1
+        kept = GROUP
     if m4_any(hits):
-        vunit = v4_splat(limit * 0.0 + 1.0)  # 1.0 (limit is finite), as a value the compiler cannot see
+        never = kc * 0.0 + np.inf  # see _record
+        vfm, vnever, vpassed = v4_splat(fm), v4_splat(never), v4_splat(-np.inf)
+        vunit = v4_splat(kc * 0.0 + 1.0)  # 1.0 (kc is finite), as a value the compiler cannot see
         for j in range(0, GROUP, 4):
             ine = v4_load(s, R_INE * GROUP + j)
             for f in range(3):
                 _first_passage_4(s, j, f, v4_le(ine, v4_load(s, (R_THR + f) * GROUP + j)), vfm, vnever, vpassed, vunit)
+        _refresh_next(s)
     if row >= 0:
         acc[row, grp, 0] = np.float64(kept)
-        for c in range(1, N_COLUMNS):
+        for c in range(2, N_COLUMNS - 1):
             o = (R_SUM + c) * GROUP
             acc[row, grp, c] = v4_pair_sum(v4_load(s, o), v4_load(s, o + 4)) if ledger or c < N_QUANTITIES else 0.0
+        total = acc[row, grp, 2] + acc[row, grp, 3]
+        acc[row, grp, 1] = total
+        acc[row, grp, 4] = total + sc_vg * acc[row, grp, 4]
+        if not ledger or initial:  # the initial state's own record: W = 0
+            acc[row, grp, COLUMN_RESIDUAL] = 0.0
+        else:
+            acc[row, grp, COLUMN_RESIDUAL] = (((total - _kept_i0_sum(s, kept)) + acc[row, grp, COLUMN_DISSIPATED])
+                                              - acc[row, grp, COLUMN_INJECTED])
     return kept
 
 
 @njit(inline="always", error_model="numpy")
-def _record(row, grp, m, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active):
+def _record(row, grp, m, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active,
+            step, ca, cb, lr, a, da, hk, g, lm, z, lane, one):
     """At a recorded state (after step m): observables in float64, first passage, divergence, the
     ledger's residual, and the group's float64 sums into acc[row, grp] (row -1: none). Returns the
     number of lanes kept. ledger False (a constant): the ledger columns are 0.
@@ -923,8 +1193,17 @@ def _record(row, grp, m, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, 
     # (-h2_8) vg is -(h2_8 vg) exactly, and ine + -(x) is ine - x: the reference's values
     kc, sc_vg = (half_lr, half_lr) if heavy else (0.5, -h2_8)
     if dim == 1 and problem != PROBLEM_ROSENBROCK:
-        kept = _record_1(row, grp, m, acc, heavy, problem == PROBLEM_QUADRATIC, ledger, kc, sc_vg, limit, th, v,
-                         lm64, s, n_active)
+        # the stepping copies have the problem and the step as constants: their loop tests neither
+        kept = -1
+        if step and problem == PROBLEM_QUADRATIC:
+            kept = _record_1(row, grp, m, acc, True, True, ledger, kc, sc_vg, th, v, lm64, s, True, False, ca, cb, lr,
+                             a, da, hk, g, lm, z, lane, one)
+        elif step:
+            kept = _record_1(row, grp, m, acc, True, False, ledger, kc, sc_vg, th, v, lm64, s, True, False, ca, cb, lr,
+                             a, da, hk, g, lm, z, lane, one)
+        if kept < 0:  # no step, or a lane dropped (or padding): the state as it is now, masked
+            kept = _record_1(row, grp, m, acc, heavy, problem == PROBLEM_QUADRATIC, ledger, kc, sc_vg, th, v, lm64, s,
+                             False, True, ca, cb, lr, a, da, hk, g, lm, z, lane, one)
     else:
         fm = np.float64(m)
         # +inf, "not passed yet", as a value the compiler cannot see: with the constant it proves
@@ -1065,6 +1344,11 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom
                 # a lane that has passed: threshold -inf (never hits again; its first passage stays)
                 s[(R_THR + f) * GROUP + j] = -np.inf if passed >= 0 else obs[O_FRAC + f] * inertia0[src]
             s[R_I0 * GROUP + j] = inertia0[src]
+    for j in range(GROUP):
+        s[R_LIMIT * GROUP + j] = limit if j < n_active else np.nan
+    s[R_GROUP * GROUP + 1] = -1.0  # no I_0 sum formed yet
+    if init == 0:
+        _refresh_next(s)
     if ledger_state is not None:
         for j in range(GROUP):
             src = min(lo + j, count - 1)
@@ -1079,12 +1363,14 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom
                 v[k, j] = -yy / lr if heavy else yy
         s[R_FP * GROUP:(R_FP + 3) * GROUP] = np.inf
         s[R_THR * GROUP:(R_THR + 3) * GROUP] = -np.inf  # no first passage at step 0
+        _refresh_next(s)
         _record(init_row, grp, 0, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, v, lm64, g64, L64, s,
-                n_active)
+                n_active, False, one, one, lr, 1.0, 0.0, hk, g, lm, z, 0, one)
         for j in range(GROUP):
             for f in range(3):
                 s[(R_THR + f) * GROUP + j] = obs[O_FRAC + f] * s[R_INE * GROUP + j]
             s[R_I0 * GROUP + j] = s[R_INE * GROUP + j]
+        _refresh_next(s)
         for j in range(n_active):
             inertia0[lo + j] = s[R_INE * GROUP + j]
     _grad_loss(problem, th, lm, g, L, one)
@@ -1096,12 +1382,17 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom
             for k in range(dim):
                 _draw(z, k, base, np.uint64(n >> 2), np.uint64(TAG_STEP), k0, k1, w, one)
         r = n - step_begin
-        _step(integrator, problem, loss_scaled, ledger, coef[r, 0], coef[r, 1], coef[r, 2], lr, h, half_h, hk, th, v,
-              g, L, lm, z, lane, sc, s, one)
         row = rec_row[r]
+        # a recorded heavy-ball step on d = 1 (noise not loss-scaled) is stepped inside the record's pass
+        fuse = row >= 0 and heavy and dim == 1 and problem != PROBLEM_ROSENBROCK and not loss_scaled
+        if not fuse:
+            _step(integrator, problem, loss_scaled, ledger, coef[r, 0], coef[r, 1], coef[r, 2], lr, h, half_h, hk, th,
+                  v, g, L, lm, z, lane, sc, s, one)
         if row >= 0:
+            ca = coef[r, 0]
+            a = np.float64(ca)
             _record(row, grp, n + 1, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, v, lm64, g64, L64, s,
-                    n_active)
+                    n_active, fuse, ca, coef[r, 1], lr, a, 1.0 - a * a, hk, g, lm, z, lane, one)
     for j in range(n_active):
         i = lo + j
         for k in range(dim):

@@ -69,8 +69,8 @@ from numba import prange, types  # noqa: E402
 from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
-from .cpu_ensemble import cast_like  # noqa: E402
-from .normals_cpu import fill_normals, fma  # noqa: E402
+from .cpu_ensemble import cast_like, fma  # noqa: E402
+from .normals_cpu import fill_normals  # noqa: E402
 
 SUB = 512  # elements per inner pass (a multiple of 4: the noise's groups of four)
 N_PARTIALS = 4  # sum b^2, sum b d, sum q^2, sum b q

@@ -141,6 +141,27 @@ def test_variants_match_reference_float64(integrator):
         _compare(_config(integrator, noise_model, schedule, problem, dtype="float64"))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_recorded_heavy_ball_step_d1_matches_reference(dtype):
+    """d = 1 heavy ball steps inside the record's pass at a recorded step (`_record_1` with step):
+    double well and per-trajectory drawn curvatures (the quadratic with one shared curvature is in the
+    variants above), recorded steps mixed with plain ones (record_every 3, a window from mid Philox
+    block), against the reference."""
+    for problem in ("double-well", "drawn"):
+        cfg = _config("heavy-ball", "additive", "nesterov:3", problem, dtype=dtype, dim=1, record_every=3, steps=17)
+        _compare(cfg)
+        b, _ = TorchEnsemble().run(cfg, 64, 200, 0, 5, None)
+        a, pa = NumbaEnsemble().run(cfg, 64, 200, 5, 17, dataclasses.replace(b))
+        r, pr = TorchEnsemble().run(cfg, 64, 200, 5, 17, b)
+        rtol = 3e-5 if dtype == "float32" else 1e-11
+        torch.testing.assert_close(a.theta, r.theta, rtol=rtol, atol=rtol)
+        assert torch.equal(pa[..., 0], pr[..., 0])
+        q = slice(1, spec.N_QUANTITIES)
+        scale = pr[..., q].abs().amax(dim=(0, 1), keepdim=True)
+        torch.testing.assert_close(pa[..., q] / scale, pr[..., q] / scale, rtol=0, atol=rtol * 4)
+        _compare_ledger(cfg, a, pa, r, pr)
+
+
 def test_window_starting_mid_block_and_record_every():
     """A window starting at n % 4 != 0 from a given state, and sparse recording."""
     cfg = _config("heavy-ball", "additive", "constant", "quadratic-3", record_every=3, steps=20)
