@@ -41,8 +41,9 @@ friction + noise substep with friction factor a, momentum m and noise kick k
 (working-dtype values), D += (1 - a^2) K(m) and Q += K(a m + k) - K(a m) in
 float64 per lane; a recorded state adds D, Q and W = (I_n - I_0) + D - Q of
 its kept lanes to columns 6..8 (d = 1: W = ((sum I_n - sum I_0) + sum D) - sum Q
-from the group's sums, as docs/CONVENTIONS.md allows). Without it (None) the kernel is a separate
-specialisation with none of that arithmetic, and columns 6..8 hold 0.0.
+from the group's sums, as docs/CONVENTIONS.md allows). Without it (None) the
+kernel is a separate specialisation with none of that arithmetic, and columns
+6..8 hold 0.0.
 
 Divergence: at a recorded step a trajectory whose float64 inertia is not
 <= the divergence threshold (NaN and inf fail too) gets a NaN state, so it
@@ -231,21 +232,30 @@ def v4_store(typingctx, arr, index, x):
     return types.none(arr, index, x), codegen
 
 
+def _splat4(builder, x):
+    """Four lanes of the LLVM scalar x (its own type)."""
+    ty = ir.VectorType(x.type, 4)
+    one = builder.insert_element(ir.Constant(ty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(ty, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), 4), [0, 0, 0, 0]))
+
+
 @intrinsic
 def v4_splat(typingctx, x):
+    """Four float64 lanes of the scalar x (converted to float64)."""
     def codegen(context, builder, sig, args):
-        v = context.cast(builder, args[0], sig.args[0], types.float64)
-        undef = ir.Constant(_V4, ir.Undefined)
-        one = builder.insert_element(undef, v, ir.Constant(ir.IntType(32), 0))
-        return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(ir.IntType(32), 4), [0, 0, 0, 0]))
+        return _splat4(builder, context.cast(builder, args[0], sig.args[0], types.float64))
     return float64x4(x), codegen
 
 
 def _v4_binary(op):
+    """Lane-wise op of two four-lane values of one type (float64x4, or float32x4 below), in that type."""
     def make(typingctx, a, b):
+        if a != b:
+            return None
         def codegen(context, builder, sig, args):
             return getattr(builder, op)(args[0], args[1])
-        return float64x4(a, b), codegen
+        return a(a, b), codegen
     return intrinsic(make)
 
 
@@ -314,19 +324,12 @@ def m4_count(typingctx, m):
     return types.int64(m), codegen
 
 
-def _splat_i64(builder, x):
-    v4 = ir.VectorType(ir.IntType(64), 4)
-    one = builder.insert_element(ir.Constant(v4, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(one, ir.Constant(v4, ir.Undefined),
-                                  ir.Constant(ir.VectorType(ir.IntType(32), 4), [0, 0, 0, 0]))
-
-
 @intrinsic
 def m4_lanes_below(typingctx, first, n):
     """Lanes first + u < n, u = 0..3 (one vector compare)."""
     def codegen(context, builder, sig, args):
-        f = _splat_i64(builder, context.cast(builder, args[0], sig.args[0], types.int64))
-        lim = _splat_i64(builder, context.cast(builder, args[1], sig.args[1], types.int64))
+        f = _splat4(builder, context.cast(builder, args[0], sig.args[0], types.int64))
+        lim = _splat4(builder, context.cast(builder, args[1], sig.args[1], types.int64))
         lanes = builder.add(f, ir.Constant(ir.VectorType(ir.IntType(64), 4), [0, 1, 2, 3]))
         return builder.sext(builder.icmp_signed("<", lanes, lim), _M4)
     return mask4(first, n), codegen
@@ -371,7 +374,8 @@ def v4_pair_sum(typingctx, lo, hi):
 
 # --- four lanes of the working dtype (the recorded heavy-ball step, `_record_1` with step=True) ---
 # float32 lanes stay float32 (the reference rounds the step in the working dtype); float64 lanes are
-# float64x4 itself. w4_* keep the dtype of their array or scalar; v4_ext widens to float64x4.
+# float64x4 itself. w4_* keep the dtype of their array or scalar (v4_add/sub/mul take either lane
+# type); v4_ext widens to float64x4.
 
 class Float32x4(types.Type):
     def __init__(self):
@@ -416,26 +420,8 @@ def w4_store(typingctx, arr, index, x):
 def w4_splat(typingctx, x):
     """Four lanes of the scalar x, in x's dtype (float32 or float64)."""
     def codegen(context, builder, sig, args):
-        ty = ir.VectorType(args[0].type, 4)
-        one = builder.insert_element(ir.Constant(ty, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0))
-        return builder.shuffle_vector(one, ir.Constant(ty, ir.Undefined),
-                                      ir.Constant(ir.VectorType(ir.IntType(32), 4), [0, 0, 0, 0]))
+        return _splat4(builder, args[0])
     return _w4_type(x)(x), codegen
-
-
-def _w4_binary(op):
-    def make(typingctx, a, b):
-        if a != b:
-            return None
-        def codegen(context, builder, sig, args):
-            return getattr(builder, op)(args[0], args[1])
-        return a(a, b), codegen
-    return intrinsic(make)
-
-
-w4_add = _w4_binary("fadd")
-w4_sub = _w4_binary("fsub")
-w4_mul = _w4_binary("fmul")
 
 
 @intrinsic
@@ -719,8 +705,9 @@ def box_muller_words_f32(xa, xb):
     fused multiply-adds and integer range reduction (no compare-and-blend ladders), within a few ulp
     of the reference. An iteration is one long dependency chain (log, square root, sin/cos) that
     out-of-order execution overlaps with only a couple of others, so the chains are kept short: the
-    polynomials in Estrin's scheme, -2 folded into the log's coefficients. u2 and the angle 2 pi u2 rounded as the reference rounds them; the quadrant q by rounding in the
-    mantissa (no float -> int conversions), sin and cos of the reduced angle in Estrin's scheme."""
+    polynomials in Estrin's scheme, -2 folded into the log's coefficients. u2 and the angle 2 pi u2
+    rounded as the reference rounds them; the quadrant q by rounding in the mantissa (no float -> int
+    conversions), sin and cos of the reduced angle in Estrin's scheme."""
     f32 = np.float32
     r = np.sqrt(_minus_2log_f32(f32(np.int32(xa >> np.uint32(8)) + np.int32(1))))
     a = f32(TWO_PI) * (f32(np.int32(xb >> np.uint32(8))) * f32(TWO_M24))
@@ -1068,10 +1055,9 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
     second's, i in order from -0.0 (the exact additive identity), then the fixed tree (v4_pair_sum).
     The group's I, shadow and W come from its sums: I = K + L, shadow = I + sc_vg vg,
     W = ((I - I_0) + D) - Q with the I_0 sum of the kept lanes (`_kept_i0_sum`), 0 at the initial
-    record. The count is the number of
-    kept lanes (a sum of ones, exact in any order). A lane passing a threshold now (rare) shows as
-    I <= its R_NEXT; its first passages and thresholds are written in a pass of their own. Returns
-    the count."""
+    record. The count is the number of kept lanes (a sum of ones, exact in any order). A lane passing
+    a threshold now (rare) shows as I <= its R_NEXT; its first passages and thresholds are written in
+    a pass of their own. Returns the count."""
     fm = np.float64(m)
     initial = m == 0 and not step
     vkc, vhalf, vquarter, vone = v4_splat(kc), v4_splat(0.5), v4_splat(0.25), v4_splat(1.0)
@@ -1088,7 +1074,7 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
             if step:  # _step's heavy ball on lanes j..j+3, the ledger's split first (of the old momentum)
                 xw = w4_load(th, j)
                 yw = w4_load(v, j)
-                kick = w4_mul(wcb, w4_load(z, zo + j))
+                kick = v4_mul(wcb, w4_load(z, zo + j))
                 if ledger:
                     m64 = v4_ext(yw)
                     k64 = v4_ext(kick)
@@ -1096,12 +1082,12 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
                     q = v4_add(v4_load(s, R_Q * GROUP + j), v4_mul(vhk, v4_mul(k64, v4_add(v4_mul(va2, m64), k64))))
                     v4_store(s, R_D * GROUP + j, d)
                     v4_store(s, R_Q * GROUP + j, q)
-                yw = w4_add(w4_mul(wca, yw), w4_add(w4_load(grad, j), kick))
-                xw = w4_sub(xw, w4_mul(wlr, yw))
+                yw = v4_add(v4_mul(wca, yw), v4_add(w4_load(grad, j), kick))
+                xw = v4_sub(xw, v4_mul(wlr, yw))
                 if quadratic:  # _grad_loss_1 in the working dtype
-                    gw = w4_mul(w4_load(lm, j), xw)
+                    gw = v4_mul(w4_load(lm, j), xw)
                 else:
-                    gw = w4_mul(xw, w4_sub(w4_mul(xw, xw), wone))
+                    gw = v4_mul(xw, v4_sub(v4_mul(xw, xw), wone))
                 w4_store(th, j, xw)
                 w4_store(v, j, yw)
                 w4_store(grad, j, gw)
