@@ -1340,45 +1340,54 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom
             src = min(lo + j, count - 1)
             s[R_D * GROUP + j] = 0.0 if init != 0 else ledger_state[src, 0]
             s[R_Q * GROUP + j] = 0.0 if init != 0 else ledger_state[src, 1]
-    if init != 0:
-        for k in range(dim):
-            _draw(z, k, base, np.uint64(0), np.uint64(TAG_INIT), k0, k1, w, one)
-            for j in range(GROUP):
-                th[k, j] = consts[K_INIT_THETA] * z[0, k, j]
-                yy = consts[K_INIT_V] * z[1, k, j]
-                v[k, j] = -yy / lr if heavy else yy
-        s[R_FP * GROUP:(R_FP + 3) * GROUP] = np.inf
-        s[R_THR * GROUP:(R_THR + 3) * GROUP] = -np.inf  # no first passage at step 0
-        _refresh_next(s)
-        _record(init_row, grp, 0, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, v, lm64, g64, L64, s,
-                n_active, False, one, one, lr, 1.0, 0.0, hk, g, lm, z, 0, one)
-        for j in range(GROUP):
-            for f in range(3):
-                s[(R_THR + f) * GROUP + j] = obs[O_FRAC + f] * s[R_INE * GROUP + j]
-            s[R_I0 * GROUP + j] = s[R_INE * GROUP + j]
-        _refresh_next(s)
-        for j in range(n_active):
-            inertia0[lo + j] = s[R_INE * GROUP + j]
-    _grad_loss(problem, th, lm, g, L, one)
-    if noisy == 0:
-        z[:] = 0
-    for n in range(step_begin, step_end):
+    # One call site per stage: with init, iteration n = -1 draws the initial state and records it
+    # through the same `_draw` and `_record` as the steps (each inlined call site is a whole copy
+    # of its code for the compiler: one copy each halves the kernel's compile time).
+    for n in range(step_begin - 1 if init != 0 else step_begin, step_end):
+        initial = n < step_begin
         lane = n & 3
-        if noisy != 0 and (lane == 0 or n == step_begin):
+        if n == step_begin:  # the state the steps start from: its gradient, and no noise unless drawn
+            _grad_loss(problem, th, lm, g, L, one)
+            if noisy == 0:
+                z[:] = 0
+        if initial or (noisy != 0 and (lane == 0 or n == step_begin)):
+            quad = np.uint64(0) if initial else np.uint64(n >> 2)
+            tag = np.uint64(TAG_INIT) if initial else np.uint64(TAG_STEP)
             for k in range(dim):
-                _draw(z, k, base, np.uint64(n >> 2), np.uint64(TAG_STEP), k0, k1, w, one)
-        r = n - step_begin
-        row = rec_row[r]
-        # a recorded heavy-ball step on d = 1 (noise not loss-scaled) is stepped inside the record's pass
-        fuse = row >= 0 and heavy and dim == 1 and problem != PROBLEM_ROSENBROCK and not loss_scaled
-        if not fuse:
-            _step(integrator, problem, loss_scaled, ledger, coef[r, 0], coef[r, 1], coef[r, 2], lr, h, half_h, hk, th,
-                  v, g, L, lm, z, lane, sc, s, one)
-        if row >= 0:
-            ca = coef[r, 0]
-            a = np.float64(ca)
+                _draw(z, k, base, quad, tag, k0, k1, w, one)
+        fuse = False
+        if initial:
+            for k in range(dim):
+                for j in range(GROUP):
+                    th[k, j] = consts[K_INIT_THETA] * z[0, k, j]
+                    yy = consts[K_INIT_V] * z[1, k, j]
+                    v[k, j] = -yy / lr if heavy else yy
+            s[R_FP * GROUP:(R_FP + 3) * GROUP] = np.inf
+            s[R_THR * GROUP:(R_THR + 3) * GROUP] = -np.inf  # no first passage at step 0
+            _refresh_next(s)
+            row = init_row
+            ca, cb = one, one
+        else:
+            r = n - step_begin
+            row = rec_row[r]
+            ca, cb = coef[r, 0], coef[r, 1]
+            # a recorded heavy-ball step on d = 1 (noise not loss-scaled) is stepped inside the record's pass
+            fuse = row >= 0 and heavy and dim == 1 and problem != PROBLEM_ROSENBROCK and not loss_scaled
+            if not fuse:
+                _step(integrator, problem, loss_scaled, ledger, ca, cb, coef[r, 2], lr, h, half_h, hk, th, v, g, L,
+                      lm, z, lane, sc, s, one)
+        if row >= 0 or initial:  # the initial state is recorded (its inertia is I_0) even without a row
+            a = 1.0 if initial else np.float64(ca)
             _record(row, grp, n + 1, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, v, lm64, g64, L64, s,
-                    n_active, fuse, ca, coef[r, 1], lr, a, 1.0 - a * a, hk, g, lm, z, lane, one)
+                    n_active, fuse, ca, cb, lr, a, 1.0 - a * a, hk, g, lm, z, lane, one)
+        if initial:  # I_0 and the first-passage thresholds f I_0 from the initial record
+            for j in range(GROUP):
+                for f in range(3):
+                    s[(R_THR + f) * GROUP + j] = obs[O_FRAC + f] * s[R_INE * GROUP + j]
+                s[R_I0 * GROUP + j] = s[R_INE * GROUP + j]
+            _refresh_next(s)
+            for j in range(n_active):
+                inertia0[lo + j] = s[R_INE * GROUP + j]
     for j in range(n_active):
         i = lo + j
         for k in range(dim):
