@@ -279,6 +279,9 @@ def test_fresh_compile_of_a_known_kernel_counts_as_expected():
 
 # --- the kernels against their budgets --------------------------------------------------------------
 
+# one xdist worker runs the module: its fixture compiles nine kernels, once
+pytestmark = pytest.mark.xdist_group("static_profile")
+
 ARCH = "sm_90"
 TARGETS = [(name, key) for name in variants.KEY for key in budgets.BUDGETS[ARCH][name]]
 
