@@ -29,7 +29,7 @@ against the largest threshold not yet passed; a lane that passes, rarely, is
 written in a pass of its own) and the partial sums of six columns kept in
 registers (lanes 8i..8i+3 in a first pass, 8i+4..8i+7 in a second); the group's
 inertia and residual are formed from its sums. A recorded heavy-ball step
-(noise not loss-scaled) is taken inside that pass, four lanes at a time in the
+(noise not loss-scaled) is taken inside that pass, eight lanes at a time in the
 working dtype: one pass over the group's state per step instead of four. Every
 other case writes the summand rows and sums them with the same partials and
 tree (`_row_sum`). Selects are values stored unconditionally or blends: a select
@@ -373,63 +373,87 @@ def v4_pair_sum(typingctx, lo, hi):
 
 
 # --- four lanes of the working dtype (the recorded heavy-ball step, `_record_1` with step=True) ---
-# float32 lanes stay float32 (the reference rounds the step in the working dtype); float64 lanes are
-# float64x4 itself. w4_* keep the dtype of their array or scalar (v4_add/sub/mul take either lane
-# type); v4_ext widens to float64x4.
+# The fused step works on eight lanes in the working dtype (float32: one AVX2 register; the
+# reference rounds the step in the working dtype): w8_* keep the dtype of their array or scalar
+# (v4_add/sub/mul take any lane type), v4_half widens four of the eight lanes to float64x4.
 
-class Float32x4(types.Type):
+class Float32x8(types.Type):
     def __init__(self):
-        super().__init__(name="float32x4")
+        super().__init__(name="float32x8")
 
 
-float32x4 = Float32x4()
-_F4 = ir.VectorType(ir.FloatType(), 4)
+class Float64x8(types.Type):
+    def __init__(self):
+        super().__init__(name="float64x8")
 
 
-@register_model(Float32x4)
-class _Float32x4Model(models.PrimitiveModel):
+float32x8 = Float32x8()
+float64x8 = Float64x8()
+
+
+@register_model(Float32x8)
+class _Float32x8Model(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, _F4)
+        super().__init__(dmm, fe_type, ir.VectorType(ir.FloatType(), 8))
 
 
-def _w4_type(dtype):
-    return float32x4 if dtype == types.float32 else float64x4
+@register_model(Float64x8)
+class _Float64x8Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, ir.VectorType(ir.DoubleType(), 8))
+
+
+def _w8_type(dtype):
+    return float32x8 if dtype == types.float32 else float64x8
+
+
+def _w8_pointer(context, builder, arr_type, arr, index):
+    data = context.make_array(arr_type)(context, builder, arr).data
+    elem = context.get_value_type(arr_type.dtype)
+    return builder.bitcast(builder.gep(data, [index]), ir.VectorType(elem, 8).as_pointer())
 
 
 @intrinsic
-def w4_load(typingctx, arr, index):
-    """Elements index .. index + 3 (flat, C order) of a float32 or float64 array, in its dtype."""
+def w8_load(typingctx, arr, index):
+    """Elements index .. index + 7 (flat, C order) of a float32 or float64 array, in its dtype."""
     def codegen(context, builder, sig, args):
-        elem = context.get_value_type(sig.args[0].dtype)
-        return builder.load(_lane_pointer(context, builder, sig.args[0], args[0], args[1], elem), align=4,
-                            typ=ir.VectorType(elem, 4))
-    return _w4_type(arr.dtype)(arr, index), codegen
+        ptr = _w8_pointer(context, builder, sig.args[0], args[0], args[1])
+        return builder.load(ptr, align=4, typ=ptr.type.pointee)
+    return _w8_type(arr.dtype)(arr, index), codegen
 
 
 @intrinsic
-def w4_store(typingctx, arr, index, x):
-    """arr.flat[index .. index + 3] = x (x of arr's dtype)."""
+def w8_store(typingctx, arr, index, x):
+    """arr.flat[index .. index + 7] = x (x of arr's dtype)."""
     def codegen(context, builder, sig, args):
-        elem = context.get_value_type(sig.args[0].dtype)
-        builder.store(args[2], _lane_pointer(context, builder, sig.args[0], args[0], args[1], elem), align=4)
+        builder.store(args[2], _w8_pointer(context, builder, sig.args[0], args[0], args[1]), align=4)
         return context.get_dummy_value()
     return types.none(arr, index, x), codegen
 
 
 @intrinsic
-def w4_splat(typingctx, x):
-    """Four lanes of the scalar x, in x's dtype (float32 or float64)."""
+def w8_splat(typingctx, x):
+    """Eight lanes of the scalar x, in x's dtype (float32 or float64)."""
     def codegen(context, builder, sig, args):
-        return _splat4(builder, args[0])
-    return _w4_type(x)(x), codegen
+        ty = ir.VectorType(args[0].type, 8)
+        one = builder.insert_element(ir.Constant(ty, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(one, ir.Constant(ty, ir.Undefined),
+                                      ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
+    return _w8_type(x)(x), codegen
 
 
 @intrinsic
-def v4_ext(typingctx, x):
-    """float32x4 widened to float64x4 (exact); float64x4 as it is."""
+def v4_half(typingctx, x, half):
+    """Lanes 4 half .. 4 half + 3 (half a literal 0 or 1) of an eight-lane value, as float64x4 (exact)."""
+    if not isinstance(half, types.IntegerLiteral):
+        return None
+    lanes = [4 * half.literal_value + u for u in range(4)]
+
     def codegen(context, builder, sig, args):
-        return builder.fpext(args[0], _V4) if sig.args[0] == float32x4 else args[0]
-    return float64x4(x), codegen
+        four = builder.shuffle_vector(args[0], ir.Constant(args[0].type, ir.Undefined),
+                                      ir.Constant(ir.VectorType(ir.IntType(32), 4), lanes))
+        return builder.fpext(four, _V4) if sig.args[0] == float32x8 else four
+    return float64x4(x, half), codegen
 
 
 def split_exponent(x):  # pragma: no cover - replaced by the overload inside numba
@@ -1036,15 +1060,27 @@ def _kept_i0_sum(s, kept):
 
 
 @njit(inline="always", error_model="numpy")
+def _ledger_4(s, j, vda, vhk, va2, m64, k64):
+    """The ledger's split of a heavy-ball step on lanes j..j+3 (float64, `_ledger_split`'s operation
+    order): D += (1 - a^2) K(m), Q += K(a m + k) - K(a m) = hk k (2 a m + k); returns the new (D, Q)."""
+    d = v4_add(v4_load(s, R_D * GROUP + j), v4_mul(vda, v4_mul(v4_mul(vhk, m64), m64)))
+    q = v4_add(v4_load(s, R_Q * GROUP + j), v4_mul(vhk, v4_mul(k64, v4_add(v4_mul(va2, m64), k64))))
+    v4_store(s, R_D * GROUP + j, d)
+    v4_store(s, R_Q * GROUP + j, q)
+    return d, q
+
+
+@njit(inline="always", error_model="numpy")
 def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64, s, step, masked, ca, cb, lr, a, da,
               hk, grad, lm, z, lane, one):
     """`_record` for d = 1 (quadratic or double well) in explicit float64x4 lanes: the observables,
     first passage and the summands formed in one pass, the column sums in registers.
 
-    step (heavy ball, noise not loss-scaled; a constant in each copy): first advance each block of
-    four lanes by the step (`_step`'s arithmetic and ledger split, in the working dtype: w4_*), then
-    record it from registers: one pass over the group instead of four (ledger, update, gradient,
-    record).
+    step (heavy ball, noise not loss-scaled; a constant in each copy): the first pass advances each
+    block of eight lanes by the step (`_step`'s arithmetic and ledger split, in the working dtype:
+    w8_*) and records its first four from registers; the second pass records the other four from
+    the stored state. One pass over the group's state per step instead of four (ledger, update,
+    gradient, record).
 
     masked False (the stepping copies): the sums take every lane, right when every lane is kept;
     otherwise it returns -1 having written nothing but the step, and `_record` records the stepped
@@ -1061,7 +1097,7 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
     fm = np.float64(m)
     initial = m == 0 and not step
     vkc, vhalf, vquarter, vone = v4_splat(kc), v4_splat(0.5), v4_splat(0.25), v4_splat(1.0)
-    wca, wcb, wlr, wone = w4_splat(ca), w4_splat(cb), w4_splat(lr), w4_splat(one)
+    wca, wcb, wlr, wone = w8_splat(ca), w8_splat(cb), w8_splat(lr), w8_splat(one)
     va2, vda, vhk = v4_splat(a + a), v4_splat(da), v4_splat(hk)  # (2a) m = (a m) + (a m) exactly
     zo = lane * GROUP  # z[lane, 0, :]
     kept = 0
@@ -1071,28 +1107,27 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
         a_kin = a_loss = a_vg = a_sq = a_d = a_q = v4_splat(-0.0)
         for i in range(GROUP // SUM_WAYS):
             j = SUM_WAYS * i + 4 * half
-            if step:  # _step's heavy ball on lanes j..j+3, the ledger's split first (of the old momentum)
-                xw = w4_load(th, j)
-                yw = w4_load(v, j)
-                kick = v4_mul(wcb, w4_load(z, zo + j))
+            if step and half == 0:
+                # _step's heavy ball on lanes j..j+7 (eight working-dtype lanes: one AVX2 register in
+                # float32), the ledger's split first (of the old momentum); the second half reads its
+                # four lanes back from the stored state
+                xw = w8_load(th, j)
+                yw = w8_load(v, j)
+                kick = v4_mul(wcb, w8_load(z, zo + j))
                 if ledger:
-                    m64 = v4_ext(yw)
-                    k64 = v4_ext(kick)
-                    d = v4_add(v4_load(s, R_D * GROUP + j), v4_mul(vda, v4_mul(v4_mul(vhk, m64), m64)))
-                    q = v4_add(v4_load(s, R_Q * GROUP + j), v4_mul(vhk, v4_mul(k64, v4_add(v4_mul(va2, m64), k64))))
-                    v4_store(s, R_D * GROUP + j, d)
-                    v4_store(s, R_Q * GROUP + j, q)
-                yw = v4_add(v4_mul(wca, yw), v4_add(w4_load(grad, j), kick))
+                    d, q = _ledger_4(s, j, vda, vhk, va2, v4_half(yw, 0), v4_half(kick, 0))
+                    _ledger_4(s, j + 4, vda, vhk, va2, v4_half(yw, 1), v4_half(kick, 1))
+                yw = v4_add(v4_mul(wca, yw), v4_add(w8_load(grad, j), kick))
                 xw = v4_sub(xw, v4_mul(wlr, yw))
                 if quadratic:  # _grad_loss_1 in the working dtype
-                    gw = v4_mul(w4_load(lm, j), xw)
+                    gw = v4_mul(w8_load(lm, j), xw)
                 else:
                     gw = v4_mul(xw, v4_sub(v4_mul(xw, xw), wone))
-                w4_store(th, j, xw)
-                w4_store(v, j, yw)
-                w4_store(grad, j, gw)
-                y = v4_ext(yw)
-                x = v4_ext(xw)
+                w8_store(th, j, xw)
+                w8_store(v, j, yw)
+                w8_store(grad, j, gw)
+                y = v4_half(yw, 0)
+                x = v4_half(xw, 0)
             else:
                 y = v4_load(v, j)
                 x = v4_load(th, j)
