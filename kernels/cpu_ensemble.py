@@ -249,7 +249,7 @@ def v4_splat(typingctx, x):
 
 
 def _v4_binary(op):
-    """Lane-wise op of two four-lane values of one type (float64x4, or float32x4 below), in that type."""
+    """Lane-wise op of two values of one lane type (float64x4, or the eight-lane working types below)."""
     def make(typingctx, a, b):
         if a != b:
             return None
@@ -372,7 +372,7 @@ def v4_pair_sum(typingctx, lo, hi):
     return types.float64(lo, hi), codegen
 
 
-# --- four lanes of the working dtype (the recorded heavy-ball step, `_record_1` with step=True) ---
+# --- eight lanes of the working dtype (the recorded heavy-ball step, `_record_1` with step=True) --
 # The fused step works on eight lanes in the working dtype (float32: one AVX2 register; the
 # reference rounds the step in the working dtype): w8_* keep the dtype of their array or scalar
 # (v4_add/sub/mul take any lane type), v4_half widens four of the eight lanes to float64x4.
