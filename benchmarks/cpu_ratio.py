@@ -18,9 +18,11 @@ exit (interpreter start, imports, work, output):
   compiled  the same script with its step under torch.compile (compile time included:
             a user pays it on every run).
 
-Reported separately: the in-process kernel rate (NumbaEnsemble.run over
-10^6 x 100, noisy, recording every step, warm; with and without the ledger,
-alternating within the probe; the probes alternate with the rounds),
+Reported separately: the in-process kernel rate over 10^6 x 100, noisy,
+recording every step, warm, with and without the ledger, alternating within
+the probe (the probes alternate with the rounds), two ways: through
+NumbaEnsemble.run (fresh state and output arrays each call) and the kernel
+launch alone on arrays allocated once,
 start-up (import torch alone; a whole `simulate` of 64 x 1), and what the
 first process pays for numba's cache (a cold compile into an empty cache
 directory) against the second (loading it). Ratios are the peer's median
@@ -72,8 +74,9 @@ def kernel_probe(n: int, steps: int, repeat: int) -> dict:
 import dataclasses, json, time
 t0 = time.perf_counter()
 from inertia_gpu.backends.numba_cpu import NumbaEnsemble
+from inertia_gpu.backends import numba_cpu as nc
 from inertia_gpu.config import SimulationConfig
-import numba
+import numba, numpy as np
 t1 = time.perf_counter()
 c = SimulationConfig(trajectories={n}, steps={steps}, noise={SETTINGS['noise']}, lr={SETTINGS['lr']},
                      momentum={SETTINGS['momentum']}, spectrum=[{SETTINGS['lam']}], replicates=1).validate()
@@ -82,11 +85,24 @@ b = NumbaEnsemble()
 b.run(c, 0, 64, 0, 4, None)
 t2 = time.perf_counter()
 b.run(cs[False], 0, 64, 0, 4, None)
+
+def launch(cfg):  # the kernel alone: the same window (initial draw, {steps} steps) into arrays allocated once
+    f = nc.NP_DTYPES[cfg.dtype]
+    st = (np.empty(({n}, 1), f), np.empty(({n}, 1), f), np.empty({n}), np.empty(({n}, 3), np.int32),
+          np.empty(({n}, 2)) if cfg.ledger else None)
+    out = nc.new_partials(nc.window_rows(cfg, 0, {steps})[2], nc.n_groups({n}))
+    lam = nc.eigenvalues(cfg, 0, {n})
+    return lambda: nc._launch(cfg, st, lam, 0, 0, {steps}, 1, out)
+
+go = {{ledger: launch(cfg) for ledger, cfg in cs.items()}}
 ts = {{True: [], False: []}}
+tl = {{True: [], False: []}}
 for _ in range({repeat}):
     for ledger in (True, False):
         t = time.perf_counter(); b.run(cs[ledger], 0, {n}, 0, {steps}, None); ts[ledger].append(time.perf_counter() - t)
+        t = time.perf_counter(); go[ledger](); tl[ledger].append(time.perf_counter() - t)
 print(json.dumps({{"import_s": t1 - t0, "first_call_s": t2 - t1, "times_s": ts[True], "times_no_ledger_s": ts[False],
+                  "launch_times_s": tl[True], "launch_times_no_ledger_s": tl[False],
                   "threads": numba.get_num_threads()}}))
 """
     _, out = timed([sys.executable, "-c", code])
@@ -142,7 +158,7 @@ def whole_processes(n: int, steps: int, rounds: int, compiled: bool, kernel: lis
                 else:
                     inner[name].append(json.loads(out.strip().splitlines()[-1])["kernel_s"])
             if n == KERNEL_TRAJECTORIES:  # the kernel probe alternates with the rounds of its size
-                kernel.append(kernel_probe(KERNEL_TRAJECTORIES, steps, 3))
+                kernel.append(kernel_probe(KERNEL_TRAJECTORIES, steps, 5))
             log(f"  {n:>10,d} round {r}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
     result = {"trajectories": n, "steps": steps, "cli_backend": backend,
               "commands": {"cli": " ".join(cli_command(n, steps, "out.json")[1:]),
@@ -179,12 +195,14 @@ def main(argv=None) -> int:
         log(f"whole processes, {n:,d} x {args.steps} ...")
         runs.append(whole_processes(n, args.steps, args.rounds, not args.no_compile, kernel, log))
     if not kernel:
-        kernel.append(kernel_probe(KERNEL_TRAJECTORIES, args.steps, 3))
+        kernel.append(kernel_probe(KERNEL_TRAJECTORIES, args.steps, 5))
     work = KERNEL_TRAJECTORIES * args.steps
     best = min(min(k["times_s"]) for k in kernel)
     med = statistics.median(statistics.median(k["times_s"]) for k in kernel)
     best_off = min(min(k["times_no_ledger_s"]) for k in kernel)
     med_off = statistics.median(statistics.median(k["times_no_ledger_s"]) for k in kernel)
+    launch = {key: (min(min(k[key]) for k in kernel), statistics.median(statistics.median(k[key]) for k in kernel))
+              for key in ("launch_times_s", "launch_times_no_ledger_s")}
     import numba
     import torch
     try:
@@ -205,8 +223,16 @@ def main(argv=None) -> int:
                    "traj_steps_per_s_best": work / best, "traj_steps_per_s_median": work / med,
                    "no_ledger_traj_steps_per_s_best": work / best_off,
                    "no_ledger_traj_steps_per_s_median": work / med_off,
-                   "what": "NumbaEnsemble.run in a warm process: noisy d=1, every step recorded; the ledger on "
-                           "(the default) and off (config.ledger False), alternating"},
+                   "launch_traj_steps_per_s_best": work / launch["launch_times_s"][0],
+                   "launch_traj_steps_per_s_median": work / launch["launch_times_s"][1],
+                   "launch_no_ledger_traj_steps_per_s_best": work / launch["launch_times_no_ledger_s"][0],
+                   "launch_no_ledger_traj_steps_per_s_median": work / launch["launch_times_no_ledger_s"][1],
+                   "what": "in a warm process, noisy d=1, every step recorded, the ledger on (the default) and off "
+                           "(config.ledger False), alternating: times_s is NumbaEnsemble.run (the backend's door: "
+                           "allocating the state, NaN-poisoned, and the output table, 157 MB of fresh memory at "
+                           "10^6 x 100, then the launch); launch_times_s is the kernel launch alone "
+                           "(numba_cpu._launch: the coefficient table, then the kernel) on the same window into "
+                           "arrays allocated once"},
         "startup": start,
         "numba_cache": cache,
     }
@@ -217,6 +243,9 @@ def main(argv=None) -> int:
     result["targets"]["kernel traj-steps/s (best)"] = result["kernel"]["traj_steps_per_s_best"]
     result["targets"]["kernel traj-steps/s without the ledger (best)"] = \
         result["kernel"]["no_ledger_traj_steps_per_s_best"]
+    result["targets"]["kernel launch alone traj-steps/s (best)"] = result["kernel"]["launch_traj_steps_per_s_best"]
+    result["targets"]["kernel launch alone traj-steps/s without the ledger (best)"] = \
+        result["kernel"]["launch_no_ledger_traj_steps_per_s_best"]
     out = args.out or str(HERE / "results" / f"cpu-{dt.date.today().isoformat()}-{os.cpu_count()}core.json")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as fh:

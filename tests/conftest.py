@@ -1,4 +1,5 @@
 """Test setup: without a GPU, Triton runs under its interpreter (must be set before `import triton`)."""
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -41,9 +42,7 @@ def pytest_configure(config):
     a narrower run compiles what it needs on first use."""
     if hasattr(config, "workerinput") or not _runs_whole_suite(config):
         return
-    try:
-        import numba  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("numba") is None:
         return
     code = ("import sys; from inertia_gpu.backends.numba_cpu import warm_up; "
             "warm_up(sys.argv[1], sys.argv[2] == '1')")
