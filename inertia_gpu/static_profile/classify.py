@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import functools
 import os
+import threading
 
 from .sass import Instruction
 
@@ -123,10 +124,16 @@ def _matches(word: str, key: str) -> bool:
     return word == key or (len(key) > 3 and word.startswith(key))
 
 
+# CPython 3.11's AST constructor is not safe in two threads at once ("SystemError: AST constructor
+# recursion depth mismatch"); profiles run side by side in threads parse kernel sources here
+_AST_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=64)
 def _functions(path: str) -> tuple:
     try:
-        tree = ast.parse(open(path).read())
+        with _AST_LOCK:
+            tree = ast.parse(open(path).read())
     except (OSError, SyntaxError):
         return ()
     spans = [(n.lineno, n.end_lineno, n.name) for n in ast.walk(tree)
