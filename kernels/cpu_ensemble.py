@@ -204,11 +204,11 @@ class _Mask4Model(models.PrimitiveModel):
         super().__init__(dmm, fe_type, _M4)
 
 
-def _lane_pointer(context, builder, arr_type, arr, index, elem):
-    """Pointer to 4 elements of a C-contiguous array from flat element `index`."""
+def _lane_pointer(context, builder, arr_type, arr, index, elem, lanes=4):
+    """Pointer to `lanes` elements of a C-contiguous array from flat element `index`."""
     data = context.make_array(arr_type)(context, builder, arr).data
     at = builder.gep(data, [index])
-    return builder.bitcast(at, ir.VectorType(elem, 4).as_pointer())
+    return builder.bitcast(at, ir.VectorType(elem, lanes).as_pointer())
 
 
 @intrinsic
@@ -232,12 +232,12 @@ def v4_store(typingctx, arr, index, x):
     return types.none(arr, index, x), codegen
 
 
-def _splat4(builder, x):
-    """Four lanes of the LLVM scalar x (its own type)."""
-    ty = ir.VectorType(x.type, 4)
+def _splat4(builder, x, lanes=4):
+    """`lanes` (four unless said) lanes of the LLVM scalar x (its own type)."""
+    ty = ir.VectorType(x.type, lanes)
     one = builder.insert_element(ir.Constant(ty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
     return builder.shuffle_vector(one, ir.Constant(ty, ir.Undefined),
-                                  ir.Constant(ir.VectorType(ir.IntType(32), 4), [0, 0, 0, 0]))
+                                  ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
 
 
 @intrinsic
@@ -408,9 +408,7 @@ def _w8_type(dtype):
 
 
 def _w8_pointer(context, builder, arr_type, arr, index):
-    data = context.make_array(arr_type)(context, builder, arr).data
-    elem = context.get_value_type(arr_type.dtype)
-    return builder.bitcast(builder.gep(data, [index]), ir.VectorType(elem, 8).as_pointer())
+    return _lane_pointer(context, builder, arr_type, arr, index, context.get_value_type(arr_type.dtype), 8)
 
 
 @intrinsic
@@ -435,10 +433,7 @@ def w8_store(typingctx, arr, index, x):
 def w8_splat(typingctx, x):
     """Eight lanes of the scalar x, in x's dtype (float32 or float64)."""
     def codegen(context, builder, sig, args):
-        ty = ir.VectorType(args[0].type, 8)
-        one = builder.insert_element(ir.Constant(ty, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0))
-        return builder.shuffle_vector(one, ir.Constant(ty, ir.Undefined),
-                                      ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
+        return _splat4(builder, args[0], 8)
     return _w8_type(x)(x), codegen
 
 
