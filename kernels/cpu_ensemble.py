@@ -665,9 +665,18 @@ def box_muller(xa, xb, one):
 
 @intrinsic
 def fma(typingctx, x, y, z):
-    """x * y + z with one rounding (llvm.fma: the FMA instruction), in the dtype of the three."""
+    """x * y + z with one rounding (llvm.fma: the FMA instruction), in the type of the three (a float
+    or a lane type such as float64x4)."""
+    if not x == y == z:
+        return None
+
     def codegen(context, builder, signature, args):
-        return builder.fma(*args)
+        ty = args[0].type
+        lane = ty.element if isinstance(ty, ir.VectorType) else ty
+        name = "f32" if isinstance(lane, ir.FloatType) else "f64"
+        name = f"v{ty.count}{name}" if isinstance(ty, ir.VectorType) else name
+        fn = builder.module.declare_intrinsic(f"llvm.fma.{name}", (), ir.FunctionType(ty, [ty, ty, ty]))
+        return builder.call(fn, args)
     return x(x, y, z), codegen
 
 
@@ -848,15 +857,15 @@ def _noise_scale(sc, base, L, factor, loss_scaled, one):
 # --- one step of each integrator (reference operation order) ------------------------------
 
 @njit(inline="always", error_model="numpy")
-def _ledger_split(m, kick, a, da, hk):
-    """(D, Q) of friction m -> a m, then the noise kick, on one coordinate of one lane, in float64:
-    D = (1 - a^2) K(m), Q = K(a m + kick) - K(a m) = hk kick (2 a m + kick), K(m) = hk m^2.
+def _ledger_add(d, q, m, kick, a2, dahk, hk):
+    """(D, Q) plus the split of friction m -> a m, then the noise kick, on one coordinate of one lane,
+    in float64: D += (1 - a^2) K(m), Q += K(a m + kick) - K(a m) = hk kick (2 a m + kick), K(m) = hk m^2.
 
-    m and kick are the working-dtype values the step uses; da = 1 - a^2."""
+    m and kick are the working-dtype values the step uses; a2 = 2 a, dahk = (1 - a^2) hk. Three fused
+    multiply-adds (`_ledger_4` the same in four lanes): each term rounded once into its sum."""
     m = np.float64(m)
     kick = np.float64(kick)
-    am = a * m
-    return da * ((hk * m) * m), hk * (kick * ((am + am) + kick))
+    return fma(dahk * m, m, d), fma(hk * kick, fma(a2, m, kick), q)
 
 
 @njit(inline="always", error_model="numpy")
@@ -873,15 +882,16 @@ def _step(integrator, problem, loss_scaled, ledger, ca, cb, cc, lr, h, half_h, h
     dim = th.shape[0]
     # the friction factor a in float64, as the reference's ledger forms it (Euler's: 1 - h gamma_n)
     a = 1.0 - np.float64(ca) if integrator == INTEGRATOR_EULER else np.float64(ca)
-    da = 1.0 - a * a
+    a2 = a + a
+    dahk = (1.0 - a * a) * hk
     if integrator == INTEGRATOR_HEAVY_BALL:
         _noise_scale(sc, cb, L, cc, loss_scaled, one)
         if ledger:  # its own loop (reads only): the update loop below stays as without the ledger
             for k in range(dim):
                 for j in range(GROUP):
-                    d, q = _ledger_split(v[k, j], (sc[j] if loss_scaled else cb) * z[lane, k, j], a, da, hk)
-                    s[R_D * GROUP + j] += d
-                    s[R_Q * GROUP + j] += q
+                    s[R_D * GROUP + j], s[R_Q * GROUP + j] = _ledger_add(
+                        s[R_D * GROUP + j], s[R_Q * GROUP + j], v[k, j], (sc[j] if loss_scaled else cb) * z[lane, k, j],
+                        a2, dahk, hk)
         for k in range(dim):
             for j in range(GROUP):
                 v[k, j] = ca * v[k, j] + (g[k, j] + (sc[j] if loss_scaled else cb) * z[lane, k, j])
@@ -891,9 +901,9 @@ def _step(integrator, problem, loss_scaled, ledger, ca, cb, cc, lr, h, half_h, h
         if ledger:
             for k in range(dim):
                 for j in range(GROUP):
-                    d, q = _ledger_split(v[k, j], (sc[j] if loss_scaled else cb) * z[lane, k, j], a, da, hk)
-                    s[R_D * GROUP + j] += d
-                    s[R_Q * GROUP + j] += q
+                    s[R_D * GROUP + j], s[R_Q * GROUP + j] = _ledger_add(
+                        s[R_D * GROUP + j], s[R_Q * GROUP + j], v[k, j], (sc[j] if loss_scaled else cb) * z[lane, k, j],
+                        a2, dahk, hk)
         for k in range(dim):
             for j in range(GROUP):
                 x = th[k, j]
@@ -909,10 +919,9 @@ def _step(integrator, problem, loss_scaled, ledger, ca, cb, cc, lr, h, half_h, h
         if ledger:  # the O step acts on the velocity after the second half kick
             for k in range(dim):
                 for j in range(GROUP):
-                    d, q = _ledger_split(v[k, j] - half_h * g[k, j],
-                                         (sc[j] if loss_scaled else cb) * z[lane, k, j], a, da, hk)
-                    s[R_D * GROUP + j] += d
-                    s[R_Q * GROUP + j] += q
+                    s[R_D * GROUP + j], s[R_Q * GROUP + j] = _ledger_add(
+                        s[R_D * GROUP + j], s[R_Q * GROUP + j], v[k, j] - half_h * g[k, j],
+                        (sc[j] if loss_scaled else cb) * z[lane, k, j], a2, dahk, hk)
         for k in range(dim):
             for j in range(GROUP):
                 v[k, j] = ca * (v[k, j] - half_h * g[k, j]) + (sc[j] if loss_scaled else cb) * z[lane, k, j]
@@ -928,9 +937,9 @@ def _step(integrator, problem, loss_scaled, ledger, ca, cb, cc, lr, h, half_h, h
         if ledger:
             for k in range(dim):
                 for j in range(GROUP):
-                    d, q = _ledger_split(v[k, j], (sc[j] if loss_scaled else cb) * z[lane, k, j], a, da, hk)
-                    s[R_D * GROUP + j] += d
-                    s[R_Q * GROUP + j] += q
+                    s[R_D * GROUP + j], s[R_Q * GROUP + j] = _ledger_add(
+                        s[R_D * GROUP + j], s[R_Q * GROUP + j], v[k, j], (sc[j] if loss_scaled else cb) * z[lane, k, j],
+                        a2, dahk, hk)
         for k in range(dim):
             for j in range(GROUP):
                 v[k, j] = ca * v[k, j] + (sc[j] if loss_scaled else cb) * z[lane, k, j]
@@ -1026,9 +1035,10 @@ def _first_passage_4(s, j, f, hit, vfm, vnever, vpassed, vunit):
 
 
 @njit(inline="always", error_model="numpy")
-def _refresh_next(s):
-    """Row R_NEXT from the thresholds: max over the fractions (a passed one is -inf)."""
-    for j in range(GROUP):
+def _refresh_next(s, first=0, count=GROUP):
+    """Row R_NEXT from the thresholds, lanes first .. first + count - 1: max over the fractions (a
+    passed one is -inf)."""
+    for j in range(first, first + count):
         t = s[R_THR * GROUP + j]
         t = max(t, s[(R_THR + 1) * GROUP + j])
         s[R_NEXT * GROUP + j] = max(t, s[(R_THR + 2) * GROUP + j])
@@ -1055,18 +1065,18 @@ def _kept_i0_sum(s, kept):
 
 
 @njit(inline="always", error_model="numpy")
-def _ledger_4(s, j, vda, vhk, va2, m64, k64):
-    """The ledger's split of a heavy-ball step on lanes j..j+3 (float64, `_ledger_split`'s operation
-    order): D += (1 - a^2) K(m), Q += K(a m + k) - K(a m) = hk k (2 a m + k); returns the new (D, Q)."""
-    d = v4_add(v4_load(s, R_D * GROUP + j), v4_mul(vda, v4_mul(v4_mul(vhk, m64), m64)))
-    q = v4_add(v4_load(s, R_Q * GROUP + j), v4_mul(vhk, v4_mul(k64, v4_add(v4_mul(va2, m64), k64))))
+def _ledger_4(s, j, vdahk, vhk, va2, m64, k64):
+    """The ledger's split of a heavy-ball step on lanes j..j+3 (float64, `_ledger_add`'s operations):
+    D += (1 - a^2) K(m), Q += K(a m + k) - K(a m) = hk k (2 a m + k); returns the new (D, Q)."""
+    d = fma(v4_mul(vdahk, m64), m64, v4_load(s, R_D * GROUP + j))
+    q = fma(v4_mul(vhk, k64), fma(va2, m64, k64), v4_load(s, R_Q * GROUP + j))
     v4_store(s, R_D * GROUP + j, d)
     v4_store(s, R_Q * GROUP + j, q)
     return d, q
 
 
 @njit(inline="always", error_model="numpy")
-def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64, s, step, masked, ca, cb, lr, a, da,
+def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64, s, step, masked, ca, cb, lr, a, dahk,
               hk, grad, lm, z, lane, one):
     """`_record` for d = 1 (quadratic or double well) in explicit float64x4 lanes: the observables,
     first passage and the summands formed in one pass, the column sums in registers.
@@ -1093,13 +1103,13 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
     initial = m == 0 and not step
     vkc, vhalf, vquarter, vone = v4_splat(kc), v4_splat(0.5), v4_splat(0.25), v4_splat(1.0)
     wca, wcb, wlr, wone = w8_splat(ca), w8_splat(cb), w8_splat(lr), w8_splat(one)
-    va2, vda, vhk = v4_splat(a + a), v4_splat(da), v4_splat(hk)  # (2a) m = (a m) + (a m) exactly
+    va2, vdahk, vhk = v4_splat(a + a), v4_splat(dahk), v4_splat(hk)
     zo = lane * GROUP  # z[lane, 0, :]
     kept = 0
     every = m4_lanes_below(0, GROUP)  # all set
     hits = m4_none()
     for half in range(2):
-        a_kin = a_loss = a_vg = a_sq = a_d = a_q = v4_splat(-0.0)
+        a_vv = a_loss = a_vg = a_sq = a_d = a_q = v4_splat(-0.0)
         for i in range(GROUP // SUM_WAYS):
             j = SUM_WAYS * i + 4 * half
             if step and half == 0:
@@ -1110,8 +1120,8 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
                 yw = w8_load(v, j)
                 kick = v4_mul(wcb, w8_load(z, zo + j))
                 if ledger:
-                    d, q = _ledger_4(s, j, vda, vhk, va2, v4_half(yw, 0), v4_half(kick, 0))
-                    _ledger_4(s, j + 4, vda, vhk, va2, v4_half(yw, 1), v4_half(kick, 1))
+                    d, q = _ledger_4(s, j, vdahk, vhk, va2, v4_half(yw, 0), v4_half(kick, 0))
+                    _ledger_4(s, j + 4, vdahk, vhk, va2, v4_half(yw, 1), v4_half(kick, 1))
                 yw = v4_add(v4_mul(wca, yw), v4_add(w8_load(grad, j), kick))
                 xw = v4_sub(xw, v4_mul(wlr, yw))
                 if quadratic:  # _grad_loss_1 in the working dtype
@@ -1136,32 +1146,34 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
                 w = v4_sub(v4_mul(x, x), vone)
                 g = v4_mul(x, w)
                 loss = v4_mul(vquarter, v4_mul(w, w))
-            vg = v4_mul(y, g) if heavy else v4_mul(g, g)
-            kin = v4_mul(vkc, v4_mul(y, y))
-            ine = v4_add(kin, loss)
+            gv = y if heavy else g  # vg = <v, g> (heavy ball) or |g|^2
+            vv = v4_mul(y, y)
+            ine = fma(vkc, vv, loss)
             v4_store(s, R_INE * GROUP + j, ine)
             hits = m4_or(hits, v4_le(ine, v4_load(s, R_NEXT * GROUP + j)))
             keep = v4_le(ine, v4_load(s, R_LIMIT * GROUP + j))
             if masked:
                 kept += m4_count(keep)
-                a_kin = v4_add(a_kin, v4_keep(keep, kin))
+                # fma(0, 0, a) = a + 0: a dropped lane adds +0.0, a kept one the unmasked fma's value
+                a_vv = v4_add(a_vv, v4_keep(keep, vv))
                 a_loss = v4_add(a_loss, v4_keep(keep, loss))
-                a_vg = v4_add(a_vg, v4_keep(keep, vg))
-                a_sq = v4_add(a_sq, v4_keep(keep, v4_mul(ine, ine)))
+                a_vg = fma(v4_keep(keep, gv), v4_keep(keep, g), a_vg)
+                kine = v4_keep(keep, ine)
+                a_sq = fma(kine, kine, a_sq)
                 if ledger:
                     a_d = v4_add(a_d, v4_keep(keep, d))
                     a_q = v4_add(a_q, v4_keep(keep, q))
             else:  # x & all-ones is x: the same sums when every lane is kept
                 every = m4_and(every, keep)
-                a_kin = v4_add(a_kin, kin)
+                a_vv = v4_add(a_vv, vv)
                 a_loss = v4_add(a_loss, loss)
-                a_vg = v4_add(a_vg, vg)
-                a_sq = v4_add(a_sq, v4_mul(ine, ine))
+                a_vg = fma(gv, g, a_vg)
+                a_sq = fma(ine, ine, a_sq)
                 if ledger:
                     a_d = v4_add(a_d, d)
                     a_q = v4_add(a_q, q)
         o = R_SUM * GROUP + 4 * half  # the accumulators, parked in the summand rows
-        v4_store(s, o + 2 * GROUP, a_kin)
+        v4_store(s, o + 2 * GROUP, a_vv)
         v4_store(s, o + 3 * GROUP, a_loss)
         v4_store(s, o + 4 * GROUP, a_vg)
         v4_store(s, o + 5 * GROUP, a_sq)
@@ -1172,33 +1184,52 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
             return -1
         kept = GROUP
     if m4_any(hits):
+        # only the blocks of four lanes with a hit: early in a decay most records have one somewhere
+        # in the group (each lane passes each fraction once), rarely more than a block or two
         never = kc * 0.0 + np.inf  # see _record
         vfm, vnever, vpassed = v4_splat(fm), v4_splat(never), v4_splat(-np.inf)
         vunit = v4_splat(kc * 0.0 + 1.0)  # 1.0 (kc is finite), as a value the compiler cannot see
         for j in range(0, GROUP, 4):
             ine = v4_load(s, R_INE * GROUP + j)
-            for f in range(3):
-                _first_passage_4(s, j, f, v4_le(ine, v4_load(s, (R_THR + f) * GROUP + j)), vfm, vnever, vpassed, vunit)
-        _refresh_next(s)
+            if m4_any(v4_le(ine, v4_load(s, R_NEXT * GROUP + j))):
+                for f in range(3):
+                    _first_passage_4(s, j, f, v4_le(ine, v4_load(s, (R_THR + f) * GROUP + j)), vfm, vnever, vpassed,
+                                     vunit)
+                _refresh_next(s, j, 4)
     if row >= 0:
+        # the sums from the parked accumulators into locals, then stored: nothing is read back from the
+        # freshly written (and often not yet cached) row of acc
+        o = R_SUM * GROUP
+        kin = kc * v4_pair_sum(v4_load(s, o + 2 * GROUP), v4_load(s, o + 2 * GROUP + 4))
+        loss = v4_pair_sum(v4_load(s, o + 3 * GROUP), v4_load(s, o + 3 * GROUP + 4))
+        vg = v4_pair_sum(v4_load(s, o + 4 * GROUP), v4_load(s, o + 4 * GROUP + 4))
+        sq = v4_pair_sum(v4_load(s, o + 5 * GROUP), v4_load(s, o + 5 * GROUP + 4))
+        total = kin + loss
         acc[row, grp, 0] = np.float64(kept)
-        for c in range(2, N_COLUMNS - 1):
-            o = (R_SUM + c) * GROUP
-            acc[row, grp, c] = v4_pair_sum(v4_load(s, o), v4_load(s, o + 4)) if ledger or c < N_QUANTITIES else 0.0
-        total = acc[row, grp, 2] + acc[row, grp, 3]
         acc[row, grp, 1] = total
-        acc[row, grp, 4] = total + sc_vg * acc[row, grp, 4]
-        if not ledger or initial:  # the initial state's own record: W = 0
+        acc[row, grp, 2] = kin
+        acc[row, grp, 3] = loss
+        acc[row, grp, 4] = total + sc_vg * vg
+        acc[row, grp, 5] = sq
+        if not ledger:
+            acc[row, grp, COLUMN_DISSIPATED] = 0.0
+            acc[row, grp, COLUMN_INJECTED] = 0.0
             acc[row, grp, COLUMN_RESIDUAL] = 0.0
         else:
-            acc[row, grp, COLUMN_RESIDUAL] = (((total - _kept_i0_sum(s, kept)) + acc[row, grp, COLUMN_DISSIPATED])
-                                              - acc[row, grp, COLUMN_INJECTED])
+            od = (R_SUM + COLUMN_DISSIPATED) * GROUP
+            oq = (R_SUM + COLUMN_INJECTED) * GROUP
+            dis = v4_pair_sum(v4_load(s, od), v4_load(s, od + 4))
+            inj = v4_pair_sum(v4_load(s, oq), v4_load(s, oq + 4))
+            acc[row, grp, COLUMN_DISSIPATED] = dis
+            acc[row, grp, COLUMN_INJECTED] = inj
+            # the initial state's own record: W = 0
+            acc[row, grp, COLUMN_RESIDUAL] = 0.0 if initial else ((total - _kept_i0_sum(s, kept)) + dis) - inj
     return kept
 
 
 @njit(inline="always", error_model="numpy")
 def _record(row, grp, m, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active,
-            step, ca, cb, lr, a, da, hk, g, lm, z, lane, one):
+            step, ca, cb, lr, a, dahk, hk, g, lm, z, lane, one):
     """At a recorded state (after step m): observables in float64, first passage, divergence, the
     ledger's residual, and the group's float64 sums into acc[row, grp] (row -1: none). Returns the
     number of lanes kept. ledger False (a constant): the ledger columns are 0.
@@ -1213,13 +1244,13 @@ def _record(row, grp, m, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, 
         kept = -1
         if step and problem == PROBLEM_QUADRATIC:
             kept = _record_1(row, grp, m, acc, True, True, ledger, kc, sc_vg, th, v, lm64, s, True, False, ca, cb, lr,
-                             a, da, hk, g, lm, z, lane, one)
+                             a, dahk, hk, g, lm, z, lane, one)
         elif step:
             kept = _record_1(row, grp, m, acc, True, False, ledger, kc, sc_vg, th, v, lm64, s, True, False, ca, cb, lr,
-                             a, da, hk, g, lm, z, lane, one)
+                             a, dahk, hk, g, lm, z, lane, one)
         if kept < 0:  # no step, or a lane dropped (or padding): the state as it is now, masked
             kept = _record_1(row, grp, m, acc, heavy, problem == PROBLEM_QUADRATIC, ledger, kc, sc_vg, th, v, lm64, s,
-                             False, True, ca, cb, lr, a, da, hk, g, lm, z, lane, one)
+                             False, True, ca, cb, lr, a, dahk, hk, g, lm, z, lane, one)
     else:
         fm = np.float64(m)
         # +inf, "not passed yet", as a value the compiler cannot see: with the constant it proves
@@ -1409,7 +1440,7 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom
         if row >= 0 or initial:  # the initial state is recorded (its inertia is I_0) even without a row
             a = 1.0 if initial else np.float64(ca)
             _record(row, grp, n + 1, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, v, lm64, g64, L64, s,
-                    n_active, fuse, ca, cb, lr, a, 1.0 - a * a, hk, g, lm, z, lane, one)
+                    n_active, fuse, ca, cb, lr, a, (1.0 - a * a) * hk, hk, g, lm, z, lane, one)
         if initial:  # I_0 and the first-passage thresholds f I_0 from the initial record
             for j in range(GROUP):
                 for f in range(3):
