@@ -25,12 +25,14 @@ thread in a fixed order of its 64 lanes (eight interleaved partial sums, then a
 fixed tree: SIMD adds): bitwise the same whatever the thread count or schedule.
 For d = 1 (quadratic, double well) the record is one pass in explicit
 float64x4 lanes (`_record_1`): observables, first passage (one compare per lane
-against the largest threshold not yet passed; a lane that passes, rarely, is
-written in a pass of its own) and the partial sums of six columns kept in
-registers (lanes 8i..8i+3 in a first pass, 8i+4..8i+7 in a second); the group's
-inertia and residual are formed from its sums. A recorded heavy-ball step
-(noise not loss-scaled) is taken inside that pass, eight lanes at a time in the
-working dtype: one pass over the group's state per step instead of four. Every
+against the largest threshold not yet passed, the lanes that pass marked in a
+64-bit mask; only their blocks of four are written, after the pass) and the
+partial sums of six columns kept in registers (lanes 8i..8i+3 in a first pass,
+8i+4..8i+7 in a second), |v|^2, <v, g> and I^2 as fused multiply-adds; the
+group's kinetic energy, inertia and residual are formed from its sums. A
+recorded heavy-ball step (noise not loss-scaled) is taken inside that pass,
+eight lanes at a time in the working dtype: one pass over the group's state per
+step instead of four. Every
 other case writes the summand rows and sums them with the same partials and
 tree (`_row_sum`). Selects are values stored unconditionally or blends: a select
 written back only where it changes becomes a masked store, microcoded on AMD.
@@ -39,7 +41,7 @@ Ledger (docs/THEORY.md section 8): with a ledger state (float64 [count, 2], the
 cumulative dissipated D and injected Q since step 0) the step adds, at its
 friction + noise substep with friction factor a, momentum m and noise kick k
 (working-dtype values), D += (1 - a^2) K(m) and Q += K(a m + k) - K(a m) in
-float64 per lane; a recorded state adds D, Q and W = (I_n - I_0) + D - Q of
+float64 per lane (three fused multiply-adds, `_ledger_add`); a recorded state adds D, Q and W = (I_n - I_0) + D - Q of
 its kept lanes to columns 6..8 (d = 1: W = ((sum I_n - sum I_0) + sum D) - sum Q
 from the group's sums, as docs/CONVENTIONS.md allows). Without it (None) the
 kernel is a separate specialisation with none of that arithmetic, and columns
@@ -285,28 +287,6 @@ def m4_and(typingctx, a, b):
 
 
 @intrinsic
-def m4_or(typingctx, a, b):
-    def codegen(context, builder, sig, args):
-        return builder.or_(args[0], args[1])
-    return mask4(a, b), codegen
-
-
-@intrinsic
-def m4_none(typingctx):
-    def codegen(context, builder, sig, args):
-        return ir.Constant(_M4, [0, 0, 0, 0])
-    return mask4(), codegen
-
-
-@intrinsic
-def m4_any(typingctx, m):
-    """True when any lane is set."""
-    def codegen(context, builder, sig, args):
-        return builder.icmp_unsigned("!=", _m4_bits(builder, args[0]), ir.Constant(ir.IntType(4), 0))
-    return types.boolean(m), codegen
-
-
-@intrinsic
 def m4_all(typingctx, m):
     """True when every lane is set."""
     def codegen(context, builder, sig, args):
@@ -322,6 +302,25 @@ def m4_count(typingctx, m):
         fn = builder.module.declare_intrinsic("llvm.ctpop.i64", (), ir.FunctionType(ir.IntType(64), [ir.IntType(64)]))
         return builder.call(fn, [bits])
     return types.int64(m), codegen
+
+
+@intrinsic
+def m4_lane_bits(typingctx, m, first):
+    """The four lanes' sign bits moved to bits first .. first + 3 of an int64 (vmovmskpd, a shift)."""
+    def codegen(context, builder, sig, args):
+        bits = builder.zext(_m4_bits(builder, args[0]), ir.IntType(64))
+        return builder.shl(bits, context.cast(builder, args[1], sig.args[1], types.int64))
+    return types.int64(m, first), codegen
+
+
+@intrinsic
+def lowest_set_bit(typingctx, x):
+    """The index of the lowest set bit of a nonzero int64 (tzcnt)."""
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        fn = builder.module.declare_intrinsic("llvm.cttz.i64", (), ir.FunctionType(i64, [i64, ir.IntType(1)]))
+        return builder.call(fn, [args[0], ir.Constant(ir.IntType(1), 1)])
+    return types.int64(x), codegen
 
 
 @intrinsic
@@ -1091,14 +1090,15 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
     otherwise it returns -1 having written nothing but the step, and `_record` records the stepped
     state again, masked (rare: a group with a diverged or padding lane).
 
-    Six sums per lane (K, L, vg, I^2, D, Q; few enough to stay in registers with the step's values):
+    Six sums per lane (|v|^2, L, vg, I^2, D, Q; few enough to stay in registers with the step's values;
+    vg and I^2 as fused multiply-adds, I = fma(kc, |v|^2, L)):
     lanes 8 i + u (u < 4) go to the four lanes of the first pass's accumulators, 8 i + 4 + u to the
     second's, i in order from -0.0 (the exact additive identity), then the fixed tree (v4_pair_sum).
-    The group's I, shadow and W come from its sums: I = K + L, shadow = I + sc_vg vg,
+    The group's K, I, shadow and W come from its sums: K = kc |v|^2, I = K + L, shadow = I + sc_vg vg,
     W = ((I - I_0) + D) - Q with the I_0 sum of the kept lanes (`_kept_i0_sum`), 0 at the initial
     record. The count is the number of kept lanes (a sum of ones, exact in any order). A lane passing
-    a threshold now (rare) shows as I <= its R_NEXT; its first passages and thresholds are written in
-    a pass of their own. Returns the count."""
+    a threshold now shows as I <= its R_NEXT and sets its bit of a 64-bit mask; the blocks of four with
+    a bit set have their first passages and thresholds written after the pass. Returns the count."""
     fm = np.float64(m)
     initial = m == 0 and not step
     vkc, vhalf, vquarter, vone = v4_splat(kc), v4_splat(0.5), v4_splat(0.25), v4_splat(1.0)
@@ -1107,7 +1107,7 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
     zo = lane * GROUP  # z[lane, 0, :]
     kept = 0
     every = m4_lanes_below(0, GROUP)  # all set
-    hits = m4_none()
+    hits = 0  # lane j's bit: it passes a threshold now
     for half in range(2):
         a_vv = a_loss = a_vg = a_sq = a_d = a_q = v4_splat(-0.0)
         for i in range(GROUP // SUM_WAYS):
@@ -1150,7 +1150,7 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
             vv = v4_mul(y, y)
             ine = fma(vkc, vv, loss)
             v4_store(s, R_INE * GROUP + j, ine)
-            hits = m4_or(hits, v4_le(ine, v4_load(s, R_NEXT * GROUP + j)))
+            hits |= m4_lane_bits(v4_le(ine, v4_load(s, R_NEXT * GROUP + j)), j)
             keep = v4_le(ine, v4_load(s, R_LIMIT * GROUP + j))
             if masked:
                 kept += m4_count(keep)
@@ -1183,19 +1183,19 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
         if not m4_all(every):
             return -1
         kept = GROUP
-    if m4_any(hits):
-        # only the blocks of four lanes with a hit: early in a decay most records have one somewhere
-        # in the group (each lane passes each fraction once), rarely more than a block or two
+    if hits != 0:
+        # only the blocks of four lanes with a hit, found from the lanes' bits (no test per block: early in
+        # a decay most records have a hit somewhere in the group, each lane passing each fraction once)
         never = kc * 0.0 + np.inf  # see _record
         vfm, vnever, vpassed = v4_splat(fm), v4_splat(never), v4_splat(-np.inf)
         vunit = v4_splat(kc * 0.0 + 1.0)  # 1.0 (kc is finite), as a value the compiler cannot see
-        for j in range(0, GROUP, 4):
+        while hits != 0:
+            j = lowest_set_bit(hits) & ~3
+            hits &= ~(15 << j)
             ine = v4_load(s, R_INE * GROUP + j)
-            if m4_any(v4_le(ine, v4_load(s, R_NEXT * GROUP + j))):
-                for f in range(3):
-                    _first_passage_4(s, j, f, v4_le(ine, v4_load(s, (R_THR + f) * GROUP + j)), vfm, vnever, vpassed,
-                                     vunit)
-                _refresh_next(s, j, 4)
+            for f in range(3):
+                _first_passage_4(s, j, f, v4_le(ine, v4_load(s, (R_THR + f) * GROUP + j)), vfm, vnever, vpassed, vunit)
+            _refresh_next(s, j, 4)
     if row >= 0:
         # the sums from the parked accumulators into locals, then stored: nothing is read back from the
         # freshly written (and often not yet cached) row of acc
