@@ -200,12 +200,9 @@ def main(argv=None) -> int:
     if not kernel:
         kernel.append(kernel_probe(KERNEL_TRAJECTORIES, args.steps, 5))
     work = KERNEL_TRAJECTORIES * args.steps
-    best = min(min(k["times_s"]) for k in kernel)
-    med = statistics.median(statistics.median(k["times_s"]) for k in kernel)
-    best_off = min(min(k["times_no_ledger_s"]) for k in kernel)
-    med_off = statistics.median(statistics.median(k["times_no_ledger_s"]) for k in kernel)
-    launch = {key: (min(min(k[key]) for k in kernel), statistics.median(statistics.median(k[key]) for k in kernel))
-              for key in ("launch_times_s", "launch_times_no_ledger_s")}
+    # (best, median) over the probes of each series of calls
+    rate = {key: (min(min(k[key]) for k in kernel), statistics.median(statistics.median(k[key]) for k in kernel))
+            for key in ("times_s", "times_no_ledger_s", "launch_times_s", "launch_times_no_ledger_s")}
     import numba
     import torch
     try:
@@ -223,13 +220,14 @@ def main(argv=None) -> int:
                   "time of the peer / median wall time of the CLI",
         "whole_process": runs,
         "kernel": {"trajectories": KERNEL_TRAJECTORIES, "steps": args.steps, "probes": kernel,
-                   "traj_steps_per_s_best": work / best, "traj_steps_per_s_median": work / med,
-                   "no_ledger_traj_steps_per_s_best": work / best_off,
-                   "no_ledger_traj_steps_per_s_median": work / med_off,
-                   "launch_traj_steps_per_s_best": work / launch["launch_times_s"][0],
-                   "launch_traj_steps_per_s_median": work / launch["launch_times_s"][1],
-                   "launch_no_ledger_traj_steps_per_s_best": work / launch["launch_times_no_ledger_s"][0],
-                   "launch_no_ledger_traj_steps_per_s_median": work / launch["launch_times_no_ledger_s"][1],
+                   "traj_steps_per_s_best": work / rate["times_s"][0],
+                   "traj_steps_per_s_median": work / rate["times_s"][1],
+                   "no_ledger_traj_steps_per_s_best": work / rate["times_no_ledger_s"][0],
+                   "no_ledger_traj_steps_per_s_median": work / rate["times_no_ledger_s"][1],
+                   "launch_traj_steps_per_s_best": work / rate["launch_times_s"][0],
+                   "launch_traj_steps_per_s_median": work / rate["launch_times_s"][1],
+                   "launch_no_ledger_traj_steps_per_s_best": work / rate["launch_times_no_ledger_s"][0],
+                   "launch_no_ledger_traj_steps_per_s_median": work / rate["launch_times_no_ledger_s"][1],
                    "what": "in a warm process, noisy d=1, every step recorded, the ledger on (the default) and off "
                            "(config.ledger False), alternating: times_s is NumbaEnsemble.run (the backend's door: "
                            "allocating the state, NaN-poisoned, and the output table, 157 MB of fresh memory at "

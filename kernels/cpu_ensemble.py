@@ -32,18 +32,18 @@ partial sums of six columns kept in registers (lanes 8i..8i+3 in a first pass,
 group's kinetic energy, inertia and residual are formed from its sums. A
 recorded heavy-ball step (noise not loss-scaled) is taken inside that pass,
 eight lanes at a time in the working dtype: one pass over the group's state per
-step instead of four. Every
-other case writes the summand rows and sums them with the same partials and
-tree (`_row_sum`). Selects are values stored unconditionally or blends: a select
+step instead of four. Every other case writes the summand rows and sums them
+with the same partials and tree (`_row_sum`). Selects are values stored unconditionally or blends: a select
 written back only where it changes becomes a masked store, microcoded on AMD.
 
 Ledger (docs/THEORY.md section 8): with a ledger state (float64 [count, 2], the
 cumulative dissipated D and injected Q since step 0) the step adds, at its
 friction + noise substep with friction factor a, momentum m and noise kick k
 (working-dtype values), D += (1 - a^2) K(m) and Q += K(a m + k) - K(a m) in
-float64 per lane (three fused multiply-adds, `_ledger_add`); a recorded state adds D, Q and W = (I_n - I_0) + D - Q of
-its kept lanes to columns 6..8 (d = 1: W = ((sum I_n - sum I_0) + sum D) - sum Q
-from the group's sums, as docs/CONVENTIONS.md allows). Without it (None) the
+float64 per lane (three fused multiply-adds, `_ledger_add`); a recorded state
+adds D, Q and W = (I_n - I_0) + D - Q of its kept lanes to columns 6..8 (d = 1:
+W = ((sum I_n - sum I_0) + sum D) - sum Q from the group's sums, as
+docs/CONVENTIONS.md allows). Without it (None) the
 kernel is a separate specialisation with none of that arithmetic, and columns
 6..8 hold 0.0.
 
@@ -856,6 +856,13 @@ def _noise_scale(sc, base, L, factor, loss_scaled, one):
 # --- one step of each integrator (reference operation order) ------------------------------
 
 @njit(inline="always", error_model="numpy")
+def _ledger_factors(a, hk):
+    """(2 a, (1 - a^2) hk): the factors of the ledger's split for friction factor a and kinetic factor hk
+    (float64), formed here once for the step's loops and the fused record alike."""
+    return a + a, (1.0 - a * a) * hk
+
+
+@njit(inline="always", error_model="numpy")
 def _ledger_add(d, q, m, kick, a2, dahk, hk):
     """(D, Q) plus the split of friction m -> a m, then the noise kick, on one coordinate of one lane,
     in float64: D += (1 - a^2) K(m), Q += K(a m + kick) - K(a m) = hk kick (2 a m + kick), K(m) = hk m^2.
@@ -881,8 +888,7 @@ def _step(integrator, problem, loss_scaled, ledger, ca, cb, cc, lr, h, half_h, h
     dim = th.shape[0]
     # the friction factor a in float64, as the reference's ledger forms it (Euler's: 1 - h gamma_n)
     a = 1.0 - np.float64(ca) if integrator == INTEGRATOR_EULER else np.float64(ca)
-    a2 = a + a
-    dahk = (1.0 - a * a) * hk
+    a2, dahk = _ledger_factors(a, hk)
     if integrator == INTEGRATOR_HEAVY_BALL:
         _noise_scale(sc, cb, L, cc, loss_scaled, one)
         if ledger:  # its own loop (reads only): the update loop below stays as without the ledger
@@ -1075,7 +1081,7 @@ def _ledger_4(s, j, vdahk, vhk, va2, m64, k64):
 
 
 @njit(inline="always", error_model="numpy")
-def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64, s, step, masked, ca, cb, lr, a, dahk,
+def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64, s, step, masked, ca, cb, lr, a2, dahk,
               hk, grad, lm, z, lane, one):
     """`_record` for d = 1 (quadratic or double well) in explicit float64x4 lanes: the observables,
     first passage and the summands formed in one pass, the column sums in registers.
@@ -1103,7 +1109,7 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
     initial = m == 0 and not step
     vkc, vhalf, vquarter, vone = v4_splat(kc), v4_splat(0.5), v4_splat(0.25), v4_splat(1.0)
     wca, wcb, wlr, wone = w8_splat(ca), w8_splat(cb), w8_splat(lr), w8_splat(one)
-    va2, vdahk, vhk = v4_splat(a + a), v4_splat(dahk), v4_splat(hk)
+    va2, vdahk, vhk = v4_splat(a2), v4_splat(dahk), v4_splat(hk)
     zo = lane * GROUP  # z[lane, 0, :]
     kept = 0
     every = m4_lanes_below(0, GROUP)  # all set
@@ -1229,7 +1235,7 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
 
 @njit(inline="always", error_model="numpy")
 def _record(row, grp, m, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, v, lm64, g64, L64, s, n_active,
-            step, ca, cb, lr, a, dahk, hk, g, lm, z, lane, one):
+            step, ca, cb, lr, a2, dahk, hk, g, lm, z, lane, one):
     """At a recorded state (after step m): observables in float64, first passage, divergence, the
     ledger's residual, and the group's float64 sums into acc[row, grp] (row -1: none). Returns the
     number of lanes kept. ledger False (a constant): the ledger columns are 0.
@@ -1244,13 +1250,13 @@ def _record(row, grp, m, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, 
         kept = -1
         if step and problem == PROBLEM_QUADRATIC:
             kept = _record_1(row, grp, m, acc, True, True, ledger, kc, sc_vg, th, v, lm64, s, True, False, ca, cb, lr,
-                             a, dahk, hk, g, lm, z, lane, one)
+                             a2, dahk, hk, g, lm, z, lane, one)
         elif step:
             kept = _record_1(row, grp, m, acc, True, False, ledger, kc, sc_vg, th, v, lm64, s, True, False, ca, cb, lr,
-                             a, dahk, hk, g, lm, z, lane, one)
+                             a2, dahk, hk, g, lm, z, lane, one)
         if kept < 0:  # no step, or a lane dropped (or padding): the state as it is now, masked
             kept = _record_1(row, grp, m, acc, heavy, problem == PROBLEM_QUADRATIC, ledger, kc, sc_vg, th, v, lm64, s,
-                             False, True, ca, cb, lr, a, dahk, hk, g, lm, z, lane, one)
+                             False, True, ca, cb, lr, a2, dahk, hk, g, lm, z, lane, one)
     else:
         fm = np.float64(m)
         # +inf, "not passed yet", as a value the compiler cannot see: with the constant it proves
@@ -1438,9 +1444,9 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom
                 _step(integrator, problem, loss_scaled, ledger, ca, cb, coef[r, 2], lr, h, half_h, hk, th, v, g, L,
                       lm, z, lane, sc, s, one)
         if row >= 0 or initial:  # the initial state is recorded (its inertia is I_0) even without a row
-            a = 1.0 if initial else np.float64(ca)
+            a2, dahk = _ledger_factors(1.0 if initial else np.float64(ca), hk)
             _record(row, grp, n + 1, acc, heavy, problem, ledger, half_lr, h2_8, limit, th, v, lm64, g64, L64, s,
-                    n_active, fuse, ca, cb, lr, a, (1.0 - a * a) * hk, hk, g, lm, z, lane, one)
+                    n_active, fuse, ca, cb, lr, a2, dahk, hk, g, lm, z, lane, one)
         if initial:  # I_0 and the first-passage thresholds f I_0 from the initial record
             for j in range(GROUP):
                 for f in range(3):
