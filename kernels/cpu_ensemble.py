@@ -30,9 +30,11 @@ against the largest threshold not yet passed, the lanes that pass marked in a
 partial sums of six columns kept in registers (lanes 8i..8i+3 in a first pass,
 8i+4..8i+7 in a second), |v|^2, <v, g> and I^2 as fused multiply-adds; the
 group's kinetic energy, inertia and residual are formed from its sums. A
-recorded heavy-ball step (noise not loss-scaled) is taken inside that pass,
-eight lanes at a time in the working dtype: one pass over the group's state per
-step instead of four. Every other case writes the summand rows and sums them
+recorded heavy-ball step (noise not loss-scaled) is one pass just before it
+(update, gradient and ledger split, eight lanes at a time in the working dtype):
+two passes over the group's state per step instead of four, and not one, since a
+fused iteration's dependency chain, from the loads to I^2, is longer than
+out-of-order execution overlaps. Every other case writes the summand rows and sums them
 with the same partials and tree (`_row_sum`). Selects are values stored unconditionally or blends: a select
 written back only where it changes becomes a masked store, microcoded on AMD.
 
@@ -359,6 +361,14 @@ def v4_min(typingctx, a, b):
 
 
 @intrinsic
+def v4_max(typingctx, a, b):
+    """Python's max(a, b) per lane, as numba forms it for floats: b where b > a, else a."""
+    def codegen(context, builder, sig, args):
+        return builder.select(builder.fcmp_ordered(">", args[1], args[0]), args[1], args[0])
+    return float64x4(a, b), codegen
+
+
+@intrinsic
 def v4_pair_sum(typingctx, lo, hi):
     """The fixed tree of the group sums: c = lo + hi, then (c0 + c2) + (c1 + c3)."""
     def codegen(context, builder, sig, args):
@@ -372,7 +382,7 @@ def v4_pair_sum(typingctx, lo, hi):
 
 
 # --- eight lanes of the working dtype (the recorded heavy-ball step, `_record_1` with step=True) --
-# The fused step works on eight lanes in the working dtype (float32: one AVX2 register; the
+# The step pass works on eight lanes in the working dtype (float32: one AVX2 register; the
 # reference rounds the step in the working dtype): w8_* keep the dtype of their array or scalar
 # (v4_add/sub/mul take any lane type), v4_half widens four of the eight lanes to float64x4.
 
@@ -725,18 +735,19 @@ def _flip(x, sign):
 
 
 @njit(inline="always", error_model="numpy")
-def box_muller_words_f32(xa, xb):
-    """The CONVENTIONS normals (r cos, r sin) of two uint32 words (held in any unsigned integer), float32.
+def radius_f32(xa):
+    """sqrt(-2 log u1) of the word xa (u1 = ((xa >> 8) + 1) 2^-24), float32: the radius of `box_muller_words_f32`."""
+    return np.sqrt(_minus_2log_f32(np.float32(np.int32(xa >> np.uint32(8)) + np.int32(1))))
 
-    The float32 transform of `_draw` and of the optimizer's normals: log/sin/cos as polynomials with
-    fused multiply-adds and integer range reduction (no compare-and-blend ladders), within a few ulp
-    of the reference. An iteration is one long dependency chain (log, square root, sin/cos) that
-    out-of-order execution overlaps with only a couple of others, so the chains are kept short: the
-    polynomials in Estrin's scheme, -2 folded into the log's coefficients. u2 and the angle 2 pi u2
-    rounded as the reference rounds them; the quadrant q by rounding in the mantissa (no float -> int
-    conversions), sin and cos of the reduced angle in Estrin's scheme."""
+
+@njit(inline="always", error_model="numpy")
+def turn_f32(xb):
+    """(cos, sin) of the angle 2 pi u2 of the word xb (u2 = (xb >> 8) 2^-24), float32: the direction of
+    `box_muller_words_f32`.
+
+    u2 and the angle 2 pi u2 rounded as the reference rounds them; the quadrant q by rounding in the
+    mantissa (no float -> int conversions), sin and cos of the reduced angle in Estrin's scheme."""
     f32 = np.float32
-    r = np.sqrt(_minus_2log_f32(f32(np.int32(xa >> np.uint32(8)) + np.int32(1))))
     a = f32(TWO_PI) * (f32(np.int32(xb >> np.uint32(8))) * f32(TWO_M24))
     qr = fma(a, f32(TWO_OVER_PI), f32(ROUND))
     qi = np.int32(_f32_ibits(qr) - np.int32(ROUND_BITS))  # the quadrant, 0..4
@@ -750,9 +761,20 @@ def box_muller_words_f32(xa, xb):
     s0 = cs if odd else sn
     c0 = sn if odd else cs
     # sin is negative in quadrants 2, 3; cos in 1, 2: bit 1 of q, of q + 1, moved to the sign bit
-    s1 = _flip(s0, np.int32(qi << np.int32(30)))
-    c1 = _flip(c0, np.int32(np.int32(qi + np.int32(1)) << np.int32(30)))
-    return r * c1, r * s1
+    return _flip(c0, np.int32(np.int32(qi + np.int32(1)) << np.int32(30))), _flip(s0, np.int32(qi << np.int32(30)))
+
+
+@njit(inline="always", error_model="numpy")
+def box_muller_words_f32(xa, xb):
+    """The CONVENTIONS normals (r cos, r sin) of two uint32 words (held in any unsigned integer), float32.
+
+    The float32 transform of `_draw` and of the optimizer's normals: log/sin/cos as polynomials with
+    fused multiply-adds and integer range reduction (no compare-and-blend ladders), within a few ulp
+    of the reference. The chains are kept short (the polynomials in Estrin's scheme, -2 folded into
+    the log's coefficients): `_draw` runs the radius and the turn as passes of their own."""
+    r = radius_f32(xa)
+    c, s = turn_f32(xb)
+    return r * c, r * s
 
 
 @njit(cache=True, error_model="numpy")
@@ -773,10 +795,19 @@ def _draw(z, k, base, quad, tag, k0, k1, w, one):
     # a pass per stage, each a loop the compiler vectorises (fused, the transform's loop stays scalar)
     for j in range(GROUP):
         w[0, j], w[1, j], w[2, j], w[3, j] = philox4x32(base + np.uint64(j), quad, coord, tag, k0, k1)
-    if is_single(one):  # both pairs in one iteration: two independent chains to overlap
+    if is_single(one):
+        # box_muller_words_f32 in two passes, the radii (parked in z[1], z[3]) and then the turns: each
+        # pass has shorter chains and fewer live constants (fewer spills) than the whole transform
         for j in range(GROUP):
-            z[0, k, j], z[1, k, j] = box_muller_words_f32(w[0, j], w[1, j])
-            z[2, k, j], z[3, k, j] = box_muller_words_f32(w[2, j], w[3, j])
+            z[1, k, j] = radius_f32(w[0, j])
+            z[3, k, j] = radius_f32(w[2, j])
+        for j in range(GROUP):
+            c, sn = turn_f32(w[1, j])
+            r = z[1, k, j]
+            z[0, k, j], z[1, k, j] = r * c, r * sn
+            c, sn = turn_f32(w[3, j])
+            r = z[3, k, j]
+            z[2, k, j], z[3, k, j] = r * c, r * sn
         return
     for j in range(GROUP):
         z[0, k, j] = uniform24(w[0, j], 1, one)
@@ -1028,7 +1059,8 @@ def _record_lane(j, vv, vg, loss, s, fm, never, kc, sc_vg, limit, n_active, init
 
 @njit(inline="always", error_model="numpy")
 def _first_passage_4(s, j, f, hit, vfm, vnever, vpassed, vunit):
-    """Lanes j..j+3 that hit fraction f now: first passage = min(old, m), threshold -inf (passed).
+    """Lanes j..j+3 that hit fraction f now: first passage = min(old, m), threshold -inf (passed); returns
+    the new thresholds.
 
     Both stores are unconditional; the kept threshold goes through a multiply by vunit (1.0 the
     compiler cannot see): select(hit, x, <the loaded value>) stored back is turned into a masked
@@ -1036,14 +1068,15 @@ def _first_passage_4(s, j, f, hit, vfm, vnever, vpassed, vunit):
     o_fp = (R_FP + f) * GROUP + j
     o_thr = (R_THR + f) * GROUP + j
     v4_store(s, o_fp, v4_min(v4_load(s, o_fp), v4_select(hit, vfm, vnever)))
-    v4_store(s, o_thr, v4_select(hit, vpassed, v4_mul(v4_load(s, o_thr), vunit)))
+    thr = v4_select(hit, vpassed, v4_mul(v4_load(s, o_thr), vunit))
+    v4_store(s, o_thr, thr)
+    return thr
 
 
 @njit(inline="always", error_model="numpy")
-def _refresh_next(s, first=0, count=GROUP):
-    """Row R_NEXT from the thresholds, lanes first .. first + count - 1: max over the fractions (a
-    passed one is -inf)."""
-    for j in range(first, first + count):
+def _refresh_next(s):
+    """Row R_NEXT from the thresholds: max over the fractions (a passed one is -inf)."""
+    for j in range(GROUP):
         t = s[R_THR * GROUP + j]
         t = max(t, s[(R_THR + 1) * GROUP + j])
         s[R_NEXT * GROUP + j] = max(t, s[(R_THR + 2) * GROUP + j])
@@ -1086,18 +1119,19 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
     """`_record` for d = 1 (quadratic or double well) in explicit float64x4 lanes: the observables,
     first passage and the summands formed in one pass, the column sums in registers.
 
-    step (heavy ball, noise not loss-scaled; a constant in each copy): the first pass advances each
-    block of eight lanes by the step (`_step`'s arithmetic and ledger split, in the working dtype:
-    w8_*) and records its first four from registers; the second pass records the other four from
-    the stored state. One pass over the group's state per step instead of four (ledger, update,
-    gradient, record).
+    step (heavy ball, noise not loss-scaled; a constant in each copy): a pass first advances the
+    group by the step (`_step`'s arithmetic and ledger split, eight lanes at a time in the working
+    dtype: w8_*), then the record reads the stepped state back (from L1). Two passes over the
+    group's state per step instead of four (ledger, update, gradient, record); one fused pass was
+    slower: its iterations' chains (loads, step, conversion, observables, sums) were too long for
+    out-of-order execution to overlap.
 
     masked False (the stepping copies): the sums take every lane, right when every lane is kept;
     otherwise it returns -1 having written nothing but the step, and `_record` records the stepped
     state again, masked (rare: a group with a diverged or padding lane).
 
-    Six sums per lane (|v|^2, L, vg, I^2, D, Q; few enough to stay in registers with the step's values;
-    vg and I^2 as fused multiply-adds, I = fma(kc, |v|^2, L)):
+    Six sums per lane (|v|^2, L, vg, I^2, D, Q; few enough to stay in registers; vg and I^2 as fused
+    multiply-adds, I = fma(kc, |v|^2, L)):
     lanes 8 i + u (u < 4) go to the four lanes of the first pass's accumulators, 8 i + 4 + u to the
     second's, i in order from -0.0 (the exact additive identity), then the fixed tree (v4_pair_sum).
     The group's K, I, shadow and W come from its sums: K = kc |v|^2, I = K + L, shadow = I + sc_vg vg,
@@ -1114,37 +1148,35 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
     kept = 0
     every = m4_lanes_below(0, GROUP)  # all set
     hits = 0  # lane j's bit: it passes a threshold now
+    if step:
+        # _step's heavy ball on lanes j..j+7 (eight working-dtype lanes: one AVX2 register in float32), the
+        # ledger's split first (of the old momentum)
+        for i in range(GROUP // SUM_WAYS):
+            j = SUM_WAYS * i
+            xw = w8_load(th, j)
+            yw = w8_load(v, j)
+            kick = v4_mul(wcb, w8_load(z, zo + j))
+            if ledger:
+                _ledger_4(s, j, vdahk, vhk, va2, v4_half(yw, 0), v4_half(kick, 0))
+                _ledger_4(s, j + 4, vdahk, vhk, va2, v4_half(yw, 1), v4_half(kick, 1))
+            yw = v4_add(v4_mul(wca, yw), v4_add(w8_load(grad, j), kick))
+            xw = v4_sub(xw, v4_mul(wlr, yw))
+            if quadratic:  # _grad_loss_1 in the working dtype
+                gw = v4_mul(w8_load(lm, j), xw)
+            else:
+                gw = v4_mul(xw, v4_sub(v4_mul(xw, xw), wone))
+            w8_store(th, j, xw)
+            w8_store(v, j, yw)
+            w8_store(grad, j, gw)
     for half in range(2):
         a_vv = a_loss = a_vg = a_sq = a_d = a_q = v4_splat(-0.0)
         for i in range(GROUP // SUM_WAYS):
             j = SUM_WAYS * i + 4 * half
-            if step and half == 0:
-                # _step's heavy ball on lanes j..j+7 (eight working-dtype lanes: one AVX2 register in
-                # float32), the ledger's split first (of the old momentum); the second half reads its
-                # four lanes back from the stored state
-                xw = w8_load(th, j)
-                yw = w8_load(v, j)
-                kick = v4_mul(wcb, w8_load(z, zo + j))
-                if ledger:
-                    d, q = _ledger_4(s, j, vdahk, vhk, va2, v4_half(yw, 0), v4_half(kick, 0))
-                    _ledger_4(s, j + 4, vdahk, vhk, va2, v4_half(yw, 1), v4_half(kick, 1))
-                yw = v4_add(v4_mul(wca, yw), v4_add(w8_load(grad, j), kick))
-                xw = v4_sub(xw, v4_mul(wlr, yw))
-                if quadratic:  # _grad_loss_1 in the working dtype
-                    gw = v4_mul(w8_load(lm, j), xw)
-                else:
-                    gw = v4_mul(xw, v4_sub(v4_mul(xw, xw), wone))
-                w8_store(th, j, xw)
-                w8_store(v, j, yw)
-                w8_store(grad, j, gw)
-                y = v4_half(yw, 0)
-                x = v4_half(xw, 0)
-            else:
-                y = v4_load(v, j)
-                x = v4_load(th, j)
-                if ledger:
-                    d = v4_load(s, R_D * GROUP + j)
-                    q = v4_load(s, R_Q * GROUP + j)
+            y = v4_load(v, j)
+            x = v4_load(th, j)
+            if ledger:
+                d = v4_load(s, R_D * GROUP + j)
+                q = v4_load(s, R_Q * GROUP + j)
             if quadratic:  # _grad_loss_1 in float64
                 g = v4_mul(v4_load(lm64, j), x)
                 loss = v4_mul(vhalf, v4_mul(g, x))
@@ -1199,9 +1231,12 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
             j = lowest_set_bit(hits) & ~3
             hits &= ~(15 << j)
             ine = v4_load(s, R_INE * GROUP + j)
-            for f in range(3):
-                _first_passage_4(s, j, f, v4_le(ine, v4_load(s, (R_THR + f) * GROUP + j)), vfm, vnever, vpassed, vunit)
-            _refresh_next(s, j, 4)
+            t0 = _first_passage_4(s, j, 0, v4_le(ine, v4_load(s, R_THR * GROUP + j)), vfm, vnever, vpassed, vunit)
+            t1 = _first_passage_4(s, j, 1, v4_le(ine, v4_load(s, (R_THR + 1) * GROUP + j)), vfm, vnever, vpassed,
+                                  vunit)
+            t2 = _first_passage_4(s, j, 2, v4_le(ine, v4_load(s, (R_THR + 2) * GROUP + j)), vfm, vnever, vpassed,
+                                  vunit)
+            v4_store(s, R_NEXT * GROUP + j, v4_max(v4_max(t0, t1), t2))  # _refresh_next of these four lanes
     if row >= 0:
         # the sums from the parked accumulators into locals, then stored: nothing is read back from the
         # freshly written (and often not yet cached) row of acc
