@@ -384,26 +384,70 @@ def _replicate_sums(partials, p: Plan) -> np.ndarray:
     backend's own) are summed in numpy: the same adds in the same order, so the same bits.
     """
     if isinstance(partials, np.ndarray):
-        x, cat = partials.astype(np.float64, copy=False), np.concatenate
-        zeros = np.zeros
-    else:
-        import torch
-        x, cat = partials.to(torch.float64), torch.cat
-        zeros = x.new_zeros
-    if x.shape[-1] != N_COLUMNS:
-        raise RuntimeError(f"backend partial sums have {x.shape[-1]} columns, expected {N_COLUMNS} (spec.COLUMNS)")
+        return _replicate_sums_numpy(partials.astype(np.float64, copy=False), p.groups_per_replicate)
+    import torch
+    x = partials.to(torch.float64)
+    _check_columns(x)
     rec, groups, q = x.shape
     gpr = p.groups_per_replicate
     reps = math.ceil(groups / gpr)
     pad = reps * gpr - groups
     if pad:
-        x = cat([x, zeros((rec, pad, q))], 1)
+        x = torch.cat([x, x.new_zeros((rec, pad, q))], 1)
     x = x.reshape(rec, reps, gpr, q)
     while x.shape[2] > 1:
         n, half = x.shape[2], x.shape[2] // 2
         head = x[:, :, :half] + x[:, :, half:2 * half]
-        x = cat([head, x[:, :, 2 * half:]], 2) if n % 2 else head
+        x = torch.cat([head, x[:, :, 2 * half:]], 2) if n % 2 else head
     return host_array(x[:, :, 0])
+
+
+def _check_columns(x) -> None:
+    if x.shape[-1] != N_COLUMNS:
+        raise RuntimeError(f"backend partial sums have {x.shape[-1]} columns, expected {N_COLUMNS} (spec.COLUMNS)")
+
+
+def _replicate_sums_numpy(x: np.ndarray, gpr: int) -> np.ndarray:
+    """`_replicate_sums` of float64 numpy partials, the same tree in place: the first level into a
+    buffer of half the size, every later level added into the front of that buffer, the odd slot
+    moved down (no level allocated or concatenated; x is not written). A last, partial replicate is
+    padded with zeros as the tree defines it, on a copy of its own groups only."""
+    _check_columns(x)
+    if gpr == 1:  # a group per replicate: the partials are the sums
+        return x
+    rec, groups, q = x.shape
+    reps = math.ceil(groups / gpr)
+    full = groups // gpr
+    out = np.empty((rec, reps, q))
+    if full:
+        _tree_into(x[:, :full * gpr].reshape(rec, full, gpr, q), out[:, :full])
+    if reps > full:
+        last = np.zeros((rec, 1, gpr, q))
+        last[:, 0, :groups - full * gpr] = x[:, full * gpr:]
+        _tree_into(last, out[:, full:])
+    return out
+
+
+def _tree_into(v: np.ndarray, dst: np.ndarray) -> None:
+    """dst [rec, r, q] = the pairwise tree over axis 2 of v [rec, r, n, q]: (a + b) of the halves,
+    the odd element carried, level by level."""
+    n = v.shape[2]
+    if n == 1:
+        dst[...] = v[:, :, 0]
+        return
+    half = n // 2
+    y = np.empty(v.shape[:2] + (half + n % 2,) + v.shape[3:])
+    np.add(v[:, :, :half], v[:, :, half:2 * half], out=y[:, :, :half])
+    if n % 2:
+        y[:, :, half] = v[:, :, 2 * half]
+    n = y.shape[2]
+    while n > 1:
+        half = n // 2
+        np.add(y[:, :, :half], y[:, :, half:2 * half], out=y[:, :, :half])
+        if n % 2:
+            y[:, :, half] = y[:, :, 2 * half]
+        n = half + n % 2
+    dst[...] = y[:, :, 0]
 
 
 def _attach_theory(result: SimulationResult) -> None:

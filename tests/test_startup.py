@@ -87,14 +87,17 @@ def test_torch_backend_run_agrees_with_the_default_run(tmp_path):
         np.testing.assert_allclose(auto[key], ref[key], rtol=1e-5, err_msg=key)
 
 
-@pytest.mark.parametrize("groups,per_replicate", [(1, 1), (7, 3), (16, 4), (13, 13), (29, 8)])
+@pytest.mark.parametrize("groups,per_replicate", [(1, 1), (7, 3), (16, 4), (13, 13), (29, 8), (257, 100), (300, 37)])
 def test_replicate_sums_of_numpy_and_torch_partials_are_the_same_bits(groups, per_replicate):
-    """The engine sums numpy partials (the numba backend's) by the same pairwise tree as torch partials."""
+    """The engine sums numpy partials (the numba backend's, in place in a buffer of its own) by the same
+    pairwise tree as torch partials, and leaves the partials as they were."""
     g = np.random.default_rng(groups * 100 + per_replicate)
     partials = g.normal(size=(3, groups, engine.N_COLUMNS)) * 10.0 ** g.integers(-8, 8, size=(3, groups, 1))
     plan = engine.Plan(replicate_size=per_replicate * engine.GROUP, replicates=math.ceil(groups / per_replicate),
                        chunk=groups * engine.GROUP, window=1)
-    from_numpy = engine._replicate_sums(partials.copy(), plan)
+    before = partials.copy()
+    from_numpy = engine._replicate_sums(partials, plan)
+    assert np.array_equal(partials, before)
     from_torch = engine._replicate_sums(torch.from_numpy(partials.copy()), plan)
     assert from_numpy.dtype == np.float64 and from_numpy.shape == (3, plan.replicates, engine.N_COLUMNS)
     assert np.array_equal(from_numpy, from_torch)
