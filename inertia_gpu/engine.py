@@ -430,24 +430,17 @@ def _replicate_sums_numpy(x: np.ndarray, gpr: int) -> np.ndarray:
 
 def _tree_into(v: np.ndarray, dst: np.ndarray) -> None:
     """dst [rec, r, q] = the pairwise tree over axis 2 of v [rec, r, n, q]: (a + b) of the halves,
-    the odd element carried, level by level."""
-    n = v.shape[2]
-    if n == 1:
-        dst[...] = v[:, :, 0]
-        return
-    half = n // 2
-    y = np.empty(v.shape[:2] + (half + n % 2,) + v.shape[3:])
-    np.add(v[:, :, :half], v[:, :, half:2 * half], out=y[:, :, :half])
-    if n % 2:
-        y[:, :, half] = v[:, :, 2 * half]
-    n = y.shape[2]
+    the odd element carried, level by level; the first level from v into a buffer, the rest in it."""
+    src, n, buf = v, v.shape[2], None
     while n > 1:
         half = n // 2
-        np.add(y[:, :, :half], y[:, :, half:2 * half], out=y[:, :, :half])
+        if buf is None:
+            buf = np.empty(v.shape[:2] + (half + n % 2,) + v.shape[3:])
+        np.add(src[:, :, :half], src[:, :, half:2 * half], out=buf[:, :, :half])
         if n % 2:
-            y[:, :, half] = y[:, :, 2 * half]
-        n = half + n % 2
-    dst[...] = y[:, :, 0]
+            buf[:, :, half] = src[:, :, 2 * half]
+        src, n = buf, half + n % 2
+    dst[...] = src[:, :, 0]
 
 
 def _attach_theory(result: SimulationResult) -> None:

@@ -34,9 +34,10 @@ recorded heavy-ball step (noise not loss-scaled) is one pass just before it
 (update, gradient and ledger split, eight lanes at a time in the working dtype):
 two passes over the group's state per step instead of four, and not one, since a
 fused iteration's dependency chain, from the loads to I^2, is longer than
-out-of-order execution overlaps. Every other case writes the summand rows and sums them
-with the same partials and tree (`_row_sum`). Selects are values stored unconditionally or blends: a select
-written back only where it changes becomes a masked store, microcoded on AMD.
+out-of-order execution overlaps. Every other case writes the summand rows and
+sums them with the same partials and tree (`_row_sum`). Selects are values
+stored unconditionally or blends: a select written back only where it changes
+becomes a masked store, microcoded on AMD.
 
 Ledger (docs/THEORY.md section 8): with a ledger state (float64 [count, 2], the
 cumulative dissipated D and injected Q since step 0) the step adds, at its
@@ -889,7 +890,7 @@ def _noise_scale(sc, base, L, factor, loss_scaled, one):
 @njit(inline="always", error_model="numpy")
 def _ledger_factors(a, hk):
     """(2 a, (1 - a^2) hk): the factors of the ledger's split for friction factor a and kinetic factor hk
-    (float64), formed here once for the step's loops and the fused record alike."""
+    (float64), formed here once for the step's loops and `_record_1`'s step pass alike."""
     return a + a, (1.0 - a * a) * hk
 
 
@@ -1231,12 +1232,12 @@ def _record_1(row, grp, m, acc, heavy, quadratic, ledger, kc, sc_vg, th, v, lm64
             j = lowest_set_bit(hits) & ~3
             hits &= ~(15 << j)
             ine = v4_load(s, R_INE * GROUP + j)
-            t0 = _first_passage_4(s, j, 0, v4_le(ine, v4_load(s, R_THR * GROUP + j)), vfm, vnever, vpassed, vunit)
-            t1 = _first_passage_4(s, j, 1, v4_le(ine, v4_load(s, (R_THR + 1) * GROUP + j)), vfm, vnever, vpassed,
-                                  vunit)
-            t2 = _first_passage_4(s, j, 2, v4_le(ine, v4_load(s, (R_THR + 2) * GROUP + j)), vfm, vnever, vpassed,
-                                  vunit)
-            v4_store(s, R_NEXT * GROUP + j, v4_max(v4_max(t0, t1), t2))  # _refresh_next of these four lanes
+            # the new thresholds' max (_refresh_next of these four lanes), from registers
+            nxt = _first_passage_4(s, j, 0, v4_le(ine, v4_load(s, R_THR * GROUP + j)), vfm, vnever, vpassed, vunit)
+            for f in range(1, 3):
+                nxt = v4_max(nxt, _first_passage_4(s, j, f, v4_le(ine, v4_load(s, (R_THR + f) * GROUP + j)), vfm,
+                                                   vnever, vpassed, vunit))
+            v4_store(s, R_NEXT * GROUP + j, nxt)
     if row >= 0:
         # the sums from the parked accumulators into locals, then stored: nothing is read back from the
         # freshly written (and often not yet cached) row of acc
@@ -1473,7 +1474,7 @@ def _advance_group(grp, th, v, g, lm, L, sc, z, w, lm64, g64, L64, s, theta, mom
             r = n - step_begin
             row = rec_row[r]
             ca, cb = coef[r, 0], coef[r, 1]
-            # a recorded heavy-ball step on d = 1 (noise not loss-scaled) is stepped inside the record's pass
+            # a recorded heavy-ball step on d = 1 (noise not loss-scaled) is taken by `_record_1` (its step pass)
             fuse = row >= 0 and heavy and dim == 1 and problem != PROBLEM_ROSENBROCK and not loss_scaled
             if not fuse:
                 _step(integrator, problem, loss_scaled, ledger, ca, cb, coef[r, 2], lr, h, half_h, hk, th, v, g, L,
